@@ -1,0 +1,13 @@
+"""Models: offline loading of embedded and user models, prompt formatting, a tiny test model."""
+
+from __future__ import annotations
+
+from .formatting import PLAIN_TEMPLATE, format_prompt, prompt_format
+from .loader import LoadedModel, ModelInfo, boot_bridge, default_cache_dir, load
+from .registry import DEFAULT_MODEL, EMBEDDED
+from .tiny import tiny_model, tiny_tokenizer
+
+__all__ = [
+    "DEFAULT_MODEL", "EMBEDDED", "PLAIN_TEMPLATE", "LoadedModel", "ModelInfo", "boot_bridge",
+    "default_cache_dir", "format_prompt", "load", "prompt_format", "tiny_model", "tiny_tokenizer",
+]

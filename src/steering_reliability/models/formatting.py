@@ -1,0 +1,30 @@
+"""The one prompt-formatting function: chat template where there is one, plain otherwise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PLAIN_TEMPLATE = "User: {prompt}\nAssistant:"
+
+
+def prompt_format(tokenizer: Any) -> str:
+    """'chat' if the tokenizer has a chat template, else 'plain'."""
+    return "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+
+
+def format_prompt(tokenizer: Any, prompt: str, *, system_prompt: str | None = None, fmt: str | None = None) -> str:
+    """The exact text the model sees before its answer.
+
+    system_prompt None keeps the chat template's own default (SmolLM2 inserts one); "" means none
+    where the template allows it.
+    """
+    fmt = fmt or prompt_format(tokenizer)
+    if fmt == "plain":
+        text = PLAIN_TEMPLATE.format(prompt=prompt)
+        return f"{system_prompt}\n\n{text}" if system_prompt else text
+    messages: list[dict[str, str]] = []
+    if system_prompt is not None:
+        messages.append({"role": "system", "content": system_prompt})
+    messages.append({"role": "user", "content": prompt})
+    out = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return str(out)

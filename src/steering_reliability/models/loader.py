@@ -1,0 +1,223 @@
+"""load(name) -> LoadedModel: a TransformerBridge over an HF model, offline, with a weight cache.
+
+GGUF dequantisation (~30 s) and tokenizer conversion (~10 s) happen once per weights file; the
+fp32 result is saved as safetensors in a content-addressed folder (published atomically under a
+file lock), so every later process loads in about a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelLoadError
+from .formatting import prompt_format
+from .registry import DEFAULT_MODEL, EMBEDDED, EmbeddedModel
+
+CACHE_FORMAT = 1  # bump when the cached layout changes
+
+
+def default_cache_dir() -> Path:
+    """artifacts/cache under the repo, or $STEERING_RELIABILITY_CACHE."""
+    env = os.environ.get("STEERING_RELIABILITY_CACHE")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "artifacts" / "cache"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the rest of the suite needs to know about a loaded model."""
+
+    name: str
+    source: str  # embedded:<name>, gguf:<path>, hub:<id>, dir:<path>
+    n_layers: int
+    d_model: int
+    n_ctx: int
+    vocab_size: int
+    weights_sha256: str
+    prompt_format: str  # "chat" or "plain"
+    load_seconds: float
+    dtype: str = "float32"
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """The bridge (hook names, run_with_cache), the same HF model underneath, tokenizer, info.
+
+    Read-only by convention: session fixtures share it across tests; never edit its weights.
+    """
+
+    bridge: Any
+    hf_model: Any
+    tokenizer: Any
+    info: ModelInfo
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _file_digest(path: Path, cache_dir: Path) -> str:
+    """sha256 of a weights file, memoised by (path, size, mtime) so reloads skip the read."""
+    st = path.stat()
+    memo = cache_dir / "sha256" / (hashlib.blake2b(str(path.resolve()).encode(), digest_size=8).hexdigest() + ".json")
+    key = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    try:
+        saved = json.loads(memo.read_text())
+        if saved.get("key") == key:
+            return str(saved["sha256"])
+    except (OSError, ValueError):
+        pass
+    digest = _sha256(path)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_name(f".{memo.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps({"key": key, "sha256": digest}))
+    os.replace(tmp, memo)
+    return digest
+
+
+def _dequantise_to(gguf: Path, out_dir: Path, architecture: str | None) -> None:
+    """GGUF -> fp32 safetensors + tokenizer + config in out_dir (a fresh temp folder)."""
+    import torch
+    from safetensors.torch import save_model
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"gguf_file": gguf.name}
+    tok = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+    config = AutoConfig.from_pretrained(gguf.parent, **kwargs)
+    if architecture and not getattr(config, "architectures", None):
+        config.architectures = [architecture]
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, config=config, dtype=torch.float32, **kwargs)
+    # save_pretrained refuses GGUF-loaded models; write the pieces ourselves.
+    model.config.save_pretrained(out_dir)
+    model.generation_config.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    save_model(model, str(out_dir / "model.safetensors"))
+
+
+def _cached_fp32_dir(gguf: Path, digest: str, cache_dir: Path, architecture: str | None) -> Path:
+    """The content-addressed fp32 copy of a GGUF file, creating it once across processes."""
+    from filelock import FileLock
+
+    final = cache_dir / "models" / f"{digest[:16]}-v{CACHE_FORMAT}"
+    if (final / "model.safetensors").exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(final) + ".lock"):
+        if (final / "model.safetensors").exists():
+            return final
+        tmp = final.parent / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        tmp.mkdir()
+        try:
+            _dequantise_to(gguf, tmp, architecture)
+            (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}))
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
+def _resolve(name: str, cache_dir: Path) -> tuple[Path, str, str, str, str | None]:
+    """name -> (hf directory, hub id for the bridge, source tag, weights sha256, architecture)."""
+    entry: EmbeddedModel | None = EMBEDDED.get(name)
+    if entry is not None:
+        gguf = entry.locate(cache_dir)
+        digest = _file_digest(gguf, cache_dir)
+        return _cached_fp32_dir(gguf, digest, cache_dir, entry.architecture), entry.hub_id, f"embedded:{name}", digest, entry.architecture
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.exists():
+            raise ModelLoadError(f"GGUF file not found: {path}")
+        digest = _file_digest(path, cache_dir)
+        fp32 = _cached_fp32_dir(path, digest, cache_dir, None)
+        return fp32, str(fp32), f"gguf:{path}", digest, None
+    if path.is_dir():
+        files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+        if not files:
+            raise ModelLoadError(f"{path} holds no *.safetensors or *.bin weights")
+        h = hashlib.sha256()
+        for f in files:
+            h.update(_file_digest(f, cache_dir).encode())
+        return path, str(path), f"dir:{path}", h.hexdigest(), None
+    if "/" not in name:
+        from ..errors import suggest
+
+        raise ModelLoadError(f"unknown model {name!r}: not an embedded model, a .gguf file, a local directory "
+                             f"or a hub id (owner/name); {suggest(name, EMBEDDED)}")
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = Path(snapshot_download(name, local_files_only=_offline(), allow_patterns=[
+            "*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]))
+    except Exception as exc:
+        raise ModelLoadError(
+            f"hub model {name!r} is not in the local Hugging Face cache and the hub cannot be reached "
+            f"({'HF_HUB_OFFLINE=1' if _offline() else type(exc).__name__}). Use an embedded model instead: "
+            f"{', '.join(EMBEDDED)}; or download it on a connected machine first."
+        ) from exc
+    hf_dir, _, _, digest, _ = _resolve(str(local), cache_dir)
+    return hf_dir, name, f"hub:{name}", digest, None
+
+
+def load(name: str = DEFAULT_MODEL, *, device: str = "cpu", cache_dir: str | Path | None = None) -> LoadedModel:
+    """Load an embedded model, a .gguf file, a local HF directory or a cached hub id, offline."""
+    import torch
+    from transformer_lens.model_bridge import TransformerBridge  # noqa: F401  (import cost kept out of load_seconds)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # load_seconds: resolving, reading (or first creating) the fp32 copy, tokenizer, bridge boot.
+    t0 = time.perf_counter()
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    hf_dir, hub_id, source, digest, _arch = _resolve(name, cache)
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    tok = AutoTokenizer.from_pretrained(hf_dir)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).to(device).eval()
+    model.requires_grad_(False)
+    bridge = boot_bridge(hub_id, model, tok)
+    cfg = model.config
+    text_cfg = getattr(cfg, "text_config", cfg)
+    info = ModelInfo(
+        name=name,
+        source=source,
+        n_layers=int(text_cfg.num_hidden_layers),
+        d_model=int(text_cfg.hidden_size),
+        n_ctx=int(getattr(text_cfg, "max_position_embeddings", 2048)),
+        vocab_size=int(text_cfg.vocab_size),
+        weights_sha256=digest,
+        prompt_format=prompt_format(tok),
+        load_seconds=round(time.perf_counter() - t0, 3),
+        device=str(device),
+    )
+    return LoadedModel(bridge=bridge, hf_model=model, tokenizer=tok, info=info)
+
+
+def boot_bridge(hub_id: str, model: Any, tokenizer: Any) -> Any:
+    """Wrap an already-loaded HF model in a TransformerBridge without touching the network.
+
+    Raw HF numerics (no compatibility mode): the bridge's forward equals the HF forward.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return TransformerBridge.boot_transformers(hub_id, hf_model=model, tokenizer=tokenizer)

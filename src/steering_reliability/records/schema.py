@@ -1,0 +1,121 @@
+"""The one row schema of results.parquet (DESIGN.md), shared by writer, compaction and report.
+
+One row per (run, experiment, case, prompt, split, layer, hook point, intervention, alpha,
+direction variant, seed). Rows that are not about one prompt (e.g. a sanity check's cosine)
+use prompt_id "" and carry their numbers in `value` / `extra_json`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+
+# Order matters: it is the column order of every part file and of results.parquet.
+ROW_SCHEMA: pa.Schema = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("config_hash", pa.string()),
+        ("experiment", pa.string()),  # "sweep", "baseline", "sanity:<name>", ...
+        ("case_id", pa.string()),  # layer{L}-{intervention}-a{alpha}, or "baseline"
+        ("model", pa.string()),
+        ("split", pa.string()),  # harm_train | harm_test | benign | "" for non-prompt rows
+        ("prompt_id", pa.string()),
+        ("family", pa.string()),
+        ("style", pa.string()),
+        ("template", pa.string()),
+        ("layer", pa.int64()),  # -1 when no layer applies (baseline)
+        ("hook_point", pa.string()),
+        ("position", pa.string()),
+        ("intervention", pa.string()),  # none | add | ablate | ...
+        ("alpha", pa.float64()),
+        ("alpha_scale", pa.string()),
+        ("direction_method", pa.string()),
+        ("direction_variant", pa.string()),  # "main", "alt_template", "random", "seed1", ...
+        ("seed", pa.int64()),
+        ("prompt", pa.string()),
+        ("completion", pa.string()),
+        ("n_tokens", pa.int64()),
+        ("refusal_score", pa.float64()),
+        ("is_refusal", pa.bool_()),
+        ("matched_phrases", pa.list_(pa.string())),
+        ("helpfulness_score", pa.float64()),
+        ("is_helpful", pa.bool_()),
+        ("mean_entropy", pa.float64()),
+        ("mean_logprob", pa.float64()),
+        ("distinct_2", pa.float64()),
+        ("repeated_ngram_frac", pa.float64()),
+        ("collapsed", pa.bool_()),
+        ("first_token_refusal_prob", pa.float64()),
+        ("kl_to_baseline", pa.float64()),
+        ("ce_on_baseline", pa.float64()),
+        ("proj_before", pa.float64()),
+        ("proj_after", pa.float64()),
+        ("value", pa.float64()),  # a sanity row's headline number
+        ("passed", pa.bool_()),  # a sanity row's verdict (null for sweep rows)
+        ("extra_json", pa.string()),  # anything else, as canonical JSON
+    ]
+)
+
+COLUMNS: tuple[str, ...] = tuple(ROW_SCHEMA.names)
+
+# The row key: two rows with the same key describe the same measurement.
+ROW_KEY: tuple[str, ...] = (
+    "run_id",
+    "experiment",
+    "case_id",
+    "split",
+    "prompt_id",
+    "layer",
+    "hook_point",
+    "intervention",
+    "alpha",
+    "direction_variant",
+    "seed",
+)
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain(name: str, value: Any) -> Any:
+    """Coerce one value to a plain Python type (numpy/torch scalars are not allowed to travel)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    item = getattr(value, "item", None)  # numpy / torch scalar
+    if callable(item):
+        out = item()
+        if isinstance(out, _PLAIN):
+            return out
+    raise TypeError(f"row field {name!r}: value {value!r} of type {type(value).__name__} is not a plain type")
+
+
+def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a row with every schema column (missing -> None), plain Python values only.
+
+    Unknown keys are an error (a typo would otherwise silently drop a column).
+    """
+    unknown = sorted(set(row) - set(COLUMNS))
+    if unknown:
+        raise KeyError(f"unknown row fields {unknown}; the schema's columns are {list(COLUMNS)}")
+    out: dict[str, Any] = {}
+    for name in COLUMNS:
+        value = _plain(name, row.get(name))
+        if isinstance(value, float) and math.isnan(value):
+            value = None
+        out[name] = value
+    return out
+
+
+def rows_to_table(rows: list[Mapping[str, Any]]) -> pa.Table:
+    """Rows -> a pyarrow Table with exactly ROW_SCHEMA (never inferred)."""
+    normalized = [normalize_row(r) for r in rows]
+    columns = {name: [r[name] for r in normalized] for name in COLUMNS}
+    return pa.Table.from_pydict(columns, schema=ROW_SCHEMA)

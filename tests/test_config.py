@@ -1,0 +1,85 @@
+"""Config: YAML + overrides -> frozen Config; bad values refused with field, value and a hint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from steering_reliability.config import (
+    CONFIG_DIR,
+    config_hash,
+    load_config,
+    parse_override,
+    validate_for_model,
+)
+from steering_reliability.errors import ConfigError
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_shipped_configs_load_and_differ() -> None:
+    default = load_config(CONFIG_DIR / "default.yaml")
+    fast = load_config(CONFIG_DIR / "fast.yaml")
+    assert default.sweep.layers == (6, 12, 18)
+    assert default.sweep.alphas == (0.5, 1.0, 2.0, 4.0)
+    assert config_hash(default) != config_hash(fast)
+    assert config_hash(default) == config_hash(load_config(CONFIG_DIR / "default.yaml"))
+
+
+def test_overrides_apply_and_change_the_hash() -> None:
+    base = load_config()
+    over = load_config(None, {"generation.max_new_tokens": 8, "sweep.layers": [3]})
+    assert over.generation.max_new_tokens == 8 and over.sweep.layers == (3,)
+    assert config_hash(base) != config_hash(over)
+    assert parse_override("sweep.alphas=[1, 2]") == ("sweep.alphas", [1, 2])
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "needle"),
+    [
+        ("sweep:\n  layerz: [1]\n", "sweep.layerz", "did you mean 'layers'"),
+        ("sweep:\n  alphas: [.nan]\n", "sweep.alphas[0]", "finite"),
+        ("sweep:\n  alphas: [.inf]\n", "sweep.alphas[0]", "finite"),
+        ("sweep:\n  alphas: []\n", "sweep.alphas", "non-empty"),
+        ("sweep:\n  layers: []\n", "sweep.layers", "non-empty"),
+        ("sweep:\n  layers: [true]\n", "sweep.layers[0]", "an integer"),
+        ("sweep:\n  layers: [6, 6]\n", "sweep.layers", "no duplicate"),
+        ("sweep:\n  interventions: [abate]\n", "sweep.interventions", "did you mean 'ablate'"),
+        ("direction:\n  hook_point: resid_prre\n", "direction.hook_point", "resid_pre"),
+        ("direction:\n  position: last_prompt\n", "direction.position", "identical"),
+        ("generation:\n  max_new_tokens: 0\n", "generation.max_new_tokens", "> 0"),
+        ("generation:\n  max_new_tokens: many\n", "generation.max_new_tokens", "an integer"),
+        ("sweep:\n  alphas: [0, 1]\n", "sweep.alphas", "baseline"),
+    ],
+)
+def test_bad_values_are_refused_with_field_and_hint(tmp_path: Path, text: str, field: str, needle: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert str(path) in msg and f"field: {field}" in msg and needle in msg
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "sweep:\n  layers: [1, 2\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert f"{path}:" in str(err.value)
+
+
+def test_layer_outside_the_model_names_the_model() -> None:
+    cfg = load_config(None, {"sweep.layers": [6, 30]})
+    with pytest.raises(ConfigError) as err:
+        validate_for_model(cfg, model_name="smollm2-135m-instruct", n_layers=30)
+    assert "smollm2-135m-instruct has 30 layers" in str(err.value) and "value: 30" in str(err.value)
+
+
+def test_config_is_frozen() -> None:
+    cfg = load_config()
+    with pytest.raises(AttributeError):
+        cfg.seed = 3  # type: ignore[misc]
