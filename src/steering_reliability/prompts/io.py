@@ -1,0 +1,178 @@
+"""Load, check, hash and atomically write prompt files in the schema of DESIGN.md."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from steering_reliability.errors import PromptFileError
+
+from .readers import parse_csv_table, read_rows, read_text
+from .schema import REQUIRED_META, Prompt, prompt_from_record
+
+
+def load_prompts(path: str | Path, *, split: str | None = None) -> tuple[Prompt, ...]:
+    """Read and validate a .jsonl / .json (list) / .csv prompt file; refuse anything malformed.
+
+    With `split`, records whose meta.split names another split are skipped (one file may hold
+    several) and every returned prompt carries meta.split = split.
+    """
+    if Path(path).suffix.lower() == ".csv":
+        name, text = read_text(path)
+        unit, rows = "row", _csv_records(*parse_csv_table(text, file=name), file=name)
+    else:
+        name, rows, unit = read_rows(path)
+    prompts: list[Prompt] = []
+    first_line: dict[str, int] = {}
+    for line, obj in rows:
+        prompt = prompt_from_record(obj, file=name, line=line, what=unit)
+        if prompt.id in first_line:
+            raise PromptFileError(
+                f"duplicate id {prompt.id!r} on {unit}s {first_line[prompt.id]} and {line}",
+                file=name,
+                line=line,
+                field="id",
+                value=prompt.id,
+                expected="ids unique per file",
+                hint=f"rename one of the two records ({unit} {first_line[prompt.id]} or {line})",
+            )
+        first_line[prompt.id] = line
+        prompts.append(prompt)
+    if split is not None:
+        prompts = [_with_split(p, split) for p in prompts if p.meta.get("split", split) == split]
+    if not prompts:
+        raise PromptFileError(
+            "no prompt records" + (f" for split {split!r}" if split is not None else ""),
+            file=name,
+            expected="at least one record",
+            hint="check the file (and meta.split, if the file holds several splits)",
+        )
+    return tuple(prompts)
+
+
+def _with_split(prompt: Prompt, split: str) -> Prompt:
+    if prompt.meta.get("split") == split:
+        return prompt
+    meta = {**prompt.meta, "split": split}
+    return Prompt(id=prompt.id, prompt=prompt.prompt, meta=meta, line=prompt.line)
+
+
+def _csv_records(
+    header_line: int, columns: list[str], rows: list[tuple[int, Any]], *, file: str
+) -> list[tuple[int, Any]]:
+    """CSV rows in our schema: columns id, prompt, and meta columns (`family` or `meta.family`)."""
+    meta_cols = {c: c.removeprefix("meta.") for c in columns if c not in ("id", "prompt")}
+    for needed in ("id", "prompt", *REQUIRED_META):
+        if needed not in columns and needed not in meta_cols.values():
+            raise PromptFileError(
+                f"CSV header lacks the column {needed!r}",
+                file=file,
+                line=header_line,
+                field=needed,
+                value=columns,
+                expected="a header row with id,prompt,family,style",
+                hint="the first row is read as the header; add it, or ingest foreign layouts "
+                "with `python -m steering_reliability.prompts ingest`",
+            )
+    out: list[tuple[int, Any]] = []
+    for line, cells in rows:
+        meta = {key: cells[col] for col, key in meta_cols.items() if cells[col] != ""}
+        for key in REQUIRED_META:
+            meta.setdefault(key, "")  # present but empty, so the error says "empty meta.x"
+        out.append((line, {"id": cells["id"], "prompt": cells["prompt"], "meta": meta}))
+    return out
+
+
+def check_prompt_lengths(
+    prompts: Iterable[Prompt],
+    count_tokens: Callable[[str], int],
+    max_tokens: int,
+    *,
+    file: str,
+) -> None:
+    """Refuse a prompt that does not fit the model's context (it would be silently truncated)."""
+    if max_tokens <= 0:
+        raise PromptFileError(
+            "max_tokens must be positive",
+            file=file,
+            field="max_tokens",
+            value=max_tokens,
+            expected="an integer > 0",
+            hint="pass the context length left for the prompt",
+        )
+    for prompt in prompts:
+        n = count_tokens(prompt.prompt)
+        if n > max_tokens:
+            raise PromptFileError(
+                f"prompt {prompt.id!r} is longer than the context ({n} > {max_tokens} tokens)",
+                file=file,
+                line=prompt.line,
+                field="prompt",
+                value=prompt.prompt,
+                expected=f"at most {max_tokens} tokens",
+                hint="shorten or drop this prompt, or lower max_new_tokens to leave it room",
+            )
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (prompt files are part of cache keys and run manifests)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dumps_prompts(prompts: Iterable[Prompt]) -> str:
+    """The canonical JSONL text: one record per line, schema key order, UTF-8, final newline."""
+    return "".join(json.dumps(p.to_record(), ensure_ascii=False) + "\n" for p in prompts)
+
+
+def write_prompts(prompts: Sequence[Prompt], path: str | Path) -> Path:
+    """Write one JSONL file atomically (temp file in the same folder, fsync, os.replace)."""
+    return write_many({Path(path): prompts})[0]
+
+
+def write_many(files: Mapping[Path, Sequence[Prompt]]) -> list[Path]:
+    """Write several JSONL files, all temp files first, so a failure leaves no file changed."""
+    _check_unique(files)
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for path, prompts in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+            temps.append((temp, path))
+            with open(temp, "w", encoding="utf-8", newline="\n") as handle:
+                handle.write(dumps_prompts(prompts))
+                handle.flush()
+                os.fsync(handle.fileno())
+        for temp, path in temps:
+            os.replace(temp, path)
+    finally:
+        for temp, _ in temps:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+    return [path for _, path in temps]
+
+
+def _check_unique(files: Mapping[Path, Sequence[Prompt]]) -> None:
+    for path, prompts in files.items():
+        seen: set[str] = set()
+        for index, prompt in enumerate(prompts, start=1):
+            if prompt.id in seen:
+                raise PromptFileError(
+                    f"refusing to write duplicate id {prompt.id!r}",
+                    file=str(path),
+                    line=index,
+                    field="id",
+                    value=prompt.id,
+                    expected="ids unique per file",
+                    hint="make ids unique before writing",
+                )
+            seen.add(prompt.id)
