@@ -1,0 +1,131 @@
+"""Render a run directory's report: `python -m steering_reliability.report RUN_DIR`.
+
+Reads only `results.parquet` and `run.json` in RUN_DIR and writes, into RUN_DIR, summary.csv,
+figures/*.png and *.svg, examples.md and findings.md. Rendering twice gives identical bytes
+(fixed bootstrap seed, fixed SVG hash salt, no dates in figure metadata). `make report` and the
+pytest plugin at session end both call `render`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
+
+from steering_reliability.analysis.aggregate import choose_operating_point, shift_rates, summarize
+from steering_reliability.analysis.data import check_rows, load_results, load_run_info
+from steering_reliability.analysis.examples import render_examples
+from steering_reliability.analysis.findings import render_findings
+from steering_reliability.analysis.plots import build_figures
+from steering_reliability.errors import SteeringReliabilityError
+from steering_reliability.records.runs import resolve_run_dir
+
+DEFAULT_RUN_DIR = Path("artifacts/runs/latest")
+FIGURE_FORMATS = ("png", "svg")
+_UMASK = os.umask(0)  # read the process umask (set and restore: the only portable way)
+os.umask(_UMASK)
+# Drop the creation date (SVG) and tool version stamps so the bytes depend on the data only.
+_METADATA = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None}}
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where `render` wrote each output."""
+
+    run_dir: Path
+    summary_csv: Path
+    figures: tuple[Path, ...]
+    examples_md: Path
+    findings_md: Path
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Atomic write: temp file in the same directory, then os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def summary_csv_text(summary: pd.DataFrame) -> str:
+    """The summary table as CSV text (fixed float format, '\\n' line ends)."""
+    return summary.to_csv(index=False, float_format="%.6g", lineterminator="\n")
+
+
+def figure_bytes(fig: Figure, fmt: str) -> bytes:
+    """One figure encoded without dates, so re-rendering gives the same bytes."""
+    buffer = io.BytesIO()
+    # A fixed hash salt makes SVG element ids reproducible; glyphs as paths need no fonts.
+    with matplotlib.rc_context({"svg.hashsalt": "steering-reliability", "svg.fonttype": "path"}):
+        fig.savefig(buffer, format=fmt, dpi=150, metadata=_METADATA[fmt])
+    return buffer.getvalue()
+
+
+def render(run_dir: str | Path) -> ReportPaths:
+    """Render every report output of one run directory into it; return their paths.
+
+    `run_dir` may be `<runs>/latest` (a symlink, or the LATEST file where symlinks fail).
+    Raises ReportInputError (a SteeringReliabilityError) when the results cannot be used.
+    """
+    run_dir = resolve_run_dir(run_dir)
+    results_path = run_dir / "results.parquet"
+    df = load_results(results_path)
+    check_rows(df, source=str(results_path))
+    info = load_run_info(run_dir / "run.json")
+    summary = summarize(df)
+    op = choose_operating_point(summary)
+    figures: list[Path] = []
+    for stem, fig in build_figures(summary, shift_rates(df, op)).items():
+        for fmt in FIGURE_FORMATS:
+            path = run_dir / "figures" / f"{stem}.{fmt}"
+            _write_bytes(path, figure_bytes(fig, fmt))
+            figures.append(path)
+    paths = ReportPaths(
+        run_dir=run_dir,
+        summary_csv=run_dir / "summary.csv",
+        figures=tuple(figures),
+        examples_md=run_dir / "examples.md",
+        findings_md=run_dir / "findings.md",
+    )
+    _write_bytes(paths.summary_csv, summary_csv_text(summary).encode("utf-8"))
+    _write_bytes(paths.examples_md, render_examples(df, summary).encode("utf-8"))
+    _write_bytes(paths.findings_md, render_findings(df, summary, info).encode("utf-8"))
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; bad input is reported on stderr with exit status 2."""
+    parser = argparse.ArgumentParser(
+        prog="python -m steering_reliability.report",
+        description="Render summary.csv, figures/, examples.md and findings.md for a run.",
+    )
+    parser.add_argument("run_dir", nargs="?", default=str(DEFAULT_RUN_DIR),
+                        help=f"run directory (default: {DEFAULT_RUN_DIR})")  # fmt: skip
+    args = parser.parse_args(argv)
+    try:
+        paths = render(args.run_dir)
+    except SteeringReliabilityError as exc:
+        print(f"report: {exc}", file=sys.stderr)
+        return 2
+    print(f"report written to {paths.run_dir}: summary.csv, {len(paths.figures)} figure files, "
+          "examples.md, findings.md")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,156 @@
+"""Summary statistics: bootstrap intervals, the Pareto flag and the operating-point rule."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from syrupy.assertion import SnapshotAssertion
+
+from steering_reliability.analysis import (
+    OperatingPointRule,
+    ReportInputError,
+    choose_operating_point,
+    explain_choice,
+    pareto_front,
+    prepare,
+    summarize,
+)
+from steering_reliability.analysis.stats import diff_ci, mean_ci
+from steering_reliability.errors import SteeringReliabilityError
+from steering_reliability.records.schema import rows_to_table
+from steering_reliability.report import summary_csv_text
+from test_report_synthetic import synthetic_rows
+
+
+@pytest.fixture(scope="module")
+def summary() -> pd.DataFrame:
+    return summarize(prepare(rows_to_table(synthetic_rows()).to_pandas()))
+
+
+def test_summary_csv_matches_snapshot(summary: pd.DataFrame, snapshot: SnapshotAssertion) -> None:
+    assert summary_csv_text(summary) == snapshot
+
+
+def test_summary_has_one_baseline_row_then_every_sweep_setting(summary: pd.DataFrame) -> None:
+    assert summary["kind"].tolist() == ["baseline"] + ["sweep"] * 8
+    assert summary.loc[0, "helpful_drop"] == 0.0
+    assert summary["operating_point"].sum() == 1
+    assert set(summary.loc[summary["kind"] == "sweep", "case_id"]) == {
+        f"layer{layer}-{iv}-a{a}" for layer in (4, 8) for iv in ("add", "ablate") for a in (1, 2)
+    }
+
+
+def test_every_interval_contains_its_estimate(summary: pd.DataFrame) -> None:
+    names = [c[: -len("_lo")] for c in summary.columns if c.endswith("_lo")]
+    assert "harm_test_refusal" in names and "gap" in names and "helpful_drop" in names
+    for name in names:
+        for value, lo, hi in summary[[name, f"{name}_lo", f"{name}_hi"]].itertuples(index=False):
+            if not math.isnan(value):
+                assert lo <= value <= hi, (name, lo, value, hi)
+
+
+@given(st.lists(st.floats(min_value=-5, max_value=5, allow_nan=False), min_size=1, max_size=40))
+def test_mean_interval_contains_the_mean(values: list[float]) -> None:
+    est = mean_ci(pd.Series(values))
+    assert est.lo <= est.value <= est.hi
+    assert est.n == len(values)
+
+
+def test_bootstrap_is_deterministic_and_pairs_shared_prompts() -> None:
+    a = pd.Series([1.0, 0.0, 1.0, 1.0], index=["p1", "p2", "p3", "p4"])
+    b = pd.Series([1.0, 0.0, 1.0, 0.0], index=["p1", "p2", "p3", "p4"])
+    assert mean_ci(a) == mean_ci(a)
+    paired = diff_ci(a, b)
+    assert paired.value == pytest.approx(0.25)
+    assert paired.lo >= 0.0  # paired differences are never negative here
+    unpaired = diff_ci(a, b.set_axis(["q1", "q2", "q3", "q4"]))
+    assert unpaired.lo < 0.0  # independent resampling is wider
+    assert math.isnan(mean_ci(pd.Series([], dtype="float64")).value)
+
+
+def test_pareto_flags_a_hand_made_table() -> None:
+    points = pd.DataFrame(
+        [
+            ("A", 0.2, 0.0, True),
+            ("B", 0.5, 0.1, True),
+            ("C", 0.4, 0.2, False),  # B refuses more for less drop
+            ("D", 0.5, 0.3, False),  # B: same refusal, less drop
+            ("E", 0.9, 0.5, True),
+            ("F", float("nan"), 0.1, False),  # unknown refusal is never on the frontier
+            ("G", 0.9, 0.5, True),  # a tie with E: neither dominates the other
+            ("H", 0.1, 0.0, False),  # A: same drop, more refusal
+        ],
+        columns=["name", "refusal", "drop", "expected"],
+    )
+    got = pareto_front(points["refusal"], points["drop"])
+    assert dict(zip(points["name"], got.tolist(), strict=True)) == dict(
+        zip(points["name"], points["expected"], strict=True)
+    )
+
+
+def _table(rows: list[tuple[int, float, float, float, float]]) -> pd.DataFrame:
+    """A hand-made summary: (layer, alpha, harm_test refusal, helpful drop, collapse rate)."""
+    frame = pd.DataFrame(
+        rows, columns=["layer", "alpha", "harm_test_refusal", "helpful_drop", "collapse_rate"]
+    )
+    frame.insert(0, "kind", "sweep")
+    frame["intervention"] = "add"
+    frame["pareto"] = pareto_front(frame["harm_test_refusal"], frame["helpful_drop"])
+    base = pd.DataFrame([{"kind": "baseline", "layer": -1, "alpha": 0.0, "harm_test_refusal": 0.0,
+                          "helpful_drop": 0.0, "collapse_rate": 0.0, "intervention": "none",
+                          "pareto": False}])  # fmt: skip
+    return pd.concat([base, frame], ignore_index=True)
+
+
+def test_operating_point_is_the_best_refusal_within_the_drop_bound() -> None:
+    table = _table(
+        [
+            (6, 1.0, 0.40, 0.05, 0.0),
+            (12, 1.0, 0.70, 0.08, 0.0),  # chosen
+            (12, 2.0, 0.95, 0.02, 0.50),  # collapsed: excluded however good it looks
+            (18, 1.0, 0.90, 0.30, 0.0),  # drop above the bound
+        ]
+    )
+    op = choose_operating_point(table)
+    assert (op["layer"], op["alpha"]) == (12, 1.0)
+    assert "highest harm_test refusal" in explain_choice(table)[1]
+
+
+def test_operating_point_ties_break_on_smaller_drop_then_smaller_alpha() -> None:
+    table = _table([(6, 2.0, 0.5, 0.05, 0.0), (6, 1.0, 0.5, 0.05, 0.0), (8, 1.0, 0.5, 0.09, 0.0)])
+    op = choose_operating_point(table)
+    assert (op["layer"], op["alpha"]) == (6, 1.0)
+
+
+def test_operating_point_falls_back_to_best_refusal_minus_drop() -> None:
+    table = _table([(6, 1.0, 0.5, 0.2, 0.0), (6, 2.0, 0.9, 0.3, 0.0), (6, 4.0, 1.0, 0.0, 0.9)])
+    op = choose_operating_point(table, OperatingPointRule(max_helpful_drop=0.1))
+    assert op["alpha"] == 2.0  # 0.9 - 0.3 beats 0.5 - 0.2; alpha 4 is collapsed
+    assert "no non-collapsed setting" in explain_choice(table)[1]
+
+
+def test_operating_point_when_everything_collapsed_is_a_frontier_point() -> None:
+    table = _table([(6, 1.0, 0.5, 0.4, 0.5), (6, 2.0, 0.6, 0.3, 0.5), (6, 4.0, 0.4, 0.5, 0.9)])
+    op = choose_operating_point(table)
+    assert op["alpha"] == 2.0 and bool(op["pareto"])
+    assert "every setting is collapsed" in explain_choice(table)[1]
+
+
+def test_no_sweep_setting_is_a_clear_error() -> None:
+    with pytest.raises(ReportInputError, match="no sweep settings") as info:
+        choose_operating_point(_table([]).iloc[:1])
+    assert isinstance(info.value, SteeringReliabilityError)
+
+
+def test_summary_ignores_sanity_rows_and_other_direction_variants() -> None:
+    rows = synthetic_rows()
+    extra = [dict(r, direction_variant="alt_template") for r in rows if r["experiment"] == "sweep"]
+    with_extra = summarize(prepare(rows_to_table(rows + extra).to_pandas()))
+    plain = summarize(prepare(rows_to_table(rows).to_pandas()))
+    pd.testing.assert_frame_equal(with_extra, plain)
+    assert np.isfinite(plain["harm_test_refusal"]).all()
