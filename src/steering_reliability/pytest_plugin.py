@@ -1,0 +1,137 @@
+"""pytest plugin: experiments record rows to parquet through the `record` fixture.
+
+Loaded in every pytest session of the environment (entry point `pytest11`), so it stays
+inert and cheap: nothing is created on disk unless a collected test uses `record`, and the
+heavy modules are imported only then. The design (why workers write their own parts, why
+resume happens at run time) is in DESIGN.md and RELIABILITY.md; the logic is in `records/`.
+
+For experiment authors:
+    def test_case(record, sr_config):           # sr_config: the loaded Config
+        record.rows([{"split": ..., "prompt_id": ..., ...}])   # columns of ROW_SCHEMA
+A case whose part already exists is skipped ("already recorded in ..."); a case writes its
+part only if it passes. `sr_run.annotate("model_weights_hash", h)` adds provenance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from .records.cases import CaseRecorder, CaseRunner, RunHandle
+    from .records.recorder import Recorder
+
+RECORDER = pytest.StashKey["Recorder"]()
+RUNNER = pytest.StashKey["CaseRunner"]()
+WIRE_KEY = "steering_reliability"  # the plan's key in xdist's workerinput
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Emitted once at startup: register the recorder's command-line options."""
+    from .records.options import add_options
+
+    add_options(parser)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Emitted at registration: add the `pytest_sr_*` hooks a conftest may implement."""
+    from .records import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sr_load_config(config: pytest.Config, path: str | None, overrides: Any) -> Any:
+    """Default config loader: `steering_reliability.config.load_config(path, overrides)`."""
+    from .records.resolve import default_load
+
+    return default_load(path, overrides)
+
+
+class XdistHooks:
+    """xdist-only hooks, registered only when xdist is active (unknown hooks are errors)."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def pytest_configure_node(self, node: Any) -> None:
+        """Emitted on the controller per worker: hand it the run plan as plain values."""
+        node.workerinput[WIRE_KEY] = self.recorder.wire()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Emitted after option parsing: set up the controller's recorder or a worker's runner."""
+    from .records.cases import CaseRunner
+    from .records.options import Options, resolve_for
+    from .records.runs import RunPlan
+
+    options = Options.from_config(config)
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
+        _check_usage(config)
+        from .records.recorder import Recorder
+
+        recorder = Recorder(config, options)
+        config.stash[RECORDER] = recorder
+        config.pluginmanager.register(recorder, "steering_reliability.recorder")
+        if config.pluginmanager.hasplugin("xdist"):
+            config.pluginmanager.register(XdistHooks(recorder), "steering_reliability.xdist")
+        if options.explicit:
+            recorder.plan()  # the user asked to record: refuse a bad config/resume up front
+        runner = CaseRunner(config, recorder.plan, recorder.resolved)
+    else:
+        wire: dict[str, Any] = workerinput.get(WIRE_KEY) or {"error": "no plan from controller"}
+
+        def plan() -> RunPlan:
+            if "plan" not in wire:
+                raise pytest.UsageError(str(wire.get("error")))
+            return RunPlan.from_wire(wire["plan"])
+
+        runner = CaseRunner(config, plan, lambda: resolve_for(config, options))
+    config.stash[RUNNER] = runner
+    config.pluginmanager.register(runner, "steering_reliability.runner")
+
+
+def _check_usage(config: pytest.Config) -> None:
+    workers = config.getoption("numprocesses", default=0)
+    update = config.getoption("update_snapshots", default=False)
+    if update and isinstance(workers, int) and workers > 1:
+        raise pytest.UsageError(
+            f"--snapshot-update with -n {workers}: workers would each rewrite snapshots and "
+            "delete the ones they did not run; update snapshots with -n 0"
+        )
+
+
+def _runner(config: pytest.Config) -> CaseRunner:
+    return config.stash[RUNNER]
+
+
+def run_config(config: pytest.Config) -> Any:
+    """The run's loaded config for collection-time code (e.g. `pytest_generate_tests`).
+
+    Loaded once per process through the `pytest_sr_load_config` hook; creates nothing.
+    """
+    return _runner(config).resolved().obj
+
+
+@pytest.fixture
+def record(request: pytest.FixtureRequest) -> Generator[CaseRecorder, None, None]:
+    """This case's recorder: `record.rows([...])`; its part is written when the case passes."""
+    runner = _runner(request.config)
+    rec = runner.open_case(request.node)
+    yield rec
+    runner.close_case(request.node, rec)
+
+
+@pytest.fixture(scope="session")
+def sr_config(pytestconfig: pytest.Config) -> Any:
+    """The run's loaded config (read-only), identical to the one the run was planned with."""
+    return _runner(pytestconfig).config_object()
+
+
+@pytest.fixture(scope="session")
+def sr_run(pytestconfig: pytest.Config) -> RunHandle:
+    """The run: run_id, run_dir, config_hash, and `annotate(key, value)` for provenance."""
+    return _runner(pytestconfig).handle()

@@ -1,0 +1,163 @@
+"""The controller side: plans the run, collects part paths from reports, compacts at the end.
+
+Created only on the controller (`not hasattr(config, "workerinput")`) and kept in
+`config.stash`. No row depends on it: workers write parts themselves, and the controller
+only derives `results.parquet` from what is on disk, so a lost worker or controller loses
+at most the running case.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ..errors import SteeringReliabilityError
+from . import manifest
+from .cases import CASE_PROPERTY, PART_PROPERTY
+from .keys import parts_dir
+from .options import Options, plan_for, resolve_for
+from .resolve import Resolved
+from .runs import RunPlan, update_latest
+
+if TYPE_CHECKING:
+    from .compact import CompactResult
+
+# Errors that are the user's to fix (bad config, refused resume...), shown without traceback.
+USER_ERRORS = (SteeringReliabilityError, ValueError, OSError)
+
+
+@dataclass
+class SessionTally:
+    """What this session's reports said about recording cases."""
+
+    cases: set[str] = field(default_factory=set)
+    written: dict[str, str] = field(default_factory=dict)  # nodeid -> part path
+    reused: dict[str, str] = field(default_factory=dict)  # nodeid -> part path (skipped)
+
+
+class Recorder:
+    """The controller's recorder; a plugin object registered in pytest_configure."""
+
+    def __init__(self, config: pytest.Config, options: Options) -> None:
+        self.config = config
+        self.options = options
+        self.tally = SessionTally()
+        self._resolved: Resolved | None = None
+        self._plan: RunPlan | None = None
+        self._plan_error: str | None = None
+        self.result: CompactResult | None = None  # set at session end
+        self.problems: list[str] = []
+
+    def resolved(self) -> Resolved:
+        """The resolved config (loaded once per process)."""
+        if self._resolved is None:
+            self._resolved = resolve_for(self.config, self.options)
+        return self._resolved
+
+    def plan(self) -> RunPlan:
+        """The run this session records into; decided once, here, for every worker."""
+        if self._plan_error is not None:
+            raise pytest.UsageError(self._plan_error)
+        if self._plan is None:
+            try:
+                self._plan = plan_for(self.config, self.options, self.resolved())
+            except USER_ERRORS as exc:
+                self._plan_error = str(exc)
+                raise pytest.UsageError(self._plan_error) from exc
+        return self._plan
+
+    def wire(self) -> dict[str, Any]:
+        """The plan for an xdist worker, as plain values (or the reason there is none)."""
+        try:
+            return {"plan": self.plan().to_wire()}
+        except Exception as exc:  # a session without recording cases must still run
+            return {"error": str(exc) or type(exc).__name__}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Emitted for every phase report (from workers too): note written and reused parts."""
+        props = dict(report.user_properties)
+        if CASE_PROPERTY not in props:
+            return
+        self.tally.cases.add(report.nodeid)
+        part = props.get(PART_PROPERTY)
+        if not isinstance(part, str):
+            return
+        if report.when == "setup" and report.skipped:
+            self.tally.reused[report.nodeid] = part
+        elif report.when == "teardown" and report.nodeid not in self.tally.reused:
+            self.tally.written[report.nodeid] = part
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Emitted at session end: compact parts, stamp run.json, point `latest`, report."""
+        if not self.tally.cases or self._plan is None:
+            return
+        from .compact import RESULTS_NAME, compact
+
+        plan = self._plan
+        run_dir = Path(plan.run_dir)
+        try:
+            self.result = compact(parts_dir(run_dir, plan.config_hash), run_dir / RESULTS_NAME)
+        except USER_ERRORS as exc:
+            self.problems.append(f"compaction failed, parts are kept: {exc}")
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        summary = {
+            "cases": len(self.tally.cases),
+            "parts_written": len(self.tally.written),
+            "parts_reused": len(self.tally.reused),
+            "results_rows": self.result.n_rows if self.result else None,
+            "exitstatus": int(session.exitstatus),
+        }
+        try:
+            manifest.finish_run(run_dir, str(plan.session.get("id")), summary)
+            update_latest(plan.runs_dir, run_dir)
+        except USER_ERRORS as exc:
+            self.problems.append(f"could not finish run.json: {exc}")
+        if self.options.report and self.result is not None and self.result.n_rows:
+            self._render_report(run_dir)
+
+    def _render_report(self, run_dir: Path) -> None:
+        import importlib
+
+        try:
+            importlib.import_module("steering_reliability.report").render(run_dir)
+        except ModuleNotFoundError as exc:
+            if exc.name != "steering_reliability.report":  # absent report module: nothing to do
+                self.problems.append(f"report failed (results are saved): {exc}")
+        except SteeringReliabilityError as exc:  # e.g. rows the report cannot use
+            self.problems.append(f"report failed (results are saved): {exc}")
+        except Exception:  # a report bug must not hide that the results are safe
+            tb = traceback.format_exc(limit=3)
+            self.problems.append(f"report failed (results are saved): {tb}")
+
+    def rows_written(self) -> int:
+        """Rows in the parts this session wrote (read from the parquet footers)."""
+        import pyarrow.parquet as pq
+
+        total = 0
+        for path in self.tally.written.values():
+            try:
+                total += pq.read_metadata(path).num_rows
+            except (OSError, ValueError):
+                continue
+        return total
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        """Emitted at the end of the terminal report: one line with rows and the parquet path."""
+        if not self.tally.cases or self._plan is None:
+            return
+        tr = terminalreporter
+        for problem in self.problems:
+            tr.write_line(f"steering_reliability: {problem}", red=True)
+        if self.result is None:
+            return
+        tr.write_line(
+            f"steering_reliability: {self.rows_written()} rows written "
+            f"({len(self.tally.written)} cases, {len(self.tally.reused)} already recorded) "
+            f"-> {self.result.path} ({self.result.n_rows} rows, run {self._plan.run_id})"
+        )

@@ -1,0 +1,107 @@
+"""Which cases of a run are done and which are missing, worked out from disk alone.
+
+run.json lists the expected cases (key -> node id, case id); a case is done when its part
+exists and validates. Nothing here needs pytest, the model or the controller's memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .keys import parts_dir
+from .manifest import MANIFEST_NAME, read_manifest
+from .runs import resolve_run_dir
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """The state of one run directory."""
+
+    run_dir: str
+    run_id: str
+    config_hash: str
+    expected: dict[str, dict[str, Any]]  # key -> {"nodeid", "case_id"}
+    done: tuple[str, ...]
+    missing: tuple[str, ...]
+    invalid: tuple[tuple[str, str], ...]  # (part path, why)
+    unexpected: tuple[str, ...]  # parts whose key run.json does not list
+    stale_temps: tuple[str, ...]
+    results_rows: int | None  # rows in results.parquet, None when absent
+    ended: str | None
+
+    @property
+    def complete(self) -> bool:
+        """Every expected case has a valid part."""
+        return not self.missing
+
+
+def run_status(run_dir: str | Path) -> RunStatus:
+    """Read a run directory (or `runs/latest`) and classify its cases."""
+    from .parts import PartError, list_parts, read_part, stale_temps
+
+    run_dir = resolve_run_dir(run_dir)
+    data = read_manifest(run_dir)
+    if data is None:
+        raise FileNotFoundError(f"{run_dir / MANIFEST_NAME}: no run manifest (is this a run dir?)")
+    expected: dict[str, dict[str, Any]] = dict(data.get("cases", {}))
+    directory = parts_dir(run_dir, data["config_hash"])
+    valid: set[str] = set()
+    invalid: list[tuple[str, str]] = []
+    for path in list_parts(directory):
+        try:
+            _, info = read_part(path)
+        except PartError as exc:
+            invalid.append((str(path), str(exc)))
+            continue
+        valid.add(info.key)
+    results_rows = None
+    results = run_dir / "results.parquet"
+    if results.exists():
+        import pyarrow.parquet as pq
+
+        results_rows = pq.read_metadata(results).num_rows
+    return RunStatus(
+        run_dir=str(run_dir),
+        run_id=str(data.get("run_id")),
+        config_hash=str(data["config_hash"]),
+        expected=expected,
+        done=tuple(sorted(k for k in expected if k in valid)),
+        missing=tuple(sorted(k for k in expected if k not in valid)),
+        invalid=tuple(invalid),
+        unexpected=tuple(sorted(valid - set(expected))),
+        stale_temps=tuple(str(p) for p in stale_temps(directory)),
+        results_rows=results_rows,
+        ended=data.get("ended"),
+    )
+
+
+def format_status(status: RunStatus, *, show_done: bool = False) -> str:
+    """A human summary: counts, then the missing cases by node id."""
+
+    def name(key: str) -> str:
+        case = status.expected.get(key, {})
+        return str(case.get("nodeid") or case.get("case_id") or key)
+
+    n = len(status.expected)
+    lines = [
+        f"run {status.run_id} ({status.run_dir}), config {status.config_hash}",
+        f"  {len(status.done)}/{n} cases done, {len(status.missing)} missing"
+        + (f", {len(status.invalid)} invalid parts" if status.invalid else "")
+        + (f", {len(status.unexpected)} parts of unlisted cases" if status.unexpected else ""),
+        "  results.parquet: "
+        + (f"{status.results_rows} rows" if status.results_rows is not None else "not written yet")
+        + (f" (last session ended {status.ended})" if status.ended else " (no session ended yet)"),
+    ]
+    if status.missing:
+        lines.append("missing:")
+        lines += [f"  {name(k)}" for k in sorted(status.missing, key=name)]
+    if show_done and status.done:
+        lines.append("done:")
+        lines += [f"  {name(k)}" for k in sorted(status.done, key=name)]
+    for path, why in status.invalid:
+        lines.append(f"invalid part (will be recomputed): {path}: {why}")
+    for path in status.stale_temps:
+        lines.append(f"stale temp (removed at the next start): {path}")
+    return "\n".join(lines)

@@ -1,0 +1,379 @@
+"""The pytest plugin in every mode, on a fake fast model (RELIABILITY.md 4-8).
+
+Each test builds a small experiment project with `pytester`: a JSON config with an ordered
+grid, a prompt file, and a sweep case that "generates" with a deterministic fake model and
+hands numpy-typed rows to `record`. `make_project` and `run_inner` are shared with
+test_plugin_crash.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from steering_reliability.records.schema import ROW_KEY
+
+pytest_plugins = ["pytester"]
+
+# Inner sessions skip plugins they do not need: each xdist worker would import them again
+# (hypothesis even imports itself at terminal summary).
+BASE_ARGS = ["-p", "no:cacheprovider", "--no-report"] + [
+    f"-pno:{name}"
+    for name in ("hypothesispytest", "typeguard", "jaxtyping", "anyio", "platformdirs")
+]
+
+CONFTEST = """
+import json
+import os
+from pathlib import Path
+
+PLAIN = (str, int, float, bool, type(None))
+
+
+def _load(path):
+    return json.loads(Path(path or "sr.json").read_text())
+
+
+def pytest_sr_load_config(config, path, overrides):
+    data = _load(path)
+    for dotted, value in overrides.items():
+        node = data
+        *head, last = dotted.split(".")
+        for key in head:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return data
+
+
+def pytest_generate_tests(metafunc):
+    if "cell" in metafunc.fixturenames:
+        sweep = _load(metafunc.config.getoption("sr_config"))["sweep"]
+        cells = [(layer, iv, a) for layer in sweep["layers"] for iv in sweep["interventions"]
+                 for a in sweep["alphas"]]
+        ids = [f"layer{layer}-{iv}-a{a:g}" for layer, iv, a in cells]
+        metafunc.parametrize("cell", cells, ids=ids)
+
+
+def pytest_collection_modifyitems(items):
+    if os.environ.get("SR_REVERSE"):
+        items.reverse()
+
+
+def pytest_runtest_logreport(report):
+    # On the controller: every value that crossed from a worker is a plain Python type.
+    bad = [(n, type(v).__name__) for n, v in report.user_properties if type(v) not in PLAIN]
+    if bad:
+        raise TypeError(f"non-plain user_properties reached the controller: {bad}")
+
+
+def pytest_configure(config):
+    victim = os.environ.get("SR_KILL_IN_WRITE")
+    if victim and hasattr(config, "workerinput"):  # die halfway through writing that part
+        import signal
+        from steering_reliability.records import parts
+
+        write = parts._write_table
+
+        def dying(table, fh):
+            if table.column("case_id")[0].as_py() == victim:
+                fh.write(b"PAR1" + b"\\0" * 256)
+                fh.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            write(table, fh)
+
+        parts._write_table = dying
+"""
+
+SWEEP = '''
+import hashlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def fake_model(prompt, layer, intervention, alpha):
+    """Deterministic 'greedy generation': text and a refusal score from a hash."""
+    h = hashlib.blake2b(f"{prompt}|{layer}|{intervention}|{alpha}".encode(), digest_size=8).digest()
+    return " ".join(f"t{b}" for b in h), int.from_bytes(h[:4], "big") / 2**32
+
+
+def test_sweep(cell, record, sr_config):
+    layer, intervention, alpha = cell
+    case = f"layer{layer}-{intervention}-a{alpha:g}"
+    if os.environ.get("SR_LOG"):
+        with open(os.environ["SR_LOG"], "a") as log:
+            log.write(case + "\\n")
+    time.sleep(float(os.environ.get("SR_SLOW", "0")))
+    if os.environ.get("SR_KILL_CASE") == case:
+        os.kill(os.getpid(), signal.SIGKILL)
+    lines = Path(sr_config["prompts"]["benign"]).read_text().splitlines()
+    rows = []
+    for p in map(json.loads, lines):
+        text, score = fake_model(p["prompt"], layer, intervention, alpha)
+        rows.append({
+            "model": sr_config["model"]["name"], "split": "benign", "prompt_id": p["id"],
+            "layer": np.int64(layer), "intervention": intervention, "alpha": np.float64(alpha),
+            "completion": text, "n_tokens": np.int64(8), "refusal_score": np.float32(score),
+            "is_refusal": np.bool_(score > 0.5), "matched_phrases": ["t1"] if "t1 " in text else [],
+        })
+    record.rows(rows)
+
+
+def test_unrecorded_neighbour():
+    assert True
+'''
+
+
+def make_project(
+    pytester: pytest.Pytester,
+    *,
+    layers: tuple[int, ...] = (2, 4),
+    alphas: tuple[float, ...] = (0.5, 1.0, 2.0),
+    n_prompts: int = 3,
+    model: str = "fake-a",
+) -> int:
+    """Write the fake experiment project; return its number of cases."""
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_fake_sweep=SWEEP)
+    write_config(pytester, layers=layers, alphas=alphas, model=model)
+    prompts = [
+        {"id": f"benign_{i:03d}", "prompt": f"how do I bake bread no. {i}?"}
+        for i in range(n_prompts)
+    ]
+    (pytester.path / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    return len(layers) * 2 * len(alphas)
+
+
+def write_config(
+    pytester: pytest.Pytester,
+    *,
+    layers: tuple[int, ...] = (2, 4),
+    alphas: tuple[float, ...] = (0.5, 1.0, 2.0),
+    model: str = "fake-a",
+) -> None:
+    config = {
+        "model": {"name": model},
+        "prompts": {"benign": "prompts.jsonl"},
+        "sweep": {
+            "layers": list(layers),
+            "interventions": ["add", "ablate"],
+            "alphas": list(alphas),
+        },
+        "seed": 0,
+    }
+    (pytester.path / "sr.json").write_text(json.dumps(config))
+
+
+def run_inner(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_inprocess(*BASE_ARGS, *args)
+
+
+def results(pytester: pytest.Pytester) -> list[dict[str, Any]]:
+    """The latest run's results.parquet rows, without the per-run id."""
+    table = pq.read_table(pytester.path / "artifacts" / "runs" / "latest" / "results.parquet")
+    return [{k: v for k, v in row.items() if k != "run_id"} for row in table.to_pylist()]
+
+
+def row_keys(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [tuple(r[k] for k in ROW_KEY if k != "run_id") for r in rows]
+
+
+def test_rows_are_identical_with_n0_n2_no_xdist_and_reversed_order(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n_cases = make_project(pytester)
+    seen = []
+    for args, reverse in [
+        (("-n", "0"), False),
+        (("-n", "2"), False),
+        (("-p", "no:xdist"), False),
+        (("-n", "0"), True),
+    ]:
+        monkeypatch.setenv("SR_REVERSE", "1" if reverse else "")
+        result = run_inner(pytester, *args, "--resume", "never")
+        result.assert_outcomes(passed=n_cases + 1)
+        rows = results(pytester)
+        assert len(rows) == n_cases * 3 and len(set(row_keys(rows))) == len(rows)
+        seen.append(rows)
+    assert all(rows == seen[0] for rows in seen[1:])
+    assert len(list((pytester.path / "artifacts" / "runs").glob("2*"))) == 4
+
+
+@pytest.mark.slow
+def test_n4_many_cases_then_a_second_run_skips_everything(pytester: pytest.Pytester) -> None:
+    n_cases = make_project(pytester, layers=(1, 2, 3, 4, 5), alphas=(0.5, 1.0, 2.0, 4.0))
+    first = run_inner(pytester, "-n", "4")
+    first.assert_outcomes(passed=n_cases + 1)
+    rows = results(pytester)
+    assert len(rows) == n_cases * 3 and len(set(row_keys(rows))) == len(rows)
+    assert f"{n_cases * 3} rows written ({n_cases} cases, 0 already recorded)" in first.stdout.str()
+    second = run_inner(pytester, "-n", "4")
+    second.assert_outcomes(passed=1, skipped=n_cases)
+    assert results(pytester) == rows
+    assert f"0 rows written (0 cases, {n_cases} already recorded)" in second.stdout.str()
+    runs = [p for p in (pytester.path / "artifacts" / "runs").iterdir() if p.name[0].isdigit()]
+    assert len(runs) == 1
+    manifest = json.loads((runs[0] / "run.json").read_text())
+    assert len(manifest["cases"]) == n_cases and len(manifest["sessions"]) == 2
+    assert all(s["ended"] for s in manifest["sessions"])
+
+
+def test_resume_skips_at_run_time_and_plain_values_cross_the_channel(
+    pytester: pytest.Pytester,
+) -> None:
+    n_cases = make_project(pytester, layers=(2,), alphas=(1.0,))
+    first = run_inner(pytester, "-n", "2")
+    first.assert_outcomes(passed=n_cases + 1)  # the conftest's channel check raised nothing
+    assert "INTERNALERROR" not in first.stdout.str() + first.stderr.str()
+    rows = results(pytester)
+    assert {type(r["layer"]) for r in rows} == {int}
+    assert {type(r["refusal_score"]) for r in rows} == {float}
+    assert {type(r["is_refusal"]) for r in rows} == {bool}
+    second = run_inner(pytester, "-n", "0", "-rs", "-k", "add")
+    second.assert_outcomes(passed=0, skipped=1, deselected=n_cases)
+    second.stdout.fnmatch_lines(["*already recorded in *.parquet*"])
+    assert results(pytester) == rows  # compaction repeats to the same rows
+
+
+def test_changed_config_refuses_to_resume_naming_keys(pytester: pytest.Pytester) -> None:
+    make_project(pytester, layers=(2,), alphas=(1.0,))
+    run_inner(pytester, "--run-id", "r1").assert_outcomes(passed=3)
+    write_config(pytester, layers=(2,), alphas=(1.0, 2.0), model="fake-a")
+    grid = run_inner(pytester, "--run-id", "r1")
+    assert grid.ret == pytest.ExitCode.USAGE_ERROR
+    assert "sweep.alphas: [1.0] != [1.0, 2.0]" in grid.stderr.str()
+    write_config(pytester, layers=(2,), alphas=(1.0,))
+    model = run_inner(pytester, "--run-id", "r1", "--model", "fake-b")
+    assert model.ret == pytest.ExitCode.USAGE_ERROR
+    model.stderr.fnmatch_lines(["*model.name: 'fake-a' != 'fake-b'*"])
+    (pytester.path / "prompts.jsonl").write_text('{"id": "b", "prompt": "changed"}\n')
+    prompts = run_inner(pytester, "--run-id", "r1")
+    assert prompts.ret == pytest.ExitCode.USAGE_ERROR
+    prompts.stderr.fnmatch_lines(["*file prompts.jsonl: sha256 *", "*--resume never*"])
+    auto = run_inner(pytester)  # no --run-id: a changed input starts a new run instead
+    auto.assert_outcomes(passed=3)
+    assert len(list((pytester.path / "artifacts" / "runs").glob("2*"))) == 1
+
+
+def test_resume_must_without_an_earlier_run_is_a_clear_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    make_project(pytester, layers=(2,), alphas=(1.0,))
+    result = run_inner(pytester, "--resume", "must")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--resume must: no earlier run with this configuration*"])
+    assert not (pytester.path / "artifacts").exists()
+
+
+def test_snapshot_update_with_several_workers_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("syrupy")
+    pytester.makepyfile(test_plain="def test_ok():\n    assert True\n")
+    result = run_inner(pytester, "--snapshot-update", "-n", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--snapshot-update with -n 2*"])
+    run_inner(pytester, "--snapshot-update", "-n", "0").assert_outcomes(passed=1)
+
+
+def test_plugin_is_inert_without_the_record_fixture(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_plain="def test_ok():\n    assert True\n")
+    pytester.makeconftest(
+        "import sys\n"
+        "def pytest_sessionfinish(session):\n"
+        "    print('pyarrow imported:', 'pyarrow' in sys.modules)\n"
+    )
+    for args in (("-n", "0"), ("-n", "2"), ("-p", "no:xdist")):
+        run_inner(pytester, *args).assert_outcomes(passed=1)
+    assert not (pytester.path / "artifacts").exists()
+    # Someone else's `record`: a parametrized argument, or a module's own fixture.
+    pytester.makepyfile(
+        test_other_record=(
+            "import pytest\n"
+            "@pytest.mark.parametrize('record', [{'id': 1}])\n"
+            "def test_param(record):\n"
+            "    assert record == {'id': 1}\n"
+        ),
+        test_own_fixture=(
+            "import pytest\n"
+            "@pytest.fixture\n"
+            "def record():\n"
+            "    return 'mine'\n"
+            "def test_own(record):\n"
+            "    assert record == 'mine'\n"
+        ),
+    )
+    run_inner(pytester, "-n", "0").assert_outcomes(passed=3)
+    assert not (pytester.path / "artifacts").exists()
+    # In a fresh interpreter the plugin loads (entry point) but imports nothing heavy.
+    fresh = pytester.runpytest_subprocess(*BASE_ARGS, "-s", "-p", "no:xdist")
+    fresh.assert_outcomes(passed=3)
+    fresh.stdout.fnmatch_lines(["*pyarrow imported: False*"])
+    assert not (pytester.path / "artifacts").exists()
+
+
+def test_a_broken_config_fails_only_the_recording_cases(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        "def pytest_sr_load_config(config, path, overrides):\n"
+        "    raise ValueError(f'broken config {path}')\n"
+    )
+    pytester.makepyfile(
+        test_mixed=(
+            "def test_records(record):\n    record.rows([])\ndef test_plain():\n    assert True\n"
+        )
+    )
+    for args in (("-n", "0"), ("-n", "2")):
+        result = run_inner(pytester, *args)
+        result.assert_outcomes(passed=1, errors=1)
+        result.stdout.fnmatch_lines(["*cannot record this session: broken config None*"])
+        assert "INTERNALERROR" not in result.stdout.str()
+    assert not (pytester.path / "artifacts").exists()
+    explicit = run_inner(pytester, "--config", "mine.yaml")  # asked for: refused up front
+    assert explicit.ret == pytest.ExitCode.USAGE_ERROR
+    explicit.stderr.fnmatch_lines(["ERROR: broken config mine.yaml"])
+
+
+def test_a_conftest_may_wrap_the_record_fixture(pytester: pytest.Pytester) -> None:
+    n_cases = make_project(pytester, layers=(2,), alphas=(1.0,))
+    pytester.makeconftest(
+        "import pytest\n"
+        + CONFTEST
+        + "\n\n@pytest.fixture\ndef record(record):\n    return record\n"
+    )
+    run_inner(pytester, "-n", "0").assert_outcomes(passed=n_cases + 1)
+    assert len(results(pytester)) == n_cases * 3
+
+
+def test_the_report_hook_runs_and_its_failure_keeps_results(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    import steering_reliability
+
+    calls: list[str] = []
+    fake = types.ModuleType("steering_reliability.report")
+
+    def render(run_dir: Path) -> None:
+        calls.append(str(run_dir))
+        raise RuntimeError("plotting exploded")
+
+    fake.render = render  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "steering_reliability.report", fake)
+    monkeypatch.setattr(steering_reliability, "report", fake, raising=False)
+    make_project(pytester, layers=(2,), alphas=(1.0,))
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
+    result.assert_outcomes(passed=3)
+    assert result.ret == 0 and len(calls) == 1 and os.path.isdir(calls[0])
+    result.stdout.fnmatch_lines(
+        ["*report failed (results are saved)*", "*plotting exploded*", "*6 rows written*"]
+    )
+    assert len(results(pytester)) == 6

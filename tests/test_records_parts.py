@@ -1,0 +1,170 @@
+"""Part files: atomic writes, validation, stale temps, plain values (RELIABILITY.md 3, 7)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from steering_reliability.records import parts
+from steering_reliability.records.parts import (
+    PartError,
+    case_key,
+    clean_stale_temps,
+    list_parts,
+    part_exists_and_valid,
+    read_part,
+    write_part,
+)
+from steering_reliability.records.schema import COLUMNS, ROW_SCHEMA, normalize_row
+
+PLAIN = (str, int, float, bool, type(None))
+
+
+def rows(case: str, n: int = 3) -> list[dict[str, Any]]:
+    return [
+        {
+            "run_id": "r",
+            "case_id": case,
+            "split": "benign",
+            "prompt_id": f"p{i}",
+            "layer": 2,
+            "alpha": 1.0,
+            "completion": f"{case} {i}",
+            "refusal_score": i / n,
+        }
+        for i in range(n)
+    ]
+
+
+def visible(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
+
+
+def test_case_key_is_canonical_and_depends_on_cell_and_config() -> None:
+    a = case_key({"test": "t", "params": {"layer": 2, "alpha": 1.0}}, "h1")
+    assert a == case_key({"params": {"alpha": 1.0, "layer": 2}, "test": "t"}, "h1")
+    assert a != case_key({"test": "t", "params": {"layer": 3, "alpha": 1.0}}, "h1")
+    assert a != case_key({"test": "t", "params": {"layer": 2, "alpha": 1.0}}, "h2")
+    assert len(a) == 32 and int(a, 16) >= 0
+
+
+def test_written_part_reads_back_with_the_explicit_schema(tmp_path: Path) -> None:
+    path = write_part(tmp_path, "k1", rows("a"), {"case_id": "a"})
+    assert path == tmp_path / "k1.parquet"
+    table, info = read_part(path)
+    assert table.schema.equals(ROW_SCHEMA)
+    assert info.key == "k1" and info.n_rows == 3 and info.meta["case_id"] == "a"
+    assert table.column("completion").to_pylist() == ["a 0", "a 1", "a 2"]
+    assert visible(tmp_path) == ["k1.parquet"] and list(tmp_path.iterdir()) == [path]
+
+
+def test_all_null_column_keeps_its_type(tmp_path: Path) -> None:
+    path = write_part(tmp_path, "k1", rows("a"))
+    assert pq.read_schema(path).field("kl_to_baseline").type == pa.float64()
+    assert pq.read_schema(path).field("matched_phrases").type == pa.list_(pa.string())
+
+
+def test_failure_halfway_through_a_write_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_part(tmp_path, "good", rows("good"))
+
+    def half_then_fail(table: pa.Table, fh: Any) -> None:
+        fh.write(b"PAR1" + b"\0" * 64)  # a truncated parquet file
+        raise OSError("disk full")
+
+    monkeypatch.setattr(parts, "_write_table", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_part(tmp_path, "bad", rows("bad"))
+    assert visible(tmp_path) == ["good.parquet"]
+    assert not list(tmp_path.glob(".*.tmp"))  # the writer removed its own temp
+    assert part_exists_and_valid(tmp_path, "bad") is None
+    # The folder still reads, by us and by a plain pyarrow dataset.
+    assert [p.name for p in list_parts(tmp_path)] == ["good.parquet"]
+    assert ds.dataset(tmp_path, schema=ROW_SCHEMA).to_table().num_rows == 3
+
+
+def dead_pid() -> int:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(proc.stdout)
+
+
+def test_stale_temps_of_dead_writers_are_cleaned(tmp_path: Path) -> None:
+    write_part(tmp_path, "good", rows("good"))
+    stale = tmp_path / f".bad.{dead_pid()}.0123abcd.tmp"
+    stale.write_bytes(b"PAR1 half a file")
+    alive = tmp_path / f".busy.{os.getppid()}.0123abcd.tmp"  # a live writer's temp stays
+    alive.write_bytes(b"PAR1 in progress")
+    assert ds.dataset(tmp_path, schema=ROW_SCHEMA).to_table().num_rows == 3  # hidden: ignored
+    assert clean_stale_temps(tmp_path) == [stale]
+    assert not stale.exists() and alive.exists()
+    assert clean_stale_temps(tmp_path) == []
+
+
+def test_truncated_or_foreign_visible_part_is_invalid(tmp_path: Path) -> None:
+    good = write_part(tmp_path, "k1", rows("a"))
+    data = good.read_bytes()
+    (tmp_path / "k2.parquet").write_bytes(data[: len(data) // 2])
+    assert part_exists_and_valid(tmp_path, "k2") is None
+    with pytest.raises(PartError, match=r"k2\.parquet: unreadable part"):
+        read_part(tmp_path / "k2.parquet")
+    (tmp_path / "k3.parquet").write_bytes(data)  # k1's rows under another name
+    with pytest.raises(PartError, match="not of its file name"):
+        read_part(tmp_path / "k3.parquet")
+    pq.write_table(pa.table({"alien": [1]}), tmp_path / "k4.parquet")
+    with pytest.raises(PartError, match="alien"):
+        read_part(tmp_path / "k4.parquet")
+    assert part_exists_and_valid(tmp_path, "k1") == good
+
+
+def test_part_missing_a_newer_column_reads_it_as_null(tmp_path: Path) -> None:
+    path = write_part(tmp_path, "k1", rows("a"))
+    table = pq.read_table(path)
+    older = table.drop_columns(["extra_json"]).replace_schema_metadata(table.schema.metadata)
+    pq.write_table(older, path)
+    back, _ = read_part(path)
+    assert back.schema.equals(ROW_SCHEMA) and back.column("extra_json").null_count == 3
+
+
+def test_two_rows_with_one_key_in_a_part_are_refused(tmp_path: Path) -> None:
+    dup = rows("a", 2)
+    dup[1]["prompt_id"] = dup[0]["prompt_id"]
+    with pytest.raises(ValueError, match="same row key.*prompt_id='p0'"):
+        write_part(tmp_path, "k1", dup)
+    assert visible(tmp_path) == []
+
+
+def test_numpy_and_torch_scalars_become_plain_values() -> None:
+    torch = pytest.importorskip("torch")
+    row = normalize_row(
+        {
+            "layer": np.int64(3),
+            "alpha": np.float32(0.5),
+            "is_refusal": np.bool_(True),
+            "refusal_score": torch.tensor(0.25),
+            "n_tokens": torch.tensor(7),
+            "matched_phrases": (np.str_("sorry"),),
+        }
+    )
+    assert set(row) == set(COLUMNS)
+    assert all(type(v) in PLAIN or type(v) is list for v in row.values())
+    assert (row["layer"], row["alpha"], row["is_refusal"]) == (3, 0.5, True)
+    assert (row["refusal_score"], row["n_tokens"], row["matched_phrases"]) == (0.25, 7, ["sorry"])
+    with pytest.raises(TypeError, match="refusal_score"):
+        normalize_row({"refusal_score": object()})
+    with pytest.raises((TypeError, ValueError)):
+        normalize_row({"refusal_score": np.array([1.0, 2.0])})
