@@ -91,10 +91,14 @@ def _plain(name: str, value: Any) -> Any:
         return [str(v) for v in value]
     item = getattr(value, "item", None)  # numpy / torch scalar
     if callable(item):
-        out = item()
-        if isinstance(out, _PLAIN):
+        try:
+            out = item()
+        except ValueError:  # an array of several elements
+            out = None
+        if isinstance(out, _PLAIN) and out is not None:
             return out
-    raise TypeError(f"row field {name!r}: value {value!r} of type {type(value).__name__} is not a plain type")
+    kind = type(value).__name__
+    raise TypeError(f"row field {name!r}: value {value!r} of type {kind} is not a plain type")
 
 
 def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,42 @@
+"""Steering directions: builders, residual reads, content-addressed cache, selection."""
+
+from __future__ import annotations
+
+from .activations import SpanResiduals, encode, encode_plain, residual_spans, residuals
+from .builders import CONTRASTIVE_POSITIONS, contrastive_prefix, diff_in_means, outcome_conditioned
+from .cache import (
+    CODE_VERSION,
+    direction_key,
+    export,
+    get_or_compute,
+    get_or_compute_many,
+    load_cached,
+    texts_sha256,
+)
+from .direction import ALPHA_SCALES, Direction, cosine, make_direction
+from .from_config import directions_for_layers, key_fields
+
+__all__ = [
+    "ALPHA_SCALES",
+    "CODE_VERSION",
+    "CONTRASTIVE_POSITIONS",
+    "Direction",
+    "SpanResiduals",
+    "contrastive_prefix",
+    "cosine",
+    "diff_in_means",
+    "direction_key",
+    "directions_for_layers",
+    "encode",
+    "encode_plain",
+    "export",
+    "get_or_compute",
+    "get_or_compute_many",
+    "key_fields",
+    "load_cached",
+    "make_direction",
+    "outcome_conditioned",
+    "residual_spans",
+    "residuals",
+    "texts_sha256",
+]

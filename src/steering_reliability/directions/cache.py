@@ -1,0 +1,261 @@
+"""Content-addressed direction cache: computed once across processes, published atomically.
+
+key = blake2b(canonical JSON of everything the vector depends on). The cache file
+`<cache_dir>/directions/<key>.pt` is a plain dict (loadable with weights_only=True). A copy for
+people is written to `<cache_dir>/../directions/<model>/<method>/layer_<L>/v.pt` + `meta.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import re
+import uuid
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from ..models import default_cache_dir
+from .direction import Direction
+
+CODE_VERSION = 1  # bump when a builder's numerics change: every cached direction is rebuilt
+STATE_FORMAT = 1
+K = TypeVar("K", bound=Hashable)
+
+
+def canonical_json(fields: Mapping[str, Any]) -> str:
+    """Sorted keys, no whitespace, tuples as lists: the same fields always give the same text."""
+    return json.dumps(
+        fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def direction_key(fields: Mapping[str, Any]) -> str:
+    """32 hex chars of blake2b over the canonical JSON of the key fields + CODE_VERSION."""
+    blob = canonical_json({**fields, "code_version": CODE_VERSION})
+    return hashlib.blake2b(blob.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def texts_sha256(texts: Sequence[str]) -> str:
+    """sha256 of a list of texts in order (length-prefixed, so boundaries cannot shift)."""
+    h = hashlib.sha256()
+    for t in texts:
+        b = t.encode("utf-8")
+        h.update(len(b).to_bytes(8, "little") + b)
+    return h.hexdigest()
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """Where cache files live: <cache_dir or artifacts/cache>/directions."""
+    return Path(cache_dir if cache_dir is not None else default_cache_dir()) / "directions"
+
+
+def export_root(cache_dir: str | Path | None = None) -> Path:
+    """Where people look: the `directions` folder next to the cache folder (artifacts/directions)."""
+    return Path(cache_dir if cache_dir is not None else default_cache_dir()).parent / "directions"
+
+
+def to_state(d: Direction, key_fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain dict of tensors and JSON-able values (what torch.save writes)."""
+    return {
+        "format": STATE_FORMAT,
+        "method": d.method,
+        "layer": d.layer,
+        "hook_point": d.hook_point,
+        "position": d.position,
+        "vector": d.vector.detach().cpu().contiguous(),
+        "norm": d.norm,
+        "mean_resid_norm": d.mean_resid_norm,
+        "split_half_cosine": d.split_half_cosine,
+        "batch_cosines": list(d.batch_cosines),
+        "n_prompts": d.n_prompts,
+        "key": d.key,
+        "meta": json.loads(json.dumps(dict(d.meta), default=str)),
+        "key_fields": dict(key_fields),
+    }
+
+
+def from_state(state: Mapping[str, Any]) -> Direction:
+    return Direction(
+        method=state["method"],
+        layer=int(state["layer"]),
+        hook_point=state["hook_point"],
+        position=state["position"],
+        vector=state["vector"],
+        norm=float(state["norm"]),
+        mean_resid_norm=float(state["mean_resid_norm"]),
+        split_half_cosine=float(state["split_half_cosine"]),
+        batch_cosines=tuple(float(c) for c in state["batch_cosines"]),
+        n_prompts=int(state["n_prompts"]),
+        key=state["key"],
+        meta=state["meta"],
+    )
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write to a dot-temp file in the same folder, fsync, then os.replace (readers never see half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def load_cached(key: str, cache_dir: str | Path | None = None) -> Direction | None:
+    """The cached direction with this key, or None."""
+    path = cache_root(cache_dir) / f"{key}.pt"
+    if not path.exists():
+        return None
+    return from_state(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"
+
+
+def export_dir_for(
+    d: Direction, key_fields: Mapping[str, Any], cache_dir: str | Path | None = None
+) -> Path:
+    """<model>/<method>[-<variant>]/layer_<L>[_<hook point>][_pos<p>]: defaults keep the short path."""
+    variant = key_fields.get("variant", "main")
+    method = d.method if variant in ("main", None) else f"{d.method}-{variant}"
+    folder = f"layer_{d.layer}"
+    if d.hook_point != "resid_pre":
+        folder += f"_{d.hook_point}"
+    if d.position != "prefix_mean":
+        folder += f"_pos{d.position}"
+    return export_root(cache_dir) / _safe(str(key_fields.get("model", "model"))) / method / folder
+
+
+def _json_safe(x: Any) -> Any:
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+def export(
+    d: Direction,
+    key_fields: Mapping[str, Any],
+    cache_dir: str | Path | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write v.pt (the raw vector) and meta.json (everything needed to recompute it) for people."""
+    folder = export_dir_for(d, key_fields, cache_dir)
+    meta = {
+        "key": d.key,
+        "cache_file": str(cache_root(cache_dir) / f"{d.key}.pt"),
+        **dict(key_fields),
+        **dict(extra_meta or {}),
+        "code_version": CODE_VERSION,
+        "vector": "v.pt holds the raw mean difference (alpha = 1 under alpha_scale 'raw')",
+        "alpha1_norm": {"raw": d.norm, "unit": 1.0, "resid_norm": d.mean_resid_norm},
+        "norm": d.norm,
+        "mean_resid_norm": d.mean_resid_norm,
+        "split_half_cosine": _json_safe(d.split_half_cosine),
+        "batch_cosines": [_json_safe(c) for c in d.batch_cosines],
+        "n_prompts": d.n_prompts,
+        "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+    }
+    _atomic_write(folder / "v.pt", partial(_save, d.vector.detach().cpu().contiguous()))
+    text = json.dumps(meta, indent=2, sort_keys=False, default=str) + "\n"
+    _atomic_write(folder / "meta.json", lambda p: _write_text(p, text))
+    return folder
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def _exported(d: Direction, key_fields: Mapping[str, Any], cache_dir: str | Path | None) -> bool:
+    try:
+        meta = json.loads((export_dir_for(d, key_fields, cache_dir) / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(meta.get("key") == d.key)
+
+
+def get_or_compute_many(
+    fields_by_id: Mapping[K, Mapping[str, Any]],
+    compute_fn: Callable[[list[K]], Mapping[K, Direction]],
+    cache_dir: str | Path | None = None,
+    *,
+    extra_meta: Mapping[str, Any] | None = None,
+    human_copy: bool = True,
+) -> dict[K, Direction]:
+    """Cached directions for every id; the missing ones computed by ONE compute_fn call.
+
+    Locks are taken on every missing key in sorted order (no deadlock between processes that
+    want overlapping sets); after the locks, keys another process published meanwhile are read.
+    """
+    from filelock import FileLock
+
+    root = cache_root(cache_dir)
+    keys = {i: direction_key(f) for i, f in fields_by_id.items()}
+    out: dict[K, Direction] = {}
+    for i, key in keys.items():
+        if (d := load_cached(key, cache_dir)) is not None:
+            out[i] = d
+    missing = [i for i in fields_by_id if i not in out]
+    if missing:
+        root.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            for key in sorted({keys[i] for i in missing}):
+                stack.enter_context(FileLock(str(root / f"{key}.pt.lock")))
+            todo: list[K] = []
+            for i in missing:
+                if (d := load_cached(keys[i], cache_dir)) is not None:
+                    out[i] = d
+                else:
+                    todo.append(i)
+            if todo:
+                computed = compute_fn(todo)
+                for i in todo:
+                    d = _with_key(computed[i], keys[i], fields_by_id[i])
+                    _atomic_write(
+                        root / f"{keys[i]}.pt", partial(_save, to_state(d, fields_by_id[i]))
+                    )
+                    out[i] = d
+    if human_copy:
+        for i, d in out.items():
+            if not _exported(d, fields_by_id[i], cache_dir):
+                export(d, fields_by_id[i], cache_dir, extra_meta)
+    return {i: out[i] for i in fields_by_id}
+
+
+def _save(obj: Any, path: Path) -> None:
+    torch.save(obj, path)
+
+
+def _with_key(d: Direction, key: str, fields: Mapping[str, Any]) -> Direction:
+    return dataclasses.replace(d, key=key, meta={**dict(d.meta), "key_fields": dict(fields)})
+
+
+def get_or_compute(
+    key_fields: Mapping[str, Any],
+    compute_fn: Callable[[], Direction],
+    cache_dir: str | Path | None = None,
+    *,
+    extra_meta: Mapping[str, Any] | None = None,
+    human_copy: bool = True,
+) -> Direction:
+    """The cached direction for these key fields, computing it once (across processes) if absent."""
+    got = get_or_compute_many(
+        {0: key_fields},
+        lambda ids: {0: compute_fn()},
+        cache_dir,
+        extra_meta=extra_meta,
+        human_copy=human_copy,
+    )
+    return got[0]

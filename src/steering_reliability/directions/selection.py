@@ -1,0 +1,223 @@
+"""Choosing a direction among candidates (layers x positions), as in Arditi et al.
+
+Each candidate gets an induce score (mean first-token refusal probability on held-out benign
+prompts with the direction added), a bypass score (drop in first-token refusal probability
+under full ablation, on harmful prompts that refuse at baseline; NaN if none does) and the KL of
+benign next-token distributions from baseline. One prefill forward per batch and setting; only
+the last position's logits are computed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ..errors import DirectionError
+from ..interventions import Steering, full_ablation, raw_model, steer
+from ..metrics.divergence import kl_divergence
+from ..metrics.first_token import first_token_refusal_prob, refusal_token_ids
+from ..models import LoadedModel, format_prompt
+from .activations import encode, model_device
+from .direction import Direction
+
+TABLE_COLUMNS: tuple[str, ...] = (
+    "candidate",
+    "method",
+    "layer",
+    "position",
+    "hook_point",
+    "n_layers",
+    "alpha",
+    "alpha_scale",
+    "norm",
+    "split_half_cosine",
+    "induce_score",
+    "baseline_refusal_prob_benign",
+    "kl",
+    "bypass_score",
+    "n_refusing_baseline",
+    "key",
+)
+
+
+def last_logits(
+    model: LoadedModel,
+    prompts: Sequence[str],
+    *,
+    system_prompt: str | None = None,
+    batch_size: int = 16,
+) -> Tensor:
+    """Next-token logits after each formatted prompt: [n, vocab] fp32, under any active steering.
+
+    Left-padded with position ids from the attention mask, so every row's last token is at the
+    end and reads as it would unpadded; logits_to_keep=1 skips the unembedding elsewhere.
+    """
+    tok = model.tokenizer
+    rows = [encode(tok, format_prompt(tok, p, system_prompt=system_prompt)) for p in prompts]
+    net = raw_model(model.hf_model)
+    device = model_device(model)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    out: Tensor | None = None
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths: less padding
+    for b0 in range(0, len(rows), batch_size):
+        idx = order[b0 : b0 + batch_size]
+        t = max(len(rows[i]) for i in idx)
+        ids = torch.full((len(idx), t), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), t), dtype=torch.long)
+        for k, i in enumerate(idx):
+            ids[k, t - len(rows[i]) :] = torch.tensor(rows[i])
+            mask[k, t - len(rows[i]) :] = 1
+        pos = (mask.cumsum(-1) - 1).clamp_min(0)
+        with torch.inference_mode():
+            logits = (
+                net(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=pos.to(device),
+                    use_cache=False,
+                    logits_to_keep=1,
+                )
+                .logits[:, -1]
+                .float()
+                .cpu()
+            )  # [b, vocab]
+        if out is None:
+            out = torch.empty(len(rows), logits.shape[-1])
+        out[torch.tensor(idx)] = logits
+    if out is None:
+        raise DirectionError("no prompts to score", field="prompts", expected="at least one")
+    return out
+
+
+def _label(key: Any, d: Direction) -> str:
+    if isinstance(key, tuple) and len(key) == 2:
+        return f"layer{key[0]}-pos{key[1]}"
+    return (
+        f"layer{d.layer}"
+        if d.position in ("prefix_mean", "first_prefix")
+        else f"layer{d.layer}-pos{d.position}"
+    )
+
+
+def score_candidates(
+    model: LoadedModel,
+    candidates: Mapping[Any, Direction] | Sequence[Direction],
+    *,
+    benign: Sequence[str],
+    harmful: Sequence[str] = (),
+    alpha: float = 1.0,
+    alpha_scale: str = "raw",
+    system_prompt: str | None = None,
+    refusal_threshold: float = 0.5,
+    batch_size: int = 16,
+) -> pd.DataFrame:
+    """One row per candidate: induce score, bypass score, KL on benign prompts (TABLE_COLUMNS)."""
+    items = (
+        list(candidates.items())
+        if isinstance(candidates, Mapping)
+        else [(d, d) for d in candidates]
+    )
+    if not items:
+        raise DirectionError(
+            "no candidate directions to score", field="candidates", expected="at least one"
+        )
+    if not benign:
+        raise DirectionError(
+            "selection needs held-out benign prompts", field="benign", expected="at least one"
+        )
+    ids = refusal_token_ids(model.tokenizer)
+    kw: dict[str, Any] = {"system_prompt": system_prompt, "batch_size": batch_size}
+    base_benign = last_logits(model, benign, **kw)  # [n_benign, vocab]
+    base_prob = first_token_refusal_prob(base_benign, ids)
+    refusing: list[str] = []
+    base_harm_prob = torch.empty(0, dtype=torch.float64)
+    if harmful:
+        p = first_token_refusal_prob(last_logits(model, harmful, **kw), ids)
+        keep = p >= refusal_threshold
+        refusing = [h for h, k in zip(harmful, keep.tolist(), strict=True) if k]
+        base_harm_prob = p[keep]
+    rows: list[dict[str, Any]] = []
+    for key, d in items:
+        s = Steering("add", d.layer, d.scaled(alpha_scale), alpha, hook_point=d.hook_point)
+        with steer(model, [s]):
+            steered = last_logits(model, benign, **kw)
+        kl = kl_divergence(base_benign[:, None, :], steered[:, None, :])  # [n_benign]
+        bypass = math.nan
+        if refusing:
+            with full_ablation(model, d.vector):
+                ablated = first_token_refusal_prob(last_logits(model, refusing, **kw), ids)
+            bypass = float(base_harm_prob.mean() - ablated.mean())
+        rows.append(
+            {
+                "candidate": _label(key, d),
+                "method": d.method,
+                "layer": d.layer,
+                "position": d.position,
+                "hook_point": d.hook_point,
+                "n_layers": model.info.n_layers,
+                "alpha": float(alpha),
+                "alpha_scale": alpha_scale,
+                "norm": d.norm,
+                "split_half_cosine": d.split_half_cosine,
+                "induce_score": float(first_token_refusal_prob(steered, ids).mean()),
+                "baseline_refusal_prob_benign": float(base_prob.mean()),
+                "kl": float(kl.mean()),
+                "bypass_score": bypass,
+                "n_refusing_baseline": len(refusing),
+                "key": d.key,
+            }
+        )
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def select_direction(
+    candidates_table: pd.DataFrame, kl_max: float, max_layer_frac: float = 0.8
+) -> pd.Series:
+    """The row with the highest induce score among candidates with KL <= kl_max and
+    layer < max_layer_frac * n_layers (late layers steer the output, not the decision)."""
+    t = candidates_table
+    missing = [c for c in ("layer", "n_layers", "kl", "induce_score") if c not in t.columns]
+    if missing:
+        raise DirectionError(
+            "candidate table lacks columns",
+            field="candidates_table",
+            value=missing,
+            hint="build it with score_candidates",
+        )
+    ok = t[
+        (t["kl"] <= kl_max)
+        & (t["layer"] < max_layer_frac * t["n_layers"])
+        & t["induce_score"].notna()
+    ]
+    if ok.empty:
+        best = t.sort_values("kl").head(3)[["candidate", "kl", "induce_score"]].to_dict("records")
+        raise DirectionError(
+            "no candidate passes the KL bound and layer cut-off",
+            field="kl_max",
+            value=kl_max,
+            expected=f"a bound some candidate meets (lowest KL: {best})",
+            hint=f"raise kl_max, or max_layer_frac (now {max_layer_frac})",
+        )
+    ranked = ok.sort_values(["induce_score", "kl"], ascending=[False, True], kind="stable")
+    return ranked.iloc[0]
+
+
+def write_candidate_table(df: pd.DataFrame, path: str | Path) -> Path:
+    """The whole candidate table as CSV, published atomically (temp file + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
