@@ -57,7 +57,9 @@ def test_overrides_apply_and_change_the_hash() -> None:
         ("sweep:\n  alphas: [0, 1]\n", "sweep.alphas", "baseline"),
     ],
 )
-def test_bad_values_are_refused_with_field_and_hint(tmp_path: Path, text: str, field: str, needle: str) -> None:
+def test_bad_values_are_refused_with_field_and_hint(
+    tmp_path: Path, text: str, field: str, needle: str
+) -> None:
     path = _write(tmp_path, text)
     with pytest.raises(ConfigError) as err:
         load_config(path)

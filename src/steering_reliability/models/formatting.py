@@ -12,7 +12,9 @@ def prompt_format(tokenizer: Any) -> str:
     return "chat" if getattr(tokenizer, "chat_template", None) else "plain"
 
 
-def format_prompt(tokenizer: Any, prompt: str, *, system_prompt: str | None = None, fmt: str | None = None) -> str:
+def format_prompt(
+    tokenizer: Any, prompt: str, *, system_prompt: str | None = None, fmt: str | None = None
+) -> str:
     """The exact text the model sees before its answer.
 
     system_prompt None keeps the chat template's own default (SmolLM2 inserts one); "" means none

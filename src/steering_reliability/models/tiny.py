@@ -30,14 +30,18 @@ def tiny_tokenizer() -> Any:
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        tokenizer_object=tk,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
         additional_special_tokens=specials,
     )
     tok.chat_template = TINY_CHAT_TEMPLATE
     return tok
 
 
-def tiny_model(*, n_layers: int = 4, d_model: int = 64, seed: int = 0, chat: bool = True) -> LoadedModel:
+def tiny_model(
+    *, n_layers: int = 4, d_model: int = 64, seed: int = 0, chat: bool = True
+) -> LoadedModel:
     """A LoadedModel around a random LlamaForCausalLM (same hook names as the default model)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -46,10 +50,17 @@ def tiny_model(*, n_layers: int = 4, d_model: int = 64, seed: int = 0, chat: boo
     if not chat:
         tok.chat_template = None
     cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=d_model, intermediate_size=2 * d_model,
-        num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=512, tie_word_embeddings=True,
-        bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        vocab_size=len(tok),
+        hidden_size=d_model,
+        intermediate_size=2 * d_model,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
     )
     cfg.architectures = ["LlamaForCausalLM"]
     torch.manual_seed(seed)
@@ -57,8 +68,14 @@ def tiny_model(*, n_layers: int = 4, d_model: int = 64, seed: int = 0, chat: boo
     model.requires_grad_(False)
     bridge = boot_bridge("tiny-llama", model, tok)
     info = ModelInfo(
-        name="tiny-llama", source="code:tiny", n_layers=n_layers, d_model=d_model, n_ctx=512,
-        vocab_size=len(tok), weights_sha256=f"tiny-seed{seed}-{n_layers}x{d_model}",
-        prompt_format="chat" if chat else "plain", load_seconds=0.0,
+        name="tiny-llama",
+        source="code:tiny",
+        n_layers=n_layers,
+        d_model=d_model,
+        n_ctx=512,
+        vocab_size=len(tok),
+        weights_sha256=f"tiny-seed{seed}-{n_layers}x{d_model}",
+        prompt_format="chat" if chat else "plain",
+        load_seconds=0.0,
     )
     return LoadedModel(bridge=bridge, hf_model=model, tokenizer=tok, info=info)

@@ -1,0 +1,118 @@
+"""Session fixtures of the experiments: model, prompts, directions, baseline. Thin by design.
+
+The session fixtures are read-only: tests must not modify the model, the prompts or the
+generations they hand out. Each xdist worker loads its own model; directions and the alpha = 0
+baseline come from content-addressed caches on disk, computed once across workers under a lock.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from steering_reliability.config import Config, sanity_layer, validate_for_model
+from steering_reliability.experiment import SPLITS, sweep_cases
+
+
+def _config_at_collection(config: pytest.Config) -> Config:
+    from steering_reliability.pytest_plugin import run_config
+
+    return run_config(config)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize from the config's ordered lists, with readable ids (layer12-add-a1)."""
+    if "case" in metafunc.fixturenames:
+        cases = sweep_cases(_config_at_collection(metafunc.config))
+        metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+    if "split" in metafunc.fixturenames:
+        metafunc.parametrize("split", SPLITS)
+
+
+def _pin_threads() -> None:
+    """cores // workers torch threads per process (two workers x two threads thrash 2 cores)."""
+    import torch
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+@pytest.fixture(scope="session")
+def model(sr_config: Config, sr_run: Any) -> Any:
+    """The model under test (read-only; never edit its weights)."""
+    from steering_reliability.models import load
+
+    _pin_threads()
+    m = load(sr_config.model.name, device=sr_config.model.device)
+    validate_for_model(sr_config, model_name=m.info.name, n_layers=m.info.n_layers)
+    sr_run.annotate(
+        "model",
+        {
+            "name": m.info.name,
+            "source": m.info.source,
+            "weights_sha256": m.info.weights_sha256,
+            "n_layers": m.info.n_layers,
+            "d_model": m.info.d_model,
+            "prompt_format": m.info.prompt_format,
+        },
+    )
+    return m
+
+
+@pytest.fixture(scope="session")
+def splits(sr_config: Config, model: Any) -> dict[str, tuple[Any, ...]]:
+    """Evaluation prompts per split (validated; length-checked against the model's context)."""
+    from steering_reliability.experiment import check_lengths, select_prompts
+
+    chosen = select_prompts(sr_config)
+    check_lengths(model, sr_config, chosen)
+    return chosen
+
+
+@pytest.fixture(scope="session")
+def refusal_ids(model: Any) -> tuple[int, ...]:
+    from steering_reliability.metrics import refusal_token_ids
+
+    return refusal_token_ids(model.tokenizer)
+
+
+@pytest.fixture(scope="session")
+def directions(sr_config: Config, model: Any) -> dict[int, Any]:
+    """The main direction at every sweep layer (and the sanity layer), one pass, cached."""
+    from steering_reliability.directions import directions_for_layers
+    from steering_reliability.experiment import direction_prompts, harmless_prompts, split_files
+
+    layers = sorted({*sr_config.sweep.layers, sanity_layer(sr_config)})
+    files = split_files(sr_config)
+    harmless = (
+        harmless_prompts(sr_config) if sr_config.direction.method == "diff_in_means" else None
+    )
+    return directions_for_layers(
+        model,
+        sr_config,
+        direction_prompts(sr_config),
+        layers,
+        harmless=harmless,
+        prompt_file=files["harm_train"],
+        harmless_file=files["benign"] if harmless is not None else None,
+    )
+
+
+@pytest.fixture(scope="session")
+def baseline(
+    sr_config: Config, model: Any, splits: dict[str, Any], refusal_ids: tuple[int, ...]
+) -> dict[str, list[Any]]:
+    """Unsteered (alpha = 0) generations per split: computed once across all cases and workers."""
+    from steering_reliability.experiment import cached_generate, request_for
+
+    return {
+        split: cached_generate(
+            model,
+            request_for(model, sr_config, prompts),
+            batch_size=sr_config.generation.batch_size,
+            track_token_ids=refusal_ids,
+        )
+        for split, prompts in splits.items()
+    }

@@ -1,0 +1,146 @@
+"""The sweep: layer x intervention x alpha, each case recording one row per prompt and split.
+
+Asserts validity only (rows complete, metrics finite). Collapse at high alpha and any
+generalisation gap are findings, recorded in the rows (`collapsed`, refusal rates), not failures.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from steering_reliability.config import Config
+from steering_reliability.experiment import SPLITS, Case, score_rows
+
+pytestmark = pytest.mark.experiment
+
+_FINITE = (
+    "refusal_score",
+    "helpfulness_score",
+    "mean_entropy",
+    "mean_logprob",
+    "distinct_2",
+    "repeated_ngram_frac",
+)
+
+
+def assert_valid(rows: list[dict[str, Any]], n_expected: int) -> None:
+    """Every prompt has a row, and every score is a finite number in its range."""
+    assert len(rows) == n_expected, f"expected {n_expected} rows, got {len(rows)}"
+    for r in rows:
+        for col in _FINITE:
+            if r[col] is not None or r["n_tokens"] > 0:
+                assert r[col] is not None and math.isfinite(r[col]), (
+                    f"{r['prompt_id']}: {col}={r[col]!r}"
+                )
+        assert 0.0 <= r["refusal_score"] <= 1.0 and 0.0 <= r["helpfulness_score"] <= 1.0
+
+
+def baseline_rows(
+    cfg: Config,
+    model: Any,
+    run_id: str,
+    splits: dict[str, Any],
+    baseline: dict[str, list[Any]],
+    split: str,
+) -> list[dict[str, Any]]:
+    return score_rows(
+        cfg=cfg,
+        model=model,
+        run_id=run_id,
+        experiment="baseline",
+        case="baseline",
+        split=split,
+        prompts=splits[split],
+        gens=baseline[split],
+    )
+
+
+def test_baseline(
+    split: str,
+    record: Any,
+    sr_config: Config,
+    sr_run: Any,
+    model: Any,
+    splits: dict[str, Any],
+    baseline: dict[str, list[Any]],
+) -> None:
+    """alpha = 0: the unsteered model on each split (shared by every case)."""
+    rows = baseline_rows(sr_config, model, sr_run.run_id, splits, baseline, split)
+    assert_valid(rows, len(splits[split]))
+    record.rows(rows)
+
+
+def test_sweep(
+    case: Case,
+    record: Any,
+    sr_config: Config,
+    sr_run: Any,
+    model: Any,
+    splits: dict[str, Any],
+    directions: dict[int, Any],
+    baseline: dict[str, list[Any]],
+    refusal_ids: tuple[int, ...],
+) -> None:
+    """One (layer, intervention, alpha) on harm_train, harm_test and benign."""
+    from steering_reliability.generation import generate, teacher_forced_scores
+    from steering_reliability.interventions import Steering
+
+    cfg = sr_config
+    d = directions[case.layer]
+    steering = Steering(
+        kind=case.intervention,
+        layer=case.layer,
+        vector=d.scaled(cfg.direction.alpha_scale),
+        alpha=case.alpha,
+        hook_point=cfg.direction.hook_point,
+        apply_to=cfg.sweep.apply_to,
+    )
+    rows: list[dict[str, Any]] = []
+    for split in SPLITS:
+        prompts = splits[split]
+        gens = generate(
+            model,
+            [p.prompt for p in prompts],
+            prompt_ids=[p.id for p in prompts],
+            max_new_tokens=cfg.generation.max_new_tokens,
+            temperature=cfg.generation.temperature,
+            top_p=cfg.generation.top_p,
+            seed=cfg.seed,
+            steerings=[steering],
+            system_prompt=cfg.model.system_prompt,
+            batch_size=cfg.generation.batch_size,
+            track_token_ids=refusal_ids,
+        )
+        tf = None
+        if split == "benign":  # CE / KL against the model's own unsteered completions
+            tf = teacher_forced_scores(
+                model,
+                [p.prompt for p in prompts],
+                [g.token_ids for g in baseline[split]],
+                prompt_ids=[p.id for p in prompts],
+                steerings=[steering],
+                system_prompt=cfg.model.system_prompt,
+            )
+        split_rows = score_rows(
+            cfg=cfg,
+            model=model,
+            run_id=sr_run.run_id,
+            experiment="sweep",
+            case=case.id,
+            split=split,
+            prompts=prompts,
+            gens=gens,
+            layer=case.layer,
+            intervention=case.intervention,
+            alpha=case.alpha,
+            teacher_forced=tf,
+        )
+        assert_valid(split_rows, len(prompts))
+        rows += split_rows
+        # The baseline rows travel with every case (identical rows de-duplicate at compaction),
+        # so `pytest -k layer12` alone still yields a report with its baseline.
+        rows += baseline_rows(cfg, model, sr_run.run_id, splits, baseline, split)
+    record.rows(rows)

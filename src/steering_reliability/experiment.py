@@ -1,0 +1,320 @@
+"""One experiment's orchestration: prompts -> steered generation -> metrics -> rows.
+
+Called by the pytest cases in experiments/ and by the notebooks; holds no pytest code and no
+metric of its own (every score comes from `metrics`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Config, config_hash
+from .models import LoadedModel, format_prompt
+from .prompts import Prompt, check_prompt_lengths, load_prompts
+
+SPLITS: tuple[str, ...] = ("harm_train", "harm_test", "benign")
+GENERATION_CACHE_VERSION = 1
+
+
+def alpha_id(alpha: float) -> str:
+    """1.0 -> '1', 0.5 -> '0.5': the alpha as it appears in case ids."""
+    return f"{alpha:g}"
+
+
+def case_id(layer: int, intervention: str, alpha: float) -> str:
+    """The case id contract of DESIGN.md: layer{L}-{intervention}-a{alpha}."""
+    return f"layer{layer}-{intervention}-a{alpha_id(alpha)}"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One cell of the sweep grid."""
+
+    layer: int
+    intervention: str
+    alpha: float
+
+    @property
+    def id(self) -> str:
+        return case_id(self.layer, self.intervention, self.alpha)
+
+
+def sweep_cases(cfg: Config) -> list[Case]:
+    """The grid in the config's declared order (layers, then interventions, then alphas)."""
+    return [
+        Case(layer, kind, alpha)
+        for layer in cfg.sweep.layers
+        for kind in cfg.sweep.interventions
+        for alpha in cfg.sweep.alphas
+    ]
+
+
+def _subset(prompts: tuple[Prompt, ...], n: int | None, seed: str) -> tuple[Prompt, ...]:
+    """A seeded sample of n prompts kept in file order (str seeds are stable across processes)."""
+    if n is None or n >= len(prompts):
+        return prompts
+    chosen = set(random.Random(seed).sample(range(len(prompts)), n))
+    return tuple(p for i, p in enumerate(prompts) if i in chosen)
+
+
+def split_files(cfg: Config) -> dict[str, Path]:
+    return {
+        "harm_train": cfg.resolve_path(cfg.prompts.harm_train),
+        "harm_test": cfg.resolve_path(cfg.prompts.harm_test),
+        "benign": cfg.resolve_path(cfg.prompts.benign),
+    }
+
+
+def select_prompts(cfg: Config) -> dict[str, tuple[Prompt, ...]]:
+    """The evaluation prompts of each split (seeded subsets when the config limits them)."""
+    files = split_files(cfg)
+    limits = {
+        "harm_train": cfg.prompts.n_train,
+        "harm_test": cfg.prompts.n_test,
+        "benign": cfg.prompts.n_benign,
+    }
+    return {
+        s: _subset(load_prompts(files[s], split=s), limits[s], f"{cfg.seed}:{s}") for s in SPLITS
+    }
+
+
+def direction_prompts(cfg: Config) -> tuple[Prompt, ...]:
+    """harm_train prompts the direction is built from (the first n_direction of the file)."""
+    prompts = load_prompts(split_files(cfg)["harm_train"], split="harm_train")
+    n = cfg.prompts.n_direction
+    return prompts if n is None else prompts[:n]
+
+
+def harmless_prompts(cfg: Config) -> tuple[Prompt, ...]:
+    """Benign prompts for diff_in_means: the ones *not* used for evaluation (no leakage)."""
+    files = split_files(cfg)
+    evaluated = {p.id for p in select_prompts(cfg)["benign"]}
+    rest = tuple(p for p in load_prompts(files["benign"], split="benign") if p.id not in evaluated)
+    if not rest:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            "diff_in_means has no harmless prompts left: every benign prompt is evaluated",
+            file=cfg.source or None,
+            field="prompts.n_benign",
+            value=cfg.prompts.n_benign,
+            expected=f"fewer than the {len(evaluated)} prompts of {files['benign']}",
+            hint="the harmless mean must come from benign prompts that are not scored",
+        )
+    n = cfg.prompts.n_direction
+    return rest if n is None else rest[:n]
+
+
+def check_lengths(model: LoadedModel, cfg: Config, splits: Mapping[str, Sequence[Prompt]]) -> None:
+    """Refuse prompts that do not fit the context together with the generated tokens."""
+    files = split_files(cfg)
+    budget = model.info.n_ctx - cfg.generation.max_new_tokens
+
+    def count(text: str) -> int:
+        formatted = format_prompt(model.tokenizer, text, system_prompt=cfg.model.system_prompt)
+        return len(model.tokenizer(formatted).input_ids)
+
+    for split, prompts in splits.items():
+        check_prompt_lengths(prompts, count, budget, file=str(files[split]))
+
+
+# ---------------------------------------------------------------- generation with a shared cache
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything a batch of generations depends on (its hash names the cache file)."""
+
+    model_sha256: str
+    prompt_ids: tuple[str, ...]
+    prompts: tuple[str, ...]
+    system_prompt: str | None
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    seed: int
+    steering: str  # a readable description of the steering ("none" for the baseline)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def key(self) -> str:
+        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        d["extra"] = dict(self.extra)
+        d["version"] = GENERATION_CACHE_VERSION
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.blake2b(blob.encode(), digest_size=12).hexdigest()
+
+
+def cached_generate(
+    model: LoadedModel,
+    request: GenerationRequest,
+    *,
+    steerings: Sequence[Any] = (),
+    batch_size: int = 64,
+    track_token_ids: Sequence[int] | None = None,
+    cache_dir: Path | None = None,
+    progress: bool = False,
+) -> list[Any]:
+    """generate() once across processes: content-addressed file under a lock, published atomically.
+
+    Used for the alpha = 0 baseline, which every case of every worker compares against.
+    """
+    import torch
+    from filelock import FileLock
+
+    from .generation import Generation, generate
+    from .models import default_cache_dir
+
+    folder = (cache_dir or default_cache_dir()) / "generations"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{request.key()}.pt"
+
+    def read() -> list[Any] | None:
+        if not path.exists():
+            return None
+        rows: list[dict[str, Any]] = torch.load(path, weights_only=True)
+        return [Generation(**_untuple(r, back=True)) for r in rows]
+
+    found = read()
+    if found is not None:
+        return found
+    with FileLock(str(path) + ".lock"):
+        found = read()
+        if found is not None:
+            return found
+        gens = generate(
+            model,
+            list(request.prompts),
+            prompt_ids=list(request.prompt_ids),
+            max_new_tokens=request.max_new_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            steerings=steerings,
+            system_prompt=request.system_prompt,
+            batch_size=batch_size,
+            track_token_ids=track_token_ids,
+            progress=progress,
+        )
+        tmp = folder / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        torch.save([_untuple(g.__dict__) for g in gens], tmp)
+        os.replace(tmp, path)
+        return gens
+
+
+def _untuple(d: Mapping[str, Any], *, back: bool = False) -> dict[str, Any]:
+    """Generation fields <-> plain lists (weights_only torch.load reads lists, not tuples)."""
+    if back:
+        return {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def request_for(
+    model: LoadedModel,
+    cfg: Config,
+    prompts: Sequence[Prompt],
+    *,
+    steering: str = "none",
+    max_new_tokens: int | None = None,
+    seed: int | None = None,
+) -> GenerationRequest:
+    g = cfg.generation
+    return GenerationRequest(
+        model_sha256=model.info.weights_sha256,
+        prompt_ids=tuple(p.id for p in prompts),
+        prompts=tuple(p.prompt for p in prompts),
+        system_prompt=cfg.model.system_prompt,
+        max_new_tokens=max_new_tokens or g.max_new_tokens,
+        temperature=g.temperature,
+        top_p=g.top_p,
+        seed=cfg.seed if seed is None else seed,
+        steering=steering,
+    )
+
+
+# ---------------------------------------------------------------- rows
+
+
+def score_rows(
+    *,
+    cfg: Config,
+    model: LoadedModel,
+    run_id: str,
+    experiment: str,
+    case: str,
+    split: str,
+    prompts: Sequence[Prompt],
+    gens: Sequence[Any],
+    layer: int = -1,
+    intervention: str = "none",
+    alpha: float = 0.0,
+    direction_variant: str = "main",
+    seed: int | None = None,
+    teacher_forced: Sequence[Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per prompt, every score computed by `metrics` (DESIGN.md row schema)."""
+    from .metrics import degeneracy, helpfulness, refusal, token_stats
+
+    rows: list[dict[str, Any]] = []
+    for i, (p, g) in enumerate(zip(prompts, gens, strict=True)):
+        r = refusal(g.text, threshold=cfg.metrics.refusal_threshold)
+        h = helpfulness(g.text, threshold=cfg.metrics.helpful_threshold, refusal_result=r)
+        d = degeneracy(g.text, list(g.token_ids))
+        t = token_stats(list(g.logprobs), list(g.entropies))
+        tf = teacher_forced[i] if teacher_forced is not None else None
+        rows.append(
+            {
+                "run_id": run_id,
+                "config_hash": config_hash(cfg),
+                "experiment": experiment,
+                "case_id": case,
+                "model": model.info.name,
+                "split": split,
+                "prompt_id": p.id,
+                "family": p.family,
+                "style": p.style,
+                "template": p.template,
+                "layer": layer,
+                "hook_point": cfg.direction.hook_point,
+                "position": cfg.direction.position,
+                "intervention": intervention,
+                "alpha": float(alpha),
+                "alpha_scale": cfg.direction.alpha_scale,
+                "direction_method": cfg.direction.method,
+                "direction_variant": direction_variant,
+                "seed": cfg.seed if seed is None else seed,
+                "prompt": p.prompt,
+                "completion": g.text,
+                "n_tokens": len(g.token_ids),
+                "refusal_score": r.score,
+                "is_refusal": r.is_refusal,
+                "matched_phrases": list(r.matched_phrases),
+                "helpfulness_score": h.score,
+                "is_helpful": h.is_helpful,
+                "mean_entropy": t.mean_entropy,
+                "mean_logprob": t.mean_logprob,
+                "distinct_2": d.distinct_2,
+                "repeated_ngram_frac": d.repeated_ngram_frac,
+                "collapsed": d.collapsed,
+                "first_token_refusal_prob": g.first_token_mass,
+                "kl_to_baseline": None if tf is None else tf.kl_to_baseline,
+                "ce_on_baseline": None if tf is None else tf.ce,
+                "proj_before": g.proj_before,
+                "proj_after": g.proj_after,
+            }
+        )
+    return rows
+
+
+def rate(rows: Sequence[Mapping[str, Any]], column: str) -> float:
+    """Fraction of rows whose boolean column is true (nan for no rows)."""
+    if not rows:
+        return float("nan")
+    return sum(bool(r[column]) for r in rows) / len(rows)
