@@ -1,0 +1,214 @@
+"""Steered-generation throughput, as ratios measured side by side in one run (`make bench`).
+
+(a) engine steered vs Hugging Face `generate` unsteered (target >= 2x), against both the loaded
+    model (wrapped by the bridge) and the plain HF module tree (SDPA, no bridge wrappers);
+(b) engine steered vs engine unsteered (hook overhead, target <= 5%);
+(c) alpha = 0 steered output identical to unsteered (checked, not timed).
+New tokens are counted the same way everywhere: tokens up to and including the first EOS.
+Absolute times on a shared machine are noise; the ratios are the result. Prints numbers only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+BUILTIN = [
+    "Explain how photosynthesis works.",
+    "Write a short poem about the sea.",
+    "Give me three tips for learning a new language.",
+    "What is the capital of Australia?",
+    "Summarise the plot of Romeo and Juliet.",
+    "How do I bake bread at home?",
+    "Describe the water cycle for a ten-year-old.",
+    "List five healthy breakfast ideas.",
+    "What are the benefits of regular exercise?",
+    "How does a bicycle gear system work?",
+    "Write a friendly email inviting a colleague to lunch.",
+    "Explain what a prime number is.",
+    "What causes the seasons on Earth?",
+    "Suggest a name for a pet goldfish.",
+    "How do vaccines train the immune system?",
+    "Translate 'good morning' into French and Spanish.",
+]
+
+
+def bench_prompts(n: int) -> list[str]:
+    """n prompts taken in turn from data/prompts/*.jsonl (built-in benign requests if absent)."""
+    pools = []
+    for path in sorted((REPO / "data" / "prompts").glob("*.jsonl")):
+        rows = [
+            json.loads(line)["prompt"] for line in path.read_text().splitlines() if line.strip()
+        ]
+        if rows:
+            pools.append(rows)
+    pools = pools or [BUILTIN]
+    out: list[str] = []
+    i = 0
+    while len(out) < n:
+        pool = pools[i % len(pools)]
+        out.append(pool[(i // len(pools)) % len(pool)])
+        i += 1
+    return out
+
+
+def count_new(rows: list[list[int]], eos: set[int]) -> int:
+    """Tokens per row up to and including the first EOS, summed."""
+    total = 0
+    for r in rows:
+        k = next((j + 1 for j, t in enumerate(r) if t in eos), len(r))
+        total += k
+    return total
+
+
+def hf_generate(
+    hf: Any, tok: Any, texts: list[str], new_tokens: int, batch: int
+) -> list[list[int]]:
+    """Greedy HF generate, left-padded batches (HF's own decode loop)."""
+    import torch
+
+    from steering_reliability.generation import encode
+
+    out: list[list[int]] = []
+    pad = tok.pad_token_id
+    for b0 in range(0, len(texts), batch):
+        seqs = [encode(tok, t) for t in texts[b0 : b0 + batch]]
+        width = max(len(s) for s in seqs)
+        ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs])
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs])
+        with torch.inference_mode():
+            res = hf.generate(
+                ids,
+                attention_mask=mask,
+                max_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+            )
+        out += res[:, width:].tolist()
+    return out
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    res = fn()
+    return time.perf_counter() - t0, res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--n", type=int, default=64, help="prompts (default 64)")
+    ap.add_argument("--new-tokens", type=int, default=64, help="max new tokens (default 64)")
+    ap.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: what each xdist worker of the suite runs with)",
+    )
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved repeats; medians reported")
+    ap.add_argument("--layer", type=int, default=None, help="steered layer (default: middle)")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from steering_reliability.generation import eos_ids, generate
+    from steering_reliability.interventions import Steering, raw_model
+    from steering_reliability.models import format_prompt, load
+
+    model = load(args.model)
+    tok, eos = model.tokenizer, eos_ids(model)
+    prompts = bench_prompts(args.n)
+    pids = [f"bench_{i:04d}" for i in range(len(prompts))]
+    texts = [format_prompt(tok, p) for p in prompts]
+    layer = args.layer if args.layer is not None else model.info.n_layers // 2
+    v = torch.nn.functional.normalize(
+        torch.randn(model.info.d_model, generator=torch.Generator().manual_seed(0)), dim=0
+    )
+    steered = [Steering("add", layer, v, 1.0)]
+
+    def engine(st: list[Steering]) -> Callable[[], Any]:
+        return lambda: generate(
+            model,
+            prompts,
+            prompt_ids=pids,
+            max_new_tokens=args.new_tokens,
+            steerings=st,
+            batch_size=args.batch,
+        )
+
+    runs: dict[str, Callable[[], Any]] = {
+        "engine unsteered": engine([]),
+        "engine steered": engine(steered),
+        "HF generate, loaded model (bridge)": lambda: hf_generate(
+            model.hf_model, tok, texts, args.new_tokens, args.batch
+        ),
+        "HF generate, plain HF modules": lambda: hf_generate(
+            raw_model(model.hf_model), tok, texts, args.new_tokens, args.batch
+        ),
+    }
+    print(
+        f"model {model.info.name}; {len(prompts)} prompts, batch {args.batch}, {args.new_tokens} new tokens, "
+        f"{args.threads} thread(s), steering: add at layer {layer} (unit vector, alpha 1)",
+        flush=True,
+    )
+    # Warm-up: first calls pay one-off costs (allocator, lazy init) that are not throughput.
+    generate(model, prompts[:2], prompt_ids=pids[:2], max_new_tokens=2, steerings=steered)
+    hf_generate(model.hf_model, tok, texts[:2], 2, 2)
+    rates: dict[str, list[float]] = {k: [] for k in runs}
+    outputs: dict[str, Any] = {}
+    for rep in range(args.repeats):
+        for name, fn in runs.items():
+            secs, res = timed(fn)
+            rows = [list(g.token_ids) for g in res] if name.startswith("engine") else res
+            n_new = count_new(rows, eos)
+            rates[name].append(n_new / secs)
+            outputs[name] = rows
+            print(
+                f"  [{rep + 1}] {name:36s} {n_new:6d} tokens {secs:7.1f} s {n_new / secs:7.1f} tok/s",
+                flush=True,
+            )
+    # Best of the repeats: on a shared machine the least disturbed run is the closest to the truth.
+    best = {k: max(v) for k, v in rates.items()}
+    eng_u, eng_s = best["engine unsteered"], best["engine steered"]
+    hf_b, hf_p = best["HF generate, loaded model (bridge)"], best["HF generate, plain HF modules"]
+    print(f"\nratios (best of {args.repeats} run(s) per method, tokens/s):")
+    print(f"  (a) engine steered / HF generate, loaded model:  {eng_s / hf_b:.2f}x  (target >= 2)")
+    print(f"  (a) engine steered / HF generate, plain HF:      {eng_s / hf_p:.2f}x  (target >= 2)")
+    print(
+        f"  (b) hook overhead, engine unsteered / steered:   {100 * (eng_u / eng_s - 1):+.1f}%  (target <= 5%)"
+    )
+    zero = generate(
+        model,
+        prompts,
+        prompt_ids=pids,
+        max_new_tokens=args.new_tokens,
+        batch_size=args.batch,
+        steerings=[Steering("add", layer, v, 0.0)],
+    )
+    same = sum(
+        list(g.token_ids) == r for g, r in zip(zero, outputs["engine unsteered"], strict=False)
+    )
+    print(f"  (c) alpha = 0 identical to unsteered:            {same}/{len(prompts)} prompts")
+    hf_rows = [
+        r[: next((j + 1 for j, t in enumerate(r) if t in eos), len(r))]
+        for r in outputs["HF generate, plain HF modules"]
+    ]
+    agree = sum(a == b for a, b in zip(hf_rows, outputs["engine unsteered"], strict=False))
+    print(f"  engine greedy tokens == HF generate (plain HF):  {agree}/{len(prompts)} prompts")
+    return 0 if same == len(prompts) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
