@@ -377,3 +377,35 @@ def test_the_report_hook_runs_and_its_failure_keeps_results(
         ["*report failed (results are saved)*", "*plotting exploded*", "*6 rows written*"]
     )
     assert len(results(pytester)) == 6
+
+
+VERDICT = '''
+import os
+
+
+def test_check(record):
+    ok = os.environ.get("SR_CHECK_OK") == "1"
+    record.rows([
+        {"split": "", "prompt_id": "", "experiment": "sanity:check", "value": 0.25, "passed": ok},
+        {"split": "benign", "prompt_id": "p1", "experiment": "sanity:check", "refusal_score": 0.5},
+    ])
+    assert ok, "check failed"
+'''
+
+
+def test_a_failed_case_reports_its_verdict_and_reruns(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_project(pytester)
+    pytester.makepyfile(test_verdict=VERDICT)
+    monkeypatch.setenv("SR_CHECK_OK", "0")
+    first = run_inner(pytester, "test_verdict.py", "--config", "sr.json", "-n", "0")
+    first.assert_outcomes(failed=1)
+    rows = results(pytester)
+    # Only the verdict row of the failed case is kept, with its failing verdict.
+    assert [(r["experiment"], r["passed"]) for r in rows] == [("sanity:check", False)]
+    monkeypatch.setenv("SR_CHECK_OK", "1")
+    second = run_inner(pytester, "test_verdict.py", "--config", "sr.json", "-n", "0")
+    second.assert_outcomes(passed=1)  # not skipped: a failed case is not done
+    rows = results(pytester)
+    assert sorted((r["prompt_id"], r["passed"]) for r in rows) == [("", True), ("p1", None)]

@@ -21,7 +21,7 @@ from .models import LoadedModel, format_prompt
 from .prompts import Prompt, check_prompt_lengths, load_prompts
 
 SPLITS: tuple[str, ...] = ("harm_train", "harm_test", "benign")
-GENERATION_CACHE_VERSION = 1
+GENERATION_CACHE_VERSION = 2  # bump when the engine's numerics change
 
 
 def alpha_id(alpha: float) -> str:

@@ -19,7 +19,7 @@ import pytest
 
 from . import manifest
 from .identity import SPEC, CaseSpec, spec_of, uses_record
-from .keys import part_path, parts_dir
+from .keys import failed_part_path, part_path, parts_dir
 from .resolve import Resolved
 from .runs import RunPlan, update_latest
 
@@ -241,10 +241,12 @@ class CaseRunner:
 
     def close_case(self, item: pytest.Item, rec: CaseRecorder) -> None:
         """After the case: write its part if it passed, and attach the part's path."""
-        if not item.stash.get(PASSED, False):
-            return
         from .parts import write_part
 
+        passed = item.stash.get(PASSED, False)
+        rows = rec.buffered()
+        if not passed and not rows:
+            return
         plan = self.plan()
         torch = sys.modules.get("torch")
         meta = {
@@ -258,7 +260,13 @@ class CaseRunner:
             "written": manifest.now_iso(),
             "torch_num_threads": torch.get_num_threads() if torch is not None else None,
         }
-        path = write_part(
-            parts_dir(plan.run_dir, plan.config_hash), rec.spec.key, rec.buffered(), meta
-        )
+        directory = parts_dir(plan.run_dir, plan.config_hash)
+        if not passed:
+            # A failed case keeps its rows aside: its verdict rows (e.g. a sanity check's
+            # passed=False) reach results.parquet, but the case is not done and reruns.
+            failed = failed_part_path(directory, rec.spec.key)
+            write_part(failed.parent, rec.spec.key, rows, {**meta, "failed": True})
+            return
+        path = write_part(directory, rec.spec.key, rows, meta)
+        failed_part_path(directory, rec.spec.key).unlink(missing_ok=True)
         item.user_properties.append((PART_PROPERTY, str(path)))

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import SteeringReliabilityError
-from .keys import fsync_dir
+from .keys import FAILED_DIR, fsync_dir
 from .parts import list_parts, read_part, row_key
 from .schema import ROW_KEY, ROW_SCHEMA
 
@@ -79,8 +79,19 @@ def read_parts(directory: str | Path) -> tuple[pa.Table, list[str]]:
     """
     tables: list[pa.Table] = [ROW_SCHEMA.empty_table()]
     sources: list[str] = []
+    done: set[str] = set()
     for path in list_parts(directory):
         table, info = read_part(path)
+        tables.append(table)
+        sources.extend([info.path] * table.num_rows)
+        done.add(path.name)
+    # Cases that failed contribute only their verdict rows (`passed` set), so a failing sanity
+    # check is reported as failed while unvalidated measurements stay out.
+    for path in list_parts(Path(directory) / FAILED_DIR):
+        if path.name in done:
+            continue
+        table, info = read_part(path)
+        table = table.filter(pc.is_valid(table["passed"]))
         tables.append(table)
         sources.extend([info.path] * table.num_rows)
     return pa.concat_tables(tables), sources

@@ -47,3 +47,11 @@ def parts_dir(run_dir: str | Path, config_hash: str) -> Path:
 def part_path(directory: str | Path, key: str) -> Path:
     """The visible file name of a finished case."""
     return Path(directory) / f"{key}{PART_SUFFIX}"
+
+
+FAILED_DIR = "failed"
+
+
+def failed_part_path(directory: str | Path, key: str) -> Path:
+    """Where a case that failed keeps its rows: never counts as done, so the case reruns."""
+    return Path(directory) / FAILED_DIR / f"{key}{PART_SUFFIX}"
