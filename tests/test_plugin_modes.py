@@ -379,7 +379,7 @@ def test_the_report_hook_runs_and_its_failure_keeps_results(
     assert len(results(pytester)) == 6
 
 
-VERDICT = '''
+VERDICT = """
 import os
 
 
@@ -390,7 +390,7 @@ def test_check(record):
         {"split": "benign", "prompt_id": "p1", "experiment": "sanity:check", "refusal_score": 0.5},
     ])
     assert ok, "check failed"
-'''
+"""
 
 
 def test_a_failed_case_reports_its_verdict_and_reruns(
