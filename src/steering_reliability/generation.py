@@ -27,6 +27,7 @@ from .errors import InputError
 from .interventions.sites import raw_model
 from .interventions.steer import Steering, SteerProbe, forward_phase, steer
 from .models import LoadedModel, format_prompt
+from .models import encode_prompt as encode
 
 # Rows x padded length per prefill chunk. Small chunks of similar length waste little on padding
 # (measured on CPU, 64 chat prompts: 512 -> 6.0 s, 2048 -> 8.5 s); a GPU wants large ones.
@@ -61,12 +62,6 @@ class TeacherForced:
 
     kl_to_baseline: float
     ce: float
-
-
-def encode(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of a formatted prompt; BOS is added only where the text does not carry it."""
-    bos = getattr(tokenizer, "bos_token", None)
-    return list(tokenizer(text, add_special_tokens=not (bos and text.startswith(bos))).input_ids)
 
 
 def prompt_seed(seed: int, prompt_id: str) -> int:

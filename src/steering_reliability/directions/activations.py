@@ -21,6 +21,7 @@ from torch import Tensor
 from ..errors import DirectionError, suggest
 from ..interventions.sites import decoder_layers, raw_model
 from ..models import LoadedModel
+from ..models import encode_prompt as encode
 
 HOOK_POINTS: tuple[str, ...] = ("resid_pre", "resid_post")
 
@@ -38,13 +39,6 @@ class SpanResiduals:
 
     mean: Tensor  # [n, n_layers, n_spans, d_model]
     token_norm: Tensor  # [n, n_layers, n_spans]
-
-
-def encode(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of a formatted prompt; BOS is added only where the text does not carry it."""
-    bos = getattr(tokenizer, "bos_token", None)
-    add = not (bos and text.startswith(bos))
-    return list(tokenizer(text, add_special_tokens=add).input_ids)
 
 
 def encode_plain(tokenizer: Any, text: str) -> list[int]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .formatting import PLAIN_TEMPLATE, format_prompt, prompt_format
+from .formatting import PLAIN_TEMPLATE, encode_prompt, format_prompt, prompt_format
 from .loader import LoadedModel, ModelInfo, boot_bridge, default_cache_dir, load
 from .registry import DEFAULT_MODEL, EMBEDDED
 from .tiny import tiny_model, tiny_tokenizer
@@ -15,6 +15,7 @@ __all__ = [
     "ModelInfo",
     "boot_bridge",
     "default_cache_dir",
+    "encode_prompt",
     "format_prompt",
     "load",
     "prompt_format",

@@ -30,3 +30,9 @@ def format_prompt(
     messages.append({"role": "user", "content": prompt})
     out = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return str(out)
+
+
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a formatted prompt; BOS is added only where the text does not carry it."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return list(tokenizer(text, add_special_tokens=not (bos and text.startswith(bos))).input_ids)

