@@ -429,21 +429,37 @@ def _mean(xs: Sequence[float]) -> float:
 
 
 def _operating_point(sr_run: Any, cfg: Config) -> tuple[int, str, float, str]:
-    """The report's operating point when this run's sweep results exist, else the configured one."""
+    """The report's operating point once every sweep case is recorded, else the configured one.
+
+    A partial sweep would move the point as cases finish, so it is never used.
+    """
     from steering_reliability.analysis import (
         ReportInputError,
         choose_operating_point,
         prepare,
         summarize,
     )
+    from steering_reliability.experiment import sweep_cases
     from steering_reliability.records.compact import read_parts
     from steering_reliability.records.keys import parts_dir
 
+    fallback = (
+        sanity_layer(cfg),
+        "add",
+        float(cfg.sanity.alpha),
+        "config sanity point (sweep incomplete)",
+    )
     folder = parts_dir(sr_run.run_dir, sr_run.config_hash)
     try:
         table, _ = read_parts(folder)
-        row = choose_operating_point(summarize(prepare(table.to_pandas(), source=str(folder))))
-        return int(row["layer"]), str(row["intervention"]), float(row["alpha"]), "sweep results"
-    except (ReportInputError, FileNotFoundError):
-        # No baseline or sweep rows yet (e.g. `pytest -m sanity` alone, or sanity ran first).
-        return sanity_layer(cfg), "add", float(cfg.sanity.alpha), "config sanity point"
+    except FileNotFoundError:
+        return fallback
+    df = table.to_pandas()
+    recorded = set(df.loc[df["experiment"] == "sweep", "case_id"])
+    if not {c.id for c in sweep_cases(cfg)} <= recorded:
+        return fallback
+    try:
+        row = choose_operating_point(summarize(prepare(df, source=str(folder))))
+    except ReportInputError:
+        return fallback
+    return int(row["layer"]), str(row["intervention"]), float(row["alpha"]), "sweep results"

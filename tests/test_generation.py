@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 import torch
 
-import steering_reliability.generation as gen_mod
+import steering_reliability.generation.decode as decode_mod
+import steering_reliability.generation.forced as forced_mod
+import steering_reliability.generation.runtime as runtime_mod
 from steering_reliability.errors import InputError, InterventionError
 from steering_reliability.generation import (
     Generation,
@@ -163,7 +165,7 @@ def test_shared_prefix_kv_gives_the_same_greedy_tokens(
     tiny: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shared = generate(tiny, PROMPTS, prompt_ids=IDS, max_new_tokens=NEW)
-    monkeypatch.setattr(gen_mod, "MIN_SHARED_PREFIX", 10**9)
+    monkeypatch.setattr(runtime_mod, "MIN_SHARED_PREFIX", 10**9)
     unshared = generate(tiny, PROMPTS, prompt_ids=IDS, max_new_tokens=NEW)
     assert [g.token_ids for g in shared] == [g.token_ids for g in unshared]
     for a, b in zip(shared, unshared, strict=False):
@@ -316,25 +318,25 @@ def test_teacher_forcing_reuses_its_baseline_only_when_it_is_the_same(tiny: Any)
     base = generate(tiny, PROMPTS, prompt_ids=IDS, max_new_tokens=NEW)
     comps = [g.token_ids for g in base]
     s = [Steering("ablate", 2, _v(), 1.0)]
-    gen_mod._BASELINES.clear()
+    forced_mod._BASELINES.clear()
     first = teacher_forced_scores(tiny, PROMPTS, comps, prompt_ids=IDS, steerings=s)
-    assert len(gen_mod._BASELINES) == 1
+    assert len(forced_mod._BASELINES) == 1
     assert teacher_forced_scores(tiny, PROMPTS, comps, prompt_ids=IDS, steerings=s) == first
     with steer(tiny, [Steering("add", 0, _v(seed=5), 2.0)]):  # a different baseline: not reused
         inside = teacher_forced_scores(tiny, PROMPTS, comps, prompt_ids=IDS, steerings=s)
-    assert inside != first and len(gen_mod._BASELINES) == 1
+    assert inside != first and len(forced_mod._BASELINES) == 1
     shorter = [c[:-1] for c in comps]
     teacher_forced_scores(tiny, PROMPTS, shorter, prompt_ids=IDS, steerings=s)
-    assert len(gen_mod._BASELINES) == 2
+    assert len(forced_mod._BASELINES) == 2
 
 
 def test_a_small_kv_budget_shrinks_batches_not_results(
     tiny: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ref = generate(tiny, PROMPTS, prompt_ids=IDS, max_new_tokens=NEW)
-    run = gen_mod._Runner(tiny)
-    assert gen_mod._rows_within_budget(run, 64, 100) == 64
-    monkeypatch.setattr(gen_mod, "KV_BUDGET_BYTES", 1)
-    assert gen_mod._rows_within_budget(run, 64, 100) == 1
+    run = runtime_mod._Runner(tiny)
+    assert decode_mod._rows_within_budget(run, 64, 100) == 64
+    monkeypatch.setattr(decode_mod, "KV_BUDGET_BYTES", 1)
+    assert decode_mod._rows_within_budget(run, 64, 100) == 1
     small = generate(tiny, PROMPTS, prompt_ids=IDS, max_new_tokens=NEW)
     assert [g.token_ids for g in small] == [g.token_ids for g in ref]

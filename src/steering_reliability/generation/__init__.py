@@ -1,0 +1,27 @@
+"""Batched, left-padded, KV-cached generation under steering hooks; per-prompt seeds.
+
+Runs on the bridge-free view of the model (interventions.sites.raw_model) with its own decode
+loop. What makes it fast on a CPU: the chat template's shared prefix (system prompt) is computed
+once and its KV reused by every row; prompts are sorted by length into batches and prefilled in
+chunks of similar length; only the last position is unembedded in prefill; K/V live in
+preallocated buffers (no per-step concatenation); finished rows are dropped from the batch.
+Sampling draws from one torch.Generator per prompt, seeded from (seed, prompt id), so a prompt's
+output does not depend on batch size, order or worker.
+"""
+
+from __future__ import annotations
+
+from ..models import encode_prompt as encode
+from .decode import Generation, generate
+from .forced import TeacherForced, teacher_forced_scores
+from .runtime import eos_ids, prompt_seed
+
+__all__ = [
+    "Generation",
+    "TeacherForced",
+    "encode",
+    "eos_ids",
+    "generate",
+    "prompt_seed",
+    "teacher_forced_scores",
+]

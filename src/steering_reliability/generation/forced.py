@@ -1,0 +1,162 @@
+"""Teacher forcing: what a steering costs on fixed completions (KL to unsteered, CE)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import InputError
+from ..interventions.steer import Steering, forward_phase, steer
+from ..models import LoadedModel, format_prompt
+from ..models import encode_prompt as encode
+from .runtime import (
+    _KV,
+    _check_args,
+    _prefill_mask,
+    _Prefix,
+    _run_prefix,
+    _Runner,
+    _shared_prefix,
+)
+
+
+@dataclass(frozen=True)
+class TeacherForced:
+    """Cost of a steering on a fixed completion: mean KL(unsteered || steered) and steered CE (nats)."""
+
+    kl_to_baseline: float
+    ce: float
+
+
+def _forced_hidden(
+    run: _Runner,
+    prompt_seqs: list[list[int]],
+    completions: list[list[int]],
+    p: int,
+    rows: list[int],
+    prefix: _Prefix,
+) -> list[Tensor]:
+    """Hidden states [len(completion), d] predicting each completion token, per row of one batch."""
+    dev = run.device
+    full = [prompt_seqs[i][p:] + completions[i] for i in rows]
+    n, width = len(rows), max(len(f) for f in full)
+    cache = _KV.zeros(run, n, p + width)
+    if prefix.cache is not None:
+        cache.fill_prefix(prefix.cache, p)
+    pad = int(run.model.tokenizer.pad_token_id or 0)
+    ids = torch.full((n, width), pad, dtype=torch.long)
+    pos = torch.full((n, width), p, dtype=torch.long)
+    valid = torch.zeros(n, p + width, dtype=torch.bool)
+    generated = torch.zeros(n, width, dtype=torch.bool)
+    valid[:, :p] = True
+    for r, f in enumerate(full):
+        k, c = len(f), len(completions[rows[r]])
+        ids[r, width - k :] = torch.tensor(f)
+        pos[r, width - k :] = torch.arange(p, p + k)
+        valid[r, p + width - k :] = True
+        generated[r, width - c :] = True
+    with forward_phase("mixed", generated.to(dev)):
+        h = run.hidden(ids.to(dev), pos.to(dev), _prefill_mask(valid.to(dev), p, width), cache)
+    out = []
+    for r in range(n):
+        c = len(completions[rows[r]])
+        out.append(h[r, width - c - 1 : width - 1])  # position t predicts the token at t + 1
+    return out
+
+
+# Unsteered teacher-forced hidden states of the last few (model, prompts, completions) sets: a
+# sweep scores every case against the same baseline completions, so its half of the work is
+# done once per worker instead of once per case.
+_BASELINES: OrderedDict[tuple[Any, ...], dict[int, Tensor]] = OrderedDict()
+_BASELINES_KEPT = 2
+
+
+def _has_foreign_hooks(run: _Runner) -> bool:
+    """Whether hooks someone else installed (an enclosing steer()) would change a forward."""
+    return any(m._forward_hooks or m._forward_pre_hooks for m in run.raw.modules())
+
+
+def _forced_pass(
+    run: _Runner, seqs: list[list[int]], comps: list[list[int]], p: int, batch_size: int
+) -> dict[int, Tensor]:
+    """Hidden states predicting each completion token, per prompt index, under the hooks in place."""
+    order = sorted(range(len(seqs)), key=lambda i: -(len(seqs[i]) + len(comps[i])))
+    with forward_phase("prompt"):
+        prefix = _run_prefix(run, seqs[0][:p], None)
+    out: dict[int, Tensor] = {}
+    for b0 in range(0, len(order), batch_size):
+        rows = order[b0 : b0 + batch_size]
+        out.update(zip(rows, _forced_hidden(run, seqs, comps, p, rows, prefix), strict=True))
+    return out
+
+
+def teacher_forced_scores(
+    model: LoadedModel,
+    prompts: Sequence[str],
+    completions_token_ids: Sequence[Sequence[int]],
+    *,
+    prompt_ids: Sequence[str],
+    steerings: Sequence[Steering],
+    system_prompt: str | None = None,
+    batch_size: int = 32,
+) -> list[TeacherForced]:
+    """Per prompt: mean over all completion tokens of KL(unsteered || steered), and steered CE.
+
+    The completions are the model's own baseline completions (token ids from generate), so CE
+    is the cost of the steering on text the unsteered model would have written.
+    """
+    from ..metrics.divergence import cross_entropy, kl_divergence
+
+    _check_args(prompts, prompt_ids, 1, 0.0, 1.0, batch_size)
+    if len(completions_token_ids) != len(prompts):
+        raise InputError(
+            "prompts and completions differ in length",
+            field="completions_token_ids",
+            value=(len(prompts), len(completions_token_ids)),
+            expected="one per prompt",
+        )
+    if not prompts:
+        return []
+    run = _Runner(model)
+    tok = model.tokenizer
+    seqs = [encode(tok, format_prompt(tok, q, system_prompt=system_prompt)) for q in prompts]
+    comps = [[int(t) for t in c] for c in completions_token_ids]
+    p = _shared_prefix(seqs)
+    with torch.inference_mode():
+        key = (id(model.hf_model), model.info.weights_sha256, _digest(seqs, comps))
+        cacheable = not _has_foreign_hooks(run)
+        base_h = _BASELINES.get(key) if cacheable else None
+        if base_h is None:
+            base_h = _forced_pass(run, seqs, comps, p, batch_size)
+        if cacheable:
+            _BASELINES[key] = base_h
+            _BASELINES.move_to_end(key)
+            while len(_BASELINES) > _BASELINES_KEPT:
+                _BASELINES.popitem(last=False)
+        with steer(model, steerings):
+            moved_h = _forced_pass(run, seqs, comps, p, batch_size)
+        out = []
+        for i, comp in enumerate(comps):
+            if not comp:
+                out.append(TeacherForced(math.nan, math.nan))
+                continue
+            base = run.logits(base_h[i])[None]  # [1, t, vocab]
+            moved = run.logits(moved_h[i])[None]
+            target = torch.tensor([comp], device=run.device)
+            kl, ce = kl_divergence(base, moved)[0], cross_entropy(moved, target)[0]
+            out.append(TeacherForced(float(kl), float(ce)))
+    return out
+
+
+def _digest(seqs: list[list[int]], comps: list[list[int]]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for s, c in zip(seqs, comps, strict=True):
+        h.update(repr((s, c)).encode())
+    return h.hexdigest()
