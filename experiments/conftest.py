@@ -104,15 +104,24 @@ def directions(sr_config: Config, model: Any) -> dict[int, Any]:
 def baseline(
     sr_config: Config, model: Any, splits: dict[str, Any], refusal_ids: tuple[int, ...]
 ) -> dict[str, list[Any]]:
-    """Unsteered (alpha = 0) generations per split: computed once across all cases and workers."""
+    """Unsteered (alpha = 0) generations per split: computed once across all cases and workers.
+
+    Each worker starts with a different split (rotated by worker index), so on a cold cache the
+    workers generate different splits in parallel instead of queueing on one lock.
+    """
     from steering_reliability.experiment import cached_generate, request_for
 
-    return {
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    shift = int(worker[2:]) if worker[2:].isdigit() else 0
+    names = list(splits)
+    order = names[shift % len(names) :] + names[: shift % len(names)]
+    found = {
         split: cached_generate(
             model,
-            request_for(model, sr_config, prompts),
+            request_for(model, sr_config, splits[split]),
             batch_size=sr_config.generation.batch_size,
             track_token_ids=refusal_ids,
         )
-        for split, prompts in splits.items()
+        for split in order
     }
+    return {split: found[split] for split in names}
