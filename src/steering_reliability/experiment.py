@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write
 from .config import Config, config_hash
 from .models import LoadedModel, encode_prompt, format_prompt
 from .prompts import Prompt, check_prompt_lengths, load_prompts
@@ -203,9 +202,7 @@ def cached_generate(
             track_token_ids=track_token_ids,
             progress=progress,
         )
-        tmp = folder / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-        torch.save([_untuple(g.__dict__) for g in gens], tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda fh: torch.save([_untuple(g.__dict__) for g in gens], fh))
         return gens
 
 

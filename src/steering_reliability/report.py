@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +27,10 @@ from steering_reliability.analysis.plots import build_figures
 from steering_reliability.errors import SteeringReliabilityError
 from steering_reliability.records.runs import resolve_run_dir
 
+from .atomic import atomic_write_bytes
+
 DEFAULT_RUN_DIR = Path("artifacts/runs/latest")
 FIGURE_FORMATS = ("png", "svg")
-_UMASK = os.umask(0)  # read the process umask (set and restore: the only portable way)
-os.umask(_UMASK)
 # Drop the creation date (SVG) and tool version stamps so the bytes depend on the data only.
 _METADATA = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None}}
 
@@ -49,17 +47,8 @@ class ReportPaths:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    """Atomic write: temp file in the same directory, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Atomic write: temp file in the same directory, fsync, then os.replace."""
+    atomic_write_bytes(path, data)
 
 
 def summary_csv_text(summary: pd.DataFrame) -> str:

@@ -10,8 +10,6 @@ the last position's logits are computed.
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from ..atomic import atomic_write_bytes
 from ..errors import DirectionError
 from ..interventions import Steering, full_ablation, raw_model, steer
 from ..metrics.divergence import kl_divergence
@@ -212,12 +211,4 @@ def select_direction(
 
 def write_candidate_table(df: pd.DataFrame, path: str | Path) -> Path:
     """The whole candidate table as CSV, published atomically (temp file + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_bytes(path, df.to_csv(index=False).encode("utf-8"))

@@ -8,8 +8,6 @@ because silently keeping either would hide a non-deterministic or mixed-up run.
 
 from __future__ import annotations
 
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..atomic import atomic_write
 from ..errors import SteeringReliabilityError
-from .keys import FAILED_DIR, fsync_dir
+from .keys import FAILED_DIR
 from .parts import list_parts, read_part, row_key
 from .schema import ROW_KEY, ROW_SCHEMA
 
@@ -104,19 +103,7 @@ def sort_rows(table: pa.Table) -> pa.Table:
 
 def write_table_atomic(table: pa.Table, path: str | Path) -> Path:
     """Write a parquet file via a hidden temp in the same directory + fsync + os.replace."""
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temp, "wb") as fh:
-            pq.write_table(table, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-    return path
+    return atomic_write(path, lambda fh: pq.write_table(table, fh))
 
 
 def compact(parts_directory: str | Path, out: str | Path) -> CompactResult:

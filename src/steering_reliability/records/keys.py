@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,18 +24,6 @@ def digest(obj: Any, size: int = 8) -> str:
 def case_key(cell: Mapping[str, Any], config_hash: str) -> str:
     """The key of one case: blake2b of the canonical JSON of its cell plus the config hash."""
     return digest({"cell": dict(cell), "config_hash": config_hash}, size=16)
-
-
-def fsync_dir(directory: str | Path) -> None:
-    """Make a rename in `directory` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def parts_dir(run_dir: str | Path, config_hash: str) -> Path:

@@ -15,14 +15,14 @@ import os
 import platform
 import subprocess
 import sys
-import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_bytes
 from ..errors import ResumeError
-from .keys import digest, fsync_dir
+from .keys import digest
 
 MANIFEST_NAME = "run.json"
 FORMAT_VERSION = 1
@@ -162,19 +162,8 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write JSON through a hidden temp file in the same folder, fsync, os.replace."""
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _lock(run_dir: Path) -> Any:

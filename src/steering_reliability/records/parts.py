@@ -19,8 +19,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..atomic import fsync_dir
 from ..errors import SteeringReliabilityError
-from .keys import PART_SUFFIX, canonical_json, case_key, fsync_dir, part_path, parts_dir
+from .keys import PART_SUFFIX, canonical_json, case_key, part_path, parts_dir
 from .schema import ROW_KEY, ROW_SCHEMA, rows_to_table
 
 TEMP_SUFFIX = ".tmp"
