@@ -33,23 +33,13 @@ def _generate(
     prompts: Sequence[Any],
     steerings: Sequence[Any] = (),
     *,
-    seed: int | None = None,
-    temperature: float | None = None,
-    probe: bool = False,
+    max_new_tokens: int | None = None,
 ) -> list[Any]:
-    from steering_reliability.generation import generate
+    """The config's decoding settings at the sanity length."""
+    from steering_reliability.experiment import generate_for
 
-    return generate(
-        model,
-        [p.prompt for p in prompts],
-        prompt_ids=[p.id for p in prompts],
-        max_new_tokens=cfg.sanity.max_new_tokens,
-        temperature=cfg.generation.temperature if temperature is None else temperature,
-        top_p=cfg.generation.top_p,
-        seed=cfg.seed if seed is None else seed,
-        steerings=steerings,
-        system_prompt=cfg.model.system_prompt,
-        batch_size=cfg.generation.batch_size,
+    return generate_for(
+        model, cfg, prompts, steerings, max_new_tokens=max_new_tokens or cfg.sanity.max_new_tokens
     )
 
 
@@ -111,21 +101,11 @@ def test_ablation_removes_the_projection(
     directions: dict[int, Any],
 ) -> None:
     """Ablation at alpha = 1 leaves |resid . v| ~ 0 at the hooked site, on real activations."""
-    from steering_reliability.generation import generate
-
     cfg, layer = sr_config, sanity_layer(sr_config)
     d = directions[layer]
     prompts = _subset(splits, cfg, "harm_test")
     s = _steering(cfg, "ablate", layer, d.vector, 1.0)
-    gens = generate(
-        model,
-        [p.prompt for p in prompts],
-        prompt_ids=[p.id for p in prompts],
-        max_new_tokens=1,
-        steerings=[s],
-        system_prompt=cfg.model.system_prompt,
-        batch_size=cfg.generation.batch_size,
-    )
+    gens = _generate(model, cfg, prompts, [s], max_new_tokens=1)
     before = [abs(g.proj_before) for g in gens]
     after = [abs(g.proj_after) for g in gens]
     worst = max(after)

@@ -85,7 +85,8 @@ def test_sweep(
     refusal_ids: tuple[int, ...],
 ) -> None:
     """One (layer, intervention, alpha) on harm_train, harm_test and benign."""
-    from steering_reliability.generation import generate, teacher_forced_scores
+    from steering_reliability.experiment import generate_for
+    from steering_reliability.generation import teacher_forced_scores
     from steering_reliability.interventions import Steering
 
     cfg = sr_config
@@ -101,19 +102,7 @@ def test_sweep(
     rows: list[dict[str, Any]] = []
     for split in SPLITS:
         prompts = splits[split]
-        gens = generate(
-            model,
-            [p.prompt for p in prompts],
-            prompt_ids=[p.id for p in prompts],
-            max_new_tokens=cfg.generation.max_new_tokens,
-            temperature=cfg.generation.temperature,
-            top_p=cfg.generation.top_p,
-            seed=cfg.seed,
-            steerings=[steering],
-            system_prompt=cfg.model.system_prompt,
-            batch_size=cfg.generation.batch_size,
-            track_token_ids=refusal_ids,
-        )
+        gens = generate_for(model, cfg, prompts, [steering], track_token_ids=refusal_ids)
         tf = None
         if split == "benign":  # CE / KL against the model's own unsteered completions
             tf = teacher_forced_scores(

@@ -236,6 +236,34 @@ def request_for(
     )
 
 
+def generate_for(
+    model: LoadedModel,
+    cfg: Config,
+    prompts: Sequence[Prompt],
+    steerings: Sequence[Any] = (),
+    *,
+    max_new_tokens: int | None = None,
+    track_token_ids: Sequence[int] | None = None,
+) -> list[Any]:
+    """generate() with the config's decoding settings, for a list of prompts."""
+    from .generation import generate
+
+    g = cfg.generation
+    return generate(
+        model,
+        [p.prompt for p in prompts],
+        prompt_ids=[p.id for p in prompts],
+        max_new_tokens=max_new_tokens or g.max_new_tokens,
+        temperature=g.temperature,
+        top_p=g.top_p,
+        seed=cfg.seed,
+        steerings=steerings,
+        system_prompt=cfg.model.system_prompt,
+        batch_size=g.batch_size,
+        track_token_ids=track_token_ids,
+    )
+
+
 # ---------------------------------------------------------------- rows
 
 
