@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import DirectionError, suggest
-from ..interventions.sites import decoder_layers, raw_model
+from ..errors import DirectionError, InterventionError
+from ..interventions.sites import check_hook_point, check_layer, decoder_layers, raw_model
 from ..models import LoadedModel
 from ..models import encode_prompt as encode
 
@@ -46,23 +46,15 @@ def encode_plain(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False).input_ids)
 
 
-def check_site(layer: int, hook_point: str, n_layers: int) -> None:
-    """Refuse an unknown hook point or a layer outside the model."""
-    if hook_point not in HOOK_POINTS:
+def check_site(layer: int, hook_point: str, model: LoadedModel) -> None:
+    """Refuse an unknown hook point or a layer outside the model (the interventions' checks)."""
+    try:
+        check_hook_point(hook_point)
+        check_layer(layer, model.info.n_layers, model.info.name, field="layers")
+    except InterventionError as exc:
         raise DirectionError(
-            "unknown hook point",
-            field="hook_point",
-            value=hook_point,
-            expected=f"one of {list(HOOK_POINTS)}",
-            hint=suggest(hook_point, HOOK_POINTS),
-        )
-    if not 0 <= layer < n_layers:
-        raise DirectionError(
-            "layer outside the model",
-            field="layers",
-            value=layer,
-            expected=f"0 <= layer < {n_layers}",
-        )
+            exc.problem, field=exc.field, value=exc.value, expected=exc.expected, hint=exc.hint
+        ) from None
 
 
 def model_device(model: LoadedModel) -> torch.device:
@@ -122,7 +114,7 @@ def residual_spans(
             "no inputs to read residuals from", field="inputs", expected="at least one"
         )
     for layer in layers:
-        check_site(layer, hook_point, model.info.n_layers)
+        check_site(layer, hook_point, model)
     deepest = max(range(len(layers)), key=lambda j: layers[j])
     row_spans = [_check_spans(spans(0, len(rows[0])), 0, len(rows[0]), None)]
     n_spans = len(row_spans[0])
