@@ -3,7 +3,12 @@
 (a) engine steered vs Hugging Face `generate` unsteered (target >= 2x), against both the loaded
     model (wrapped by the bridge) and the plain HF module tree (SDPA, no bridge wrappers);
 (b) engine steered vs engine unsteered (hook overhead, target <= 5%);
-(c) alpha = 0 steered output identical to unsteered (checked, not timed).
+(c) alpha = 0 steered output identical to unsteered (checked, not timed);
+(d) the ceiling: tokens/s if the job cost only its matmuls. Every nn.Linear of the model is
+    timed alone in the same run, at the batch's rows for decode and 512-row chunks for the
+    prompt tokens after the shared system prompt (the engine's own prefill work). Attention,
+    norms, sampling and Python come on top, so no method reaches it: it bounds what any fp32
+    engine on this CPU and thread count can gain.
 New tokens are counted the same way everywhere: tokens up to and including the first EOS.
 Absolute times on a shared machine are noise; the ratios are the result. Prints numbers only.
 """
@@ -16,6 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +104,41 @@ def hf_generate(
     return out
 
 
+@dataclass(frozen=True)
+class Ceiling:
+    """Seconds per token of the model's linear layers alone, at the job's row counts."""
+
+    decode: float  # one decode step of `batch` rows, every nn.Linear incl. the unembedding, / rows
+    prefill: float  # prompt tokens in chunks of 512 rows, every nn.Linear but the unembedding
+
+    def job_seconds(self, prefill_tokens: int, new_tokens: int) -> float:
+        return prefill_tokens * self.prefill + new_tokens * self.decode
+
+
+def matmul_ceiling(raw: Any, rows: int, repeats: int = 5) -> Ceiling:
+    """Time the model's matmuls alone (best of `repeats`): the floor under any fp32 engine."""
+    import torch
+    import torch.nn.functional as F
+
+    head = raw.get_output_embeddings()
+    lins = [m for m in raw.modules() if isinstance(m, torch.nn.Linear)]
+    body = [m for m in lins if m is not head]
+
+    def per_token(mods: list[Any], m_rows: int) -> float:
+        xs = {m.in_features: torch.randn(m_rows, m.in_features) for m in mods}
+        best = float("inf")
+        with torch.inference_mode():
+            for rep in range(repeats + 1):  # the first pass is a warm-up
+                t0 = time.perf_counter()
+                for m in mods:
+                    F.linear(xs[m.in_features], m.weight, m.bias)
+                if rep:
+                    best = min(best, time.perf_counter() - t0)
+        return best / m_rows
+
+    return Ceiling(decode=per_token(lins, rows), prefill=per_token(body, 512))
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     t0 = time.perf_counter()
     res = fn()
@@ -123,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from steering_reliability.generation import eos_ids, generate
+    from steering_reliability.generation import encode, eos_ids, generate
+    from steering_reliability.generation.runtime import _shared_prefix
     from steering_reliability.interventions import Steering, raw_model
     from steering_reliability.models import format_prompt, load
 
@@ -168,7 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     hf_generate(model.hf_model, tok, texts[:2], 2, 2)
     rates: dict[str, list[float]] = {k: [] for k in runs}
     outputs: dict[str, Any] = {}
+    ceilings: list[Ceiling] = []
     for rep in range(args.repeats):
+        ceilings.append(matmul_ceiling(raw_model(model.hf_model), args.batch))
+        print(
+            f"  [{rep + 1}] matmul floor per token: decode {1e3 * ceilings[-1].decode:.2f} ms, "
+            f"prefill {1e3 * ceilings[-1].prefill:.2f} ms",
+            flush=True,
+        )
         for name, fn in runs.items():
             secs, res = timed(fn)
             rows = [list(g.token_ids) for g in res] if name.startswith("engine") else res
@@ -201,6 +250,24 @@ def main(argv: list[str] | None = None) -> int:
         list(g.token_ids) == r for g, r in zip(zero, outputs["engine unsteered"], strict=False)
     )
     print(f"  (c) alpha = 0 identical to unsteered:            {same}/{len(prompts)} prompts")
+    # The floor: the engine's own work (prompt tokens after the shared prefix, every new token)
+    # costed at the matmul-only rate. Attention, norms, sampling and Python come on top.
+    seqs = [encode(tok, t) for t in texts]
+    n_prefill = sum(len(q) for q in seqs) - (len(seqs) - 1) * _shared_prefix(seqs)
+    n_new = count_new(outputs["engine steered"], eos)
+    floor = Ceiling(min(c.decode for c in ceilings), min(c.prefill for c in ceilings))
+    ceiling = n_new / floor.job_seconds(n_prefill, n_new)
+    print(
+        f"  (d) matmul-only ceiling for this job ({n_prefill} prompt tokens, {n_new} new): "
+        f"{ceiling:.0f} tok/s; each method as a share of it:"
+    )
+    for name, rate in best.items():
+        print(f"      {name:36s} {100 * rate / ceiling:5.1f}%")
+    need = 100 * 2 * hf_p / ceiling
+    print(
+        f"      2x HF generate (plain HF) = {2 * hf_p:.0f} tok/s = {need:.0f}% of the ceiling"
+        + (" (> 100%: out of reach at this precision and thread count)" if need > 100 else "")
+    )
     hf_rows = [
         r[: next((j + 1 for j, t in enumerate(r) if t in eos), len(r))]
         for r in outputs["HF generate, plain HF modules"]
