@@ -265,6 +265,44 @@ def test_changed_config_refuses_to_resume_naming_keys(pytester: pytest.Pytester)
     assert len(list((pytester.path / "artifacts" / "runs").glob("2*"))) == 1
 
 
+def test_changed_code_starts_a_new_run_and_says_which_files_changed(
+    pytester: pytest.Pytester,
+) -> None:
+    """Resuming after an edit would mix rows of two code versions: auto starts a new run."""
+    make_project(pytester, layers=(2,), alphas=(1.0,))
+    pytester.makeini("[pytest]\nsr_code_paths =\n    conftest.py\n    test_fake_sweep.py\n")
+    run_inner(pytester).assert_outcomes(passed=3)
+    runs_dir = pytester.path / "artifacts" / "runs"
+    (first,) = [p.name for p in runs_dir.glob("2*")]
+    run_inner(pytester).assert_outcomes(passed=1, skipped=2)  # same code: resumed
+    sweep = pytester.path / "test_fake_sweep.py"
+    sweep.write_text(sweep.read_text() + "\n# an edit\n")
+    edited = run_inner(pytester)
+    edited.assert_outcomes(passed=3)  # recomputed in a new run, nothing mixed
+    edited.stdout.fnmatch_lines(
+        [f"*new run *the code changed since run {first} (test_fake_sweep.py)*"]
+    )
+    assert len(list(runs_dir.glob("2*"))) == 2
+    must = run_inner(pytester, "--resume", "must")  # the edited code's run exists now: resumes
+    must.assert_outcomes(passed=1, skipped=2)
+    sweep.write_text(sweep.read_text() + "# another edit\n")
+    refused = run_inner(pytester, "--resume", "must")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines(
+        ["*recorded by other code (changed: test_fake_sweep.py)*--run-id*"]
+    )
+    anyway = run_inner(pytester, "--run-id", first)  # explicit: continue, and say so
+    anyway.assert_outcomes(passed=1, skipped=2)
+    anyway.stdout.fnmatch_lines([f"*run {first} continues with changed code (test_fake_sweep.py)*"])
+    manifest = json.loads((runs_dir / first / "run.json").read_text())
+    codes = [s["code"] for s in manifest["sessions"]]
+    assert len(codes) == 3 and codes[0] == codes[1] != codes[2]
+    assert manifest["code"]["digest"] == codes[2]
+    from steering_reliability.records.status import format_status, run_status
+
+    assert "code: 2 versions across sessions" in format_status(run_status(runs_dir / first))
+
+
 def test_resume_must_without_an_earlier_run_is_a_clear_usage_error(
     pytester: pytest.Pytester,
 ) -> None:

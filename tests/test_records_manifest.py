@@ -169,3 +169,58 @@ def test_status_works_out_done_and_missing_from_disk(
     assert "1/3 cases done, 2 missing" in out and "test_x.py::test[1]" in out
     assert "test_x.py::test[0]" not in out
     assert records_main(["status", str(tmp_path / "nowhere")]) == 2
+
+
+def test_code_fingerprint_names_edited_added_and_removed_files(tmp_path: Path) -> None:
+    from steering_reliability.records.code import changed_files, code_fingerprint
+
+    (tmp_path / "experiments" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "experiments" / "test_a.py").write_text("A = 1\n")
+    (tmp_path / "experiments" / "notes.txt").write_text("not code\n")
+    (tmp_path / "experiments" / "__pycache__" / "junk.py").write_text("x\n")
+    (tmp_path / "conftest.py").write_text("# conftest\n")
+    before = code_fingerprint(tmp_path)
+    names = set(before["files"])
+    assert {"experiments/test_a.py", "conftest.py"} <= names
+    assert "steering_reliability/records/code.py" in names  # the library is always included
+    assert not any("__pycache__" in n or n.endswith(".txt") for n in names)
+    assert code_fingerprint(tmp_path) == before  # deterministic
+    (tmp_path / "experiments" / "notes.txt").write_text("edited, still not code\n")
+    assert code_fingerprint(tmp_path)["digest"] == before["digest"]
+    (tmp_path / "experiments" / "test_a.py").write_text("A = 2\n")
+    (tmp_path / "experiments" / "test_b.py").write_text("B = 1\n")
+    (tmp_path / "conftest.py").unlink()
+    after = code_fingerprint(tmp_path)
+    assert after["digest"] != before["digest"]
+    assert changed_files(before, after) == [
+        "conftest.py",
+        "experiments/test_a.py",
+        "experiments/test_b.py",
+    ]
+    assert changed_files(None, after) == ["(the earlier run recorded no code fingerprint)"]
+
+
+def test_plan_resumes_only_with_the_same_code_unless_the_run_is_named(tmp_path: Path) -> None:
+    code_a = {"digest": "a" * 16, "files": {"experiments/x.py": "1"}}
+    code_b = {"digest": "b" * 16, "files": {"experiments/x.py": "2"}}
+    first = plan_run(tmp_path, config=CONFIG, inputs=INPUTS, code=code_a)
+    assert first.note == ""
+    manifest.start_run(
+        first.run_dir,
+        run_id=first.run_id,
+        config=first.config,
+        inputs=first.inputs,
+        session={"id": "s1"},
+        cases={},
+        rootdir=".",
+        code=code_a,
+    )
+    assert plan_run(tmp_path, config=CONFIG, inputs=INPUTS, code=code_a).run_id == first.run_id
+    other = plan_run(tmp_path, config=CONFIG, inputs=INPUTS, code=code_b)
+    assert other.run_id != first.run_id and not other.resumed
+    assert "experiments/x.py" in other.note and f"--run-id {first.run_id}" in other.note
+    with pytest.raises(ResumeError, match=r"recorded by other code \(changed: experiments/x.py\)"):
+        plan_run(tmp_path, config=CONFIG, inputs=INPUTS, code=code_b, resume="must")
+    named = plan_run(tmp_path, config=CONFIG, inputs=INPUTS, code=code_b, run_id=first.run_id)
+    assert named.resumed and "continues with changed code (experiments/x.py)" in named.note
+    assert RunPlan.from_wire(json.loads(json.dumps(named.to_wire()))) == named

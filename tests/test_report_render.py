@@ -100,6 +100,15 @@ def test_findings_call_a_clear_gap_clear() -> None:
     assert "run.json was not found" in text
 
 
+def test_findings_flag_a_run_recorded_by_more_than_one_code_version() -> None:
+    df = prepare(rows_to_table(synthetic_rows()).to_pandas())
+    one = {"run_id": "r", "sessions": [{"code": "aaaa"}, {"code": "aaaa"}]}
+    assert "code fingerprint: `aaaa` (every session)" in render_findings(df, summarize(df), one)
+    mixed = {"run_id": "r", "sessions": [{"code": "aaaa"}, {"code": None}, {"code": "bbbb"}]}
+    text = render_findings(df, summarize(df), mixed)
+    assert "**mixed code**: the run's sessions ran 2 versions of the code (`aaaa`, `bbbb`)" in text
+
+
 def test_cli_passes_the_run_directory_to_render(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -55,6 +55,20 @@ def _run_header(info: Mapping[str, Any], df: pd.DataFrame, summary: pd.DataFrame
     ]
     if not info:
         lines.append("- run.json was not found: the run settings come from the results alone")
+    codes: list[str] = []
+    for session in info.get("sessions") or []:
+        digest = session.get("code") if isinstance(session, Mapping) else None
+        if isinstance(digest, str) and digest not in codes:
+            codes.append(digest)
+    if len(codes) > 1:
+        lines.append(
+            f"- **mixed code**: the run's sessions ran {len(codes)} versions of the code "
+            f"({', '.join(f'`{c}`' for c in codes)}); cases recorded before a change keep the "
+            "earlier code's rows (run.json `sessions[].code`). Rerun with `--resume never` "
+            "for results from one version."
+        )
+    elif codes:
+        lines.append(f"- code fingerprint: `{codes[0]}` (every session)")
     return lines
 
 

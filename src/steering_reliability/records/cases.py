@@ -190,6 +190,7 @@ class CaseRunner:
             cases=cases,
             rootdir=self.config.rootpath,
             extra={"config_source": plan.config_source},
+            code=plan.code,
         )
         update_latest(plan.runs_dir, plan.run_dir)
         self.started = True

@@ -197,8 +197,13 @@ def start_run(
     cases: Mapping[str, Mapping[str, Any]],
     rootdir: str | Path,
     extra: Mapping[str, Any] | None = None,
+    code: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Create or extend run.json before any case runs (idempotent across xdist workers)."""
+    """Create or extend run.json before any case runs (idempotent across xdist workers).
+
+    `code` (records.code.code_fingerprint) becomes the run's current code; each session
+    entry keeps the digest it ran with, so a run continued after an edit says so.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with _lock(run_dir):
@@ -230,9 +235,12 @@ def start_run(
                     "ended": None,
                     "git": env["git"],
                     "torch_num_threads": env["torch_num_threads"],
+                    "code": (code or {}).get("digest"),
                 }
             )
             data["ended"] = None
+            if code:
+                data["code"] = dict(code)
         for key, case in cases.items():
             data["cases"][key] = dict(case)
         write_json_atomic(run_dir / MANIFEST_NAME, data)

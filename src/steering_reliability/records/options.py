@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from .code import DEFAULT_CODE_PATHS, code_fingerprint
 from .manifest import now_iso
 from .resolve import Resolved, resolve
 from .runs import RESUME_MODES, RunPlan, plan_run
@@ -70,6 +71,14 @@ def add_options(parser: pytest.Parser) -> None:
         dest="sr_report",
         action="store_false",
         help="do not render the report after the session",
+    )
+    parser.addini(
+        "sr_code_paths",
+        "files or folders (relative to the rootdir) whose .py files, with the "
+        "steering_reliability package, make the code fingerprint a run resumes only with "
+        f"(default: {' '.join(DEFAULT_CODE_PATHS)})",
+        type="linelist",
+        default=list(DEFAULT_CODE_PATHS),
     )
     group.addoption(
         "--runs-dir",
@@ -162,4 +171,5 @@ def plan_for(config: pytest.Config, options: Options, resolved: Resolved) -> Run
         resume=options.resume,
         config_source=resolved.source,
         session=session_info(config),
+        code=code_fingerprint(config.rootpath, config.getini("sr_code_paths")),
     )

@@ -68,7 +68,14 @@ class Recorder:
             except USER_ERRORS as exc:
                 self._plan_error = str(exc)
                 raise pytest.UsageError(self._plan_error) from exc
+            self._say_note(self._plan)
         return self._plan
+
+    def _say_note(self, plan: RunPlan) -> None:
+        """Say the plan's note (a new run because the code changed...) as soon as it is known."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if plan.note and reporter is not None:
+            reporter.write_line(f"steering_reliability: {plan.note}", yellow=True)
 
     def wire(self) -> dict[str, Any]:
         """The plan for an xdist worker, as plain values (or the reason there is none)."""
@@ -154,6 +161,8 @@ class Recorder:
         tr = terminalreporter
         for problem in self.problems:
             tr.write_line(f"steering_reliability: {problem}", red=True)
+        if self._plan.note:
+            tr.write_line(f"steering_reliability: {self._plan.note}", yellow=True)
         if self.result is None:
             return
         tr.write_line(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ResumeError
+from .code import changed_files, code_digest, describe_changes
 from .keys import canonical_json
 from .manifest import MANIFEST_NAME, check_resumable, config_hash, differences, read_manifest
 
@@ -40,6 +41,8 @@ class RunPlan:
     config_source: str = ""
     resumed: bool = False
     session: dict[str, Any] = field(default_factory=dict)
+    code: dict[str, Any] = field(default_factory=dict)  # records.code.code_fingerprint
+    note: str = ""  # said to the user: why a new run, or that a run continues with other code
 
     def to_wire(self) -> dict[str, Any]:
         """A dict of str/int/float/bool/None/list/dict only (checked by a JSON round trip)."""
@@ -101,18 +104,22 @@ def plan_run(
     resume: str = "auto",
     config_source: str = "",
     session: Mapping[str, Any] | None = None,
+    code: Mapping[str, Any] | None = None,
 ) -> RunPlan:
     """Pick the run directory for this session, reading the disk only.
 
-    auto: the given --run-id, else the latest run with the same config hash and input files,
-    else a new run. never: always a new run. must: an earlier run, or ResumeError.
+    auto: the given --run-id, else the latest run with the same config hash, input files and
+    code fingerprint, else a new run. never: always a new run. must: an earlier run, or
+    ResumeError. An explicit --run-id continues that run even when the code changed (the
+    plan's note says so, and run.json records each session's code).
     """
     if resume not in RESUME_MODES:
         raise ValueError(f"--resume {resume!r}: expected one of {', '.join(RESUME_MODES)}")
     runs_dir = Path(runs_dir)
     cfg = dict(config)
     cfg_hash = config_hash(cfg)
-    resumed = False
+    code = dict(code or {})
+    resumed, note = False, ""
     if run_id is not None:
         run_dir = runs_dir / check_run_id(run_id)
         manifest = read_manifest(run_dir)
@@ -124,6 +131,12 @@ def plan_run(
                 )
             check_resumable(manifest, cfg, inputs, str(run_dir / MANIFEST_NAME))
             resumed = True
+            if code_digest(manifest.get("code")) != code_digest(code):
+                changed = describe_changes(changed_files(manifest.get("code"), code))
+                note = (
+                    f"run {run_dir.name} continues with changed code ({changed}); the cases it "
+                    "recorded before keep the rows the earlier code wrote"
+                )
         elif resume == "must":
             raise ResumeError(
                 f"--resume must: no earlier run {run_id!r} ({run_dir / MANIFEST_NAME} not found); "
@@ -131,9 +144,26 @@ def plan_run(
             )
     else:
         runs = scan_runs(runs_dir) if resume != "never" else []
-        matching = [d for d, m in runs if _same_identity(m, cfg_hash, inputs)]
+        same = [(d, m) for d, m in runs if _same_identity(m, cfg_hash, inputs)]
+        matching = [d for d, m in same if code_digest(m.get("code")) == code_digest(code)]
         if matching:
             run_dir, resumed = matching[-1], True
+        elif same:
+            earlier, old = same[-1]
+            changed = describe_changes(changed_files(old.get("code"), code))
+            if resume == "must":
+                raise ResumeError(
+                    f"--resume must: run {earlier.name!r} has this configuration but was "
+                    f"recorded by other code (changed: {changed}); hint: --run-id {earlier.name} "
+                    "adds to it anyway (run.json records the code of each session), or drop "
+                    "--resume must to start a new run"
+                )
+            run_dir = runs_dir / new_run_id(cfg_hash)
+            note = (
+                f"new run {run_dir.name}: the code changed since run {earlier.name} ({changed}), "
+                f"so its rows are not mixed with the earlier ones; --run-id {earlier.name} "
+                "would add to that run anyway"
+            )
         elif resume == "must":
             raise ResumeError(_nothing_to_resume(runs_dir, runs, cfg, inputs))
         else:
@@ -148,6 +178,8 @@ def plan_run(
         config_source=config_source,
         resumed=resumed,
         session=dict(session or {}),
+        code=code,
+        note=note,
     )
 
 

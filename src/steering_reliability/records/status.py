@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .code import session_code_versions
 from .keys import parts_dir
 from .manifest import MANIFEST_NAME, read_manifest
 from .runs import resolve_run_dir
@@ -30,6 +31,7 @@ class RunStatus:
     stale_temps: tuple[str, ...]
     results_rows: int | None  # rows in results.parquet, None when absent
     ended: str | None
+    code_versions: tuple[str, ...] = ()  # code digests of the sessions, in order
 
     @property
     def complete(self) -> bool:
@@ -74,6 +76,7 @@ def run_status(run_dir: str | Path) -> RunStatus:
         stale_temps=tuple(str(p) for p in stale_temps(directory)),
         results_rows=results_rows,
         ended=data.get("ended"),
+        code_versions=tuple(session_code_versions(data)),
     )
 
 
@@ -94,6 +97,14 @@ def format_status(status: RunStatus, *, show_done: bool = False) -> str:
         + (f"{status.results_rows} rows" if status.results_rows is not None else "not written yet")
         + (f" (last session ended {status.ended})" if status.ended else " (no session ended yet)"),
     ]
+    if len(status.code_versions) > 1:
+        lines.append(
+            f"  code: {len(status.code_versions)} versions across sessions "
+            f"({', '.join(status.code_versions)}): cases recorded by earlier sessions keep the "
+            "earlier code's rows (run.json sessions[].code)"
+        )
+    elif status.code_versions:
+        lines.append(f"  code: {status.code_versions[0]}")
     if status.missing:
         lines.append("missing:")
         lines += [f"  {name(k)}" for k in sorted(status.missing, key=name)]
