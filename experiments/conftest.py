@@ -13,13 +13,35 @@ from typing import Any
 import pytest
 
 from steering_reliability.config import Config, sanity_layer, validate_for_model
+from steering_reliability.errors import ConfigError
 from steering_reliability.experiment import SPLITS, sweep_cases
 
 
 def _config_at_collection(config: pytest.Config) -> Config:
     from steering_reliability.pytest_plugin import run_config
 
-    return run_config(config)
+    cfg: Config = run_config(config)
+    return cfg
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """On the controller, before workers start: an embedded model's layers are known without
+    loading it, so a config asking for layers it lacks stops here with one clear message."""
+    if hasattr(config, "workerinput") or config.option.help or config.option.version:
+        return
+    from steering_reliability.models.registry import EMBEDDED
+
+    try:
+        cfg = _config_at_collection(config)
+    except Exception:  # a broken config is reported where it is used, with its own message
+        return
+    known = EMBEDDED.get(cfg.model.name)
+    if known is not None and known.n_layers is not None:
+        try:
+            validate_for_model(cfg, model_name=known.name, n_layers=known.n_layers)
+        except ConfigError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -85,3 +85,21 @@ def test_config_is_frozen() -> None:
     cfg = load_config()
     with pytest.raises(AttributeError):
         cfg.seed = 3  # type: ignore[misc]
+
+
+def test_an_embedded_model_without_the_configured_layers_stops_the_session_up_front(
+    tmp_path: Path,
+) -> None:
+    """Gemma 3 270M has 18 layers: the default grid's layer 18 is refused before any load."""
+    import subprocess
+    import sys
+
+    from steering_reliability.config import REPO_ROOT
+
+    args = [sys.executable, "-m", "pytest", "experiments", "--model", "gemma-3-270m"]
+    args += ["-p", "no:cacheprovider", "-n", "0", "--runs-dir", str(tmp_path / "runs")]
+    done = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
+    assert "expected: 0 <= layer < 18 (gemma-3-270m has 18 layers)" in done.stderr
+    assert "e.g. [4, 9, 13]" in done.stderr
+    assert not (tmp_path / "runs").exists()  # nothing was started

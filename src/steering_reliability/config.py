@@ -457,6 +457,8 @@ def validate_for_model(cfg: Config, *, model_name: str, n_layers: int) -> None:
                 field="sweep.layers",
                 value=layer,
                 expected=f"0 <= layer < {n_layers} ({model_name} has {n_layers} layers)",
+                hint=f"set sweep.layers for this model in a config of your own (--config), "
+                f"e.g. [{n_layers // 4}, {n_layers // 2}, {3 * n_layers // 4}]",
             )
 
 

