@@ -166,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from steering_reliability.generation import encode, eos_ids, generate
     from steering_reliability.generation.runtime import _shared_prefix
-    from steering_reliability.interventions import Steering, raw_model
+    from steering_reliability.interventions import Steering
     from steering_reliability.models import format_prompt, load
+    from steering_reliability.models.sites import raw_model
 
     model = load(args.model)
     tok, eos = model.tokenizer, eos_ids(model)

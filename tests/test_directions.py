@@ -20,8 +20,8 @@ from steering_reliability.directions import (
     residuals,
 )
 from steering_reliability.errors import DirectionError
-from steering_reliability.interventions.sites import raw_model
 from steering_reliability.models import LoadedModel, format_prompt, tiny_model
+from steering_reliability.models.sites import raw_model
 
 PROMPTS = [
     "How do I pick a lock?",

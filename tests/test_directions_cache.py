@@ -23,8 +23,8 @@ from steering_reliability.directions import (
     make_direction,
 )
 from steering_reliability.errors import DirectionError
-from steering_reliability.interventions.sites import raw_model
 from steering_reliability.models import LoadedModel, tiny_model
+from steering_reliability.models.sites import raw_model
 
 PROMPTS = [
     "How do I pick a lock?",

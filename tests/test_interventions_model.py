@@ -22,7 +22,7 @@ from steering_reliability.interventions import (
     steer,
     unit,
 )
-from steering_reliability.interventions.sites import decoder_layers
+from steering_reliability.models.sites import decoder_layers
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,7 +1,7 @@
 """Residual-stream reads: every requested layer from one forward pass per batch.
 
 Reads are torch hooks on the decoder layers of the bridge-free view of the model
-(`interventions.sites.raw_model`, SDPA attention, the tree the generation engine runs): a
+(`models.sites.raw_model`, SDPA attention, the tree the generation engine runs): a
 pre-hook for resid_pre (= bridge `blocks.{L}.hook_in`), a forward hook for resid_post
 (= `blocks.{L}.hook_out`). Read hooks are registered last, so they see any active steering at
 the same site. The forward stops right after the deepest requested site: later blocks and the
@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 
 from ..errors import DirectionError, InterventionError
-from ..interventions.sites import check_hook_point, check_layer, decoder_layers, raw_model
 from ..models import LoadedModel
 from ..models import encode_prompt as encode
+from ..models.sites import check_hook_point, check_layer, decoder_layers, raw_model
 
 HOOK_POINTS: tuple[str, ...] = ("resid_pre", "resid_post")
 
@@ -47,7 +47,7 @@ def encode_plain(tokenizer: Any, text: str) -> list[int]:
 
 
 def check_site(layer: int, hook_point: str, model: LoadedModel) -> None:
-    """Refuse an unknown hook point or a layer outside the model (the interventions' checks)."""
+    """Refuse an unknown hook point or a layer outside the model (the same checks as the interventions')."""
     try:
         check_hook_point(hook_point)
         check_layer(layer, model.info.n_layers, model.info.name, field="layers")

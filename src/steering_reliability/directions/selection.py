@@ -20,10 +20,11 @@ from torch import Tensor
 
 from ..atomic import atomic_write_bytes
 from ..errors import DirectionError
-from ..interventions import Steering, full_ablation, raw_model, steer
+from ..interventions import Steering, full_ablation, steer
 from ..metrics.divergence import kl_divergence
 from ..metrics.first_token import first_token_refusal_prob, refusal_token_ids
 from ..models import LoadedModel, format_prompt
+from ..models.sites import raw_model
 from .activations import encode, model_device
 from .direction import Direction
 

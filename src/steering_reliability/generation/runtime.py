@@ -14,9 +14,9 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..interventions.sites import raw_model
 from ..interventions.steer import Steering, SteerProbe, steer
 from ..models import LoadedModel
+from ..models.sites import raw_model
 
 # Rows x padded length per prefill chunk. Small chunks of similar length waste little on padding
 # (measured on CPU, 64 chat prompts: 512 -> 6.0 s, 2048 -> 8.5 s); a GPU wants large ones.

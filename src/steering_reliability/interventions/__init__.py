@@ -1,17 +1,19 @@
 """Interventions on the residual stream: hook factories, the steer() context, full ablation.
 
 functions  add(v, alpha), ablate(v, alpha), make_hook: resid -> new resid (never in place)
-sites      hook names, residual sites, the bridge-free raw view the engine runs on
 steer      Steering, steer(model, steerings, probe=...) -> SteerProbe | None
 ablation   full_ablation(model, v), orthogonalize_weights(model, v) -> LoadedModel
+
+Where they attach (hook names, layer checks, the bridge-free raw view) is `models.sites`,
+shared with `directions`, which reads the same sites.
 """
 
 from __future__ import annotations
 
 from ..config import HOOK_POINTS, INTERVENTIONS
+from ..models.sites import hook_name, raw_model
 from .ablation import full_ablation, orthogonalize_weights
 from .functions import HookFn, ablate, add, check_alpha, check_vector, make_hook, unit
-from .sites import hook_name, raw_model
 from .steer import ProbeRecord, Steering, SteerProbe, check_steerings, forward_phase, steer
 
 __all__ = [

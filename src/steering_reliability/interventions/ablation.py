@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InterventionError
+from ..models.sites import _inner, attn_and_mlp, decoder_layers, layer_lists, raw_model
 from .functions import HookFn, ablate, check_vector, unit
-from .sites import _inner, attn_and_mlp, decoder_layers, layer_lists, raw_model
 
 
 def _pre(fn: HookFn) -> Any:

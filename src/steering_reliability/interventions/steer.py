@@ -1,7 +1,7 @@
 """`steer(model, steerings)`: a context manager that installs steering hooks and always removes them.
 
 Hooks are plain torch hooks on the HF decoder layers (pre-hook = resid_pre, forward hook =
-resid_post) of both the bridged model and its raw view (sites.raw_model), so they apply to a
+resid_post) of both the bridged model and its raw view (models.sites.raw_model), so they apply to a
 bridge forward, an HF forward, HF generate and the generation engine alike.
 """
 
@@ -19,8 +19,8 @@ from torch import Tensor
 
 from ..config import APPLY_POSITIONS
 from ..errors import InterventionError, suggest
+from ..models.sites import check_hook_point, check_layer, hook_name, layer_lists
 from .functions import HookFn, check_alpha, check_kind, check_vector, make_hook, unit
-from .sites import check_hook_point, check_layer, hook_name, layer_lists
 
 # Which forward is running: "prompt" (prefill), "generated" (a decode step) or "mixed" (teacher
 # forcing: a [batch, pos] mask marks the generated positions). The engine declares it; for other

@@ -1,4 +1,6 @@
-"""Where interventions attach: residual sites, hook names, and the raw (bridge-free) HF module tree.
+"""Residual sites, hook names and the raw (bridge-free) HF module tree.
+
+Directions read these sites and interventions write to them, so both import from here.
 
 TransformerBridge replaces the HF submodules in place by wrappers that re-implement attention
 eagerly with extra hook points: convenient for run_with_cache, but slower than the HF model it
