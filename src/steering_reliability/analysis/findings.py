@@ -24,6 +24,7 @@ from steering_reliability.analysis.aggregate import (
 from steering_reliability.analysis.data import BASELINE, SANITY_PREFIX, SPLITS, SWEEP, lookup
 from steering_reliability.analysis.sanity import sanity_table
 from steering_reliability.analysis.stats import BOOTSTRAP_SEED, N_RESAMPLES, Estimate
+from steering_reliability.records.code import session_code_versions
 
 
 def _config(info: Mapping[str, Any], dotted: str, fallback: str = "not recorded") -> str:
@@ -55,11 +56,7 @@ def _run_header(info: Mapping[str, Any], df: pd.DataFrame, summary: pd.DataFrame
     ]
     if not info:
         lines.append("- run.json was not found: the run settings come from the results alone")
-    codes: list[str] = []
-    for session in info.get("sessions") or []:
-        digest = session.get("code") if isinstance(session, Mapping) else None
-        if isinstance(digest, str) and digest not in codes:
-            codes.append(digest)
+    codes = session_code_versions(info)
     if len(codes) > 1:
         lines.append(
             f"- **mixed code**: the run's sessions ran {len(codes)} versions of the code "

@@ -86,7 +86,7 @@ def describe_changes(files: list[str], limit: int = 6) -> str:
 def session_code_versions(manifest: Mapping[str, Any]) -> list[str]:
     """The distinct code digests a run's sessions ran with, in order of first use."""
     seen: list[str] = []
-    for session in manifest.get("sessions", []):
+    for session in manifest.get("sessions") or []:
         digest = session.get("code") if isinstance(session, Mapping) else None
         if isinstance(digest, str) and digest not in seen:
             seen.append(digest)
