@@ -183,6 +183,8 @@ def test_code_fingerprint_names_edited_added_and_removed_files(tmp_path: Path) -
     names = set(before["files"])
     assert {"experiments/test_a.py", "conftest.py"} <= names
     assert "steering_reliability/records/code.py" in names  # the library is always included
+    assert "steering_reliability/metrics/refusal.py" in names
+    assert not any(n.startswith(("steering_reliability/analysis/", "steering_reliability/report")) for n in names)  # fmt: skip
     assert not any("__pycache__" in n or n.endswith(".txt") for n in names)
     assert code_fingerprint(tmp_path) == before  # deterministic
     (tmp_path / "experiments" / "notes.txt").write_text("edited, still not code\n")

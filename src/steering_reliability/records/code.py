@@ -18,6 +18,9 @@ from typing import Any
 # Where the experiments live, relative to the rootdir (ini option `sr_code_paths` overrides).
 DEFAULT_CODE_PATHS = ("experiments", "conftest.py")
 _SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints"}
+# Package code that only reads results.parquet (the report): editing it changes no row, and
+# `make report` re-renders, so it does not split a run.
+REPORT_ONLY = ("analysis/", "report.py")
 
 
 def _py_files(root: Path) -> Iterable[Path]:
@@ -41,15 +44,18 @@ def code_fingerprint(
 ) -> dict[str, Any]:
     """{"digest", "files": {name: sha256[:16]}} over the package's and the given paths' .py files.
 
-    Package files are named `steering_reliability/...` wherever it is installed; the others
-    by their path relative to the rootdir. Absent paths contribute nothing.
+    Package files (but the report's, REPORT_ONLY) are named `steering_reliability/...`
+    wherever it is installed; the others by their path relative to the rootdir. Absent
+    paths contribute nothing.
     """
     import steering_reliability
 
     files: dict[str, str] = {}
     package = Path(steering_reliability.__file__).resolve().parent
     for path in _py_files(package):
-        files[f"{package.name}/{path.relative_to(package).as_posix()}"] = _file_digest(path)
+        rel = path.relative_to(package).as_posix()
+        if not rel.startswith(REPORT_ONLY):
+            files[f"{package.name}/{rel}"] = _file_digest(path)
     root = Path(rootdir).resolve()
     for entry in paths:
         for path in _py_files(root / entry):
