@@ -109,6 +109,21 @@ def test_findings_flag_a_run_recorded_by_more_than_one_code_version() -> None:
     assert "**mixed code**: the run's sessions ran 2 versions of the code (`aaaa`, `bbbb`)" in text
 
 
+def test_a_control_with_two_direction_variants_reports_one_rate_per_variant() -> None:
+    """Main and random rows of one check are never pooled into a single refusal rate."""
+    rows = synthetic_rows()
+    control = [dict(r) for r in rows if r["experiment"] == "sanity:random_direction"]
+    for r in control:  # the same prompts under the main direction: every one refused
+        rows.append({**r, "direction_variant": "main", "is_refusal": True})
+    for r in rows:
+        if r["experiment"] == "sanity:random_direction" and r["direction_variant"] == "random":
+            r["is_refusal"] = False
+    df = prepare(rows_to_table(rows).to_pandas())
+    text = render_findings(df, summarize(df), {})
+    n = len(control)
+    assert f"refusal rate main 1.00 [1.00, 1.00], random 0.00 [0.00, 0.00] over {n} prompts" in text
+
+
 def test_cli_passes_the_run_directory_to_render(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

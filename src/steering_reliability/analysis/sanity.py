@@ -43,7 +43,16 @@ def _same_setting(prompts: pd.DataFrame, summary: pd.DataFrame) -> pd.Series | N
 def _detail(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
     parts = []
     prompts = rows[rows["prompt_id"] != ""]
-    if not prompts.empty:
+    variants = sorted(set(prompts.get("direction_variant", pd.Series(dtype=str)).dropna()) - {""})
+    if len(variants) > 1:  # e.g. main vs random direction: one rate per variant, never pooled
+        splits = sorted(set(prompts["split"]) - {""})
+        rates = []
+        for variant in variants:
+            sub = prompts[prompts["direction_variant"] == variant]
+            est = mean_ci(per_prompt(sub["is_refusal"], sub["split"] + "/" + sub["prompt_id"]))
+            rates.append(f"{md.escape(variant)} {md.ci(est)}")
+        parts.append(f"refusal rate {', '.join(rates)} over {est.n} prompts ({', '.join(splits)})")
+    elif not prompts.empty:
         keyed = prompts["split"] + "/" + prompts["prompt_id"]
         est = mean_ci(per_prompt(prompts["is_refusal"], keyed))
         splits = sorted(set(prompts["split"]) - {""})
