@@ -277,8 +277,9 @@ def test_changed_code_starts_a_new_run_and_says_which_files_changed(
     run_inner(pytester).assert_outcomes(passed=1, skipped=2)  # same code: resumed
     sweep = pytester.path / "test_fake_sweep.py"
     sweep.write_text(sweep.read_text() + "\n# an edit\n")
-    edited = run_inner(pytester)
+    edited = run_inner(pytester, "--config", "sr.json")  # planned at configure: said in the header
     edited.assert_outcomes(passed=3)  # recomputed in a new run, nothing mixed
+    assert edited.stdout.str().count("the code changed since run") == 2  # at the start and the end
     edited.stdout.fnmatch_lines(
         [f"*new run *the code changed since run {first} (test_fake_sweep.py)*"]
     )

@@ -51,6 +51,7 @@ class Recorder:
         self._plan_error: str | None = None
         self.result: CompactResult | None = None  # set at session end
         self.problems: list[str] = []
+        self._note_pending = False
 
     def resolved(self) -> Resolved:
         """The resolved config (loaded once per process)."""
@@ -72,10 +73,22 @@ class Recorder:
         return self._plan
 
     def _say_note(self, plan: RunPlan) -> None:
-        """Say the plan's note (a new run because the code changed...) as soon as it is known."""
+        """Say the plan's note (a new run because the code changed...) as soon as it is known:
+        now if the terminal is up, else in the session header (a plan made at configure)."""
+        if not plan.note:
+            return
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if plan.note and reporter is not None:
+        if reporter is None:
+            self._note_pending = True
+        else:
             reporter.write_line(f"steering_reliability: {plan.note}", yellow=True)
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        """Emitted when the session header is written: a note deferred from configure time."""
+        if self._note_pending and self._plan is not None:
+            self._note_pending = False
+            return [f"steering_reliability: {self._plan.note}"]
+        return []
 
     def wire(self) -> dict[str, Any]:
         """The plan for an xdist worker, as plain values (or the reason there is none)."""
