@@ -199,7 +199,7 @@ def test_code_fingerprint_names_edited_added_and_removed_files(tmp_path: Path) -
         "experiments/test_a.py",
         "experiments/test_b.py",
     ]
-    assert changed_files(None, after) == ["(the earlier run recorded no code fingerprint)"]
+    assert changed_files(None, after) == ["no fingerprint recorded by the earlier run"]
 
 
 def test_plan_resumes_only_with_the_same_code_unless_the_run_is_named(tmp_path: Path) -> None:

@@ -78,7 +78,7 @@ def code_digest(code: Mapping[str, Any] | None) -> str | None:
 def changed_files(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:
     """Files added, removed or edited between two fingerprints, sorted; ['(not recorded)'] if old is."""
     if not old or "files" not in old:
-        return ["(the earlier run recorded no code fingerprint)"]
+        return ["no fingerprint recorded by the earlier run"]
     a, b = dict(old["files"]), dict(new.get("files", {}))
     return sorted(name for name in set(a) | set(b) if a.get(name) != b.get(name))
 
