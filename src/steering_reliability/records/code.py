@@ -76,7 +76,7 @@ def code_digest(code: Mapping[str, Any] | None) -> str | None:
 
 
 def changed_files(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:
-    """Files added, removed or edited between two fingerprints, sorted; ['(not recorded)'] if old is."""
+    """Files added, removed or edited between two fingerprints, sorted (a placeholder if old has none)."""
     if not old or "files" not in old:
         return ["no fingerprint recorded by the earlier run"]
     a, b = dict(old["files"]), dict(new.get("files", {}))
