@@ -113,19 +113,28 @@ def _check_resid(resid: Tensor, d_model: int) -> None:
         )
 
 
+def _like_resid(t: Tensor) -> Callable[[Tensor], Tensor]:
+    """t [d_model] on the residual's device and dtype (converted once per pair), after checking
+    that the residual fits it and is finite."""
+    cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+    def like(resid: Tensor) -> Tensor:
+        _check_resid(resid, t.shape[0])
+        key = (resid.device, resid.dtype)
+        if key not in cache:
+            cache[key] = t.to(device=resid.device, dtype=resid.dtype)
+        return cache[key]
+
+    return like
+
+
 def add(v: Tensor, alpha: float) -> HookFn:
     """Hook adding alpha * v at every position (alpha = 0 is the exact identity)."""
     v = check_vector(v)
-    a = check_alpha(alpha)
-    delta = a * v
-    cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+    delta = _like_resid(check_alpha(alpha) * v)
 
     def hook(resid: Tensor) -> Tensor:  # [batch, pos, d_model] -> same
-        _check_resid(resid, v.shape[0])
-        key = (resid.device, resid.dtype)
-        if key not in cache:
-            cache[key] = delta.to(device=resid.device, dtype=resid.dtype)
-        return resid + cache[key]
+        return resid + delta(resid)
 
     return hook
 
@@ -136,16 +145,11 @@ def ablate(v: Tensor, alpha: float = 1.0) -> HookFn:
     Only v's direction matters (rescaling v by c != 0 changes nothing); alpha = 1 leaves
     resid·v̂ = 0, alpha = 0 is the identity.
     """
-    u = unit(v)
     a = check_alpha(alpha)
-    cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+    direction = _like_resid(unit(v))
 
     def hook(resid: Tensor) -> Tensor:  # [batch, pos, d_model] -> same
-        _check_resid(resid, u.shape[0])
-        key = (resid.device, resid.dtype)
-        if key not in cache:
-            cache[key] = u.to(device=resid.device, dtype=resid.dtype)
-        w = cache[key]
+        w = direction(resid)
         proj = resid @ w  # [batch, pos]
         return resid - (a * proj).unsqueeze(-1) * w
 
