@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from steering_reliability.config import Config, config_hash, sanity_layer
-from steering_reliability.experiment import rate, score_rows
+from steering_reliability.experiment import rate, score_rows, steering_for
 
 pytestmark = [pytest.mark.sanity, pytest.mark.experiment]
 
@@ -40,19 +40,6 @@ def _generate(
 
     return generate_for(
         model, cfg, prompts, steerings, max_new_tokens=max_new_tokens or cfg.sanity.max_new_tokens
-    )
-
-
-def _steering(cfg: Config, kind: str, layer: int, vector: torch.Tensor, alpha: float) -> Any:
-    from steering_reliability.interventions import Steering
-
-    return Steering(
-        kind=kind,
-        layer=layer,
-        vector=vector,
-        alpha=alpha,
-        hook_point=cfg.direction.hook_point,
-        apply_to=cfg.sweep.apply_to,
     )
 
 
@@ -89,6 +76,20 @@ def _summary_row(
     }
 
 
+def _verdict(
+    record: Any,
+    cfg: Config,
+    run_id: str,
+    name: str,
+    value: float,
+    passed: bool,
+    layer: int,
+    **extra: Any,
+) -> None:
+    """Record a check's summary row as its only row (the caller then asserts `passed`)."""
+    record.rows([_summary_row(cfg, run_id, name, value, passed, layer, **extra)])
+
+
 # ---------------------------------------------------------------- checks
 
 
@@ -104,26 +105,23 @@ def test_ablation_removes_the_projection(
     cfg, layer = sr_config, sanity_layer(sr_config)
     d = directions[layer]
     prompts = _subset(splits, cfg, "harm_test")
-    s = _steering(cfg, "ablate", layer, d.vector, 1.0)
+    s = steering_for(cfg, "ablate", layer, d.vector, 1.0)
     gens = _generate(model, cfg, prompts, [s], max_new_tokens=1)
     before = [abs(g.proj_before) for g in gens]
     after = [abs(g.proj_after) for g in gens]
     worst = max(after)
     scale = sum(before) / len(before)
     passed = worst <= 1e-4 * max(scale, 1.0)
-    record.rows(
-        [
-            _summary_row(
-                cfg,
-                sr_run.run_id,
-                "ablation_projection",
-                worst,
-                passed,
-                layer,
-                mean_abs_proj_before=scale,
-                max_abs_proj_after=worst,
-            )
-        ]
+    _verdict(
+        record,
+        cfg,
+        sr_run.run_id,
+        "ablation_projection",
+        worst,
+        passed,
+        layer,
+        mean_abs_proj_before=scale,
+        max_abs_proj_after=worst,
     )
     assert passed, f"|proj| after ablation up to {worst:.3g} (before: mean {scale:.3g})"
 
@@ -141,23 +139,17 @@ def test_alpha_zero_reproduces_the_baseline(
     prompts = _subset(splits, cfg, "benign")
     plain = _generate(model, cfg, prompts)
     zero_add = _generate(
-        model, cfg, prompts, [_steering(cfg, "add", layer, directions[layer].vector, 0.0)]
+        model, cfg, prompts, [steering_for(cfg, "add", layer, directions[layer].vector, 0.0)]
     )
     zero_abl = _generate(
-        model, cfg, prompts, [_steering(cfg, "ablate", layer, directions[layer].vector, 0.0)]
+        model, cfg, prompts, [steering_for(cfg, "ablate", layer, directions[layer].vector, 0.0)]
     )
     same = sum(
         a.token_ids == b.token_ids == c.token_ids and a.logprobs == b.logprobs == c.logprobs
         for a, b, c in zip(plain, zero_add, zero_abl, strict=True)
     )
     passed = same == len(prompts)
-    record.rows(
-        [
-            _summary_row(
-                cfg, sr_run.run_id, "alpha_zero_identity", same / len(prompts), passed, layer
-            )
-        ]
-    )
+    _verdict(record, cfg, sr_run.run_id, "alpha_zero_identity", same / len(prompts), passed, layer)
     assert passed, f"alpha=0 changed {len(prompts) - same} of {len(prompts)} generations"
 
 
@@ -173,9 +165,9 @@ def test_downstream_ablation_cancels_induced_refusal(
     cfg, layer = sr_config, sanity_layer(sr_config)
     d = directions[layer]
     prompts = _subset(splits, cfg, "benign")
-    add = _steering(cfg, "add", layer, d.scaled(cfg.direction.alpha_scale), cfg.sanity.alpha)
+    add = steering_for(cfg, "add", layer, d.scaled(cfg.direction.alpha_scale), cfg.sanity.alpha)
     later = [
-        _steering(cfg, "ablate", lyr, d.vector, 1.0)
+        steering_for(cfg, "ablate", lyr, d.vector, 1.0)
         for lyr in range(layer + 1, model.info.n_layers)
     ]
     r0 = _refusal_rate(cfg, _generate(model, cfg, prompts))
@@ -183,20 +175,17 @@ def test_downstream_ablation_cancels_induced_refusal(
     r_both = _refusal_rate(cfg, _generate(model, cfg, prompts, [add, *later]))
     induced = r_add - r0
     passed = induced <= 0 or r_both <= r0 + 0.5 * induced
-    record.rows(
-        [
-            _summary_row(
-                cfg,
-                sr_run.run_id,
-                "downstream_ablation",
-                r_both,
-                passed,
-                layer,
-                baseline_rate=r0,
-                add_rate=r_add,
-                add_then_ablate_rate=r_both,
-            )
-        ]
+    _verdict(
+        record,
+        cfg,
+        sr_run.run_id,
+        "downstream_ablation",
+        r_both,
+        passed,
+        layer,
+        baseline_rate=r0,
+        add_rate=r_add,
+        add_then_ablate_rate=r_both,
     )
     if induced < 0.2:
         pytest.skip(
@@ -235,28 +224,26 @@ def test_direction_is_stable_under_template_change(
     scale, a = cfg.direction.alpha_scale, cfg.sanity.alpha
     r_base = _refusal_rate(cfg, _generate(model, cfg, prompts))
     r_main = _refusal_rate(
-        cfg, _generate(model, cfg, prompts, [_steering(cfg, "add", layer, main.scaled(scale), a)])
+        cfg,
+        _generate(model, cfg, prompts, [steering_for(cfg, "add", layer, main.scaled(scale), a)]),
     )
     r_alt = _refusal_rate(
-        cfg, _generate(model, cfg, prompts, [_steering(cfg, "add", layer, alt.scaled(scale), a)])
+        cfg, _generate(model, cfg, prompts, [steering_for(cfg, "add", layer, alt.scaled(scale), a)])
     )
     passed = cos >= 0.3 and min(r_main, r_alt) >= r_base + 0.2 and abs(r_main - r_alt) <= 0.35
-    record.rows(
-        [
-            _summary_row(
-                cfg,
-                sr_run.run_id,
-                "template_robustness",
-                cos,
-                passed,
-                layer,
-                norm_main=main.norm,
-                norm_alt=alt.norm,
-                refusal_rate_baseline=r_base,
-                refusal_rate_main=r_main,
-                refusal_rate_alt=r_alt,
-            )
-        ]
+    _verdict(
+        record,
+        cfg,
+        sr_run.run_id,
+        "template_robustness",
+        cos,
+        passed,
+        layer,
+        norm_main=main.norm,
+        norm_alt=alt.norm,
+        refusal_rate_baseline=r_base,
+        refusal_rate_main=r_main,
+        refusal_rate_alt=r_alt,
     )
     assert passed, (
         f"layer {layer}: cosine(main, alternate template) = {cos:.3f}; harm_test refusal "
@@ -283,19 +270,16 @@ def test_direction_is_stable_under_seed_change(
         vecs.append(directions_for_layers(model, cfg, half, [layer])[layer])
     cos = cosine(vecs[0].vector, vecs[1].vector)
     passed = cos >= 0.8
-    record.rows(
-        [
-            _summary_row(
-                cfg,
-                sr_run.run_id,
-                "seed_robustness",
-                cos,
-                passed,
-                layer,
-                seeds=list(cfg.sanity.seeds[:2]),
-                norms=[v.norm for v in vecs],
-            )
-        ]
+    _verdict(
+        record,
+        cfg,
+        sr_run.run_id,
+        "seed_robustness",
+        cos,
+        passed,
+        layer,
+        seeds=list(cfg.sanity.seeds[:2]),
+        norms=[v.norm for v in vecs],
     )
     assert passed, f"cosine between seeds {cfg.sanity.seeds[:2]} = {cos:.3f} at layer {layer}"
 
@@ -321,7 +305,7 @@ def test_random_direction_of_equal_norm_has_no_effect(
         prompts = _subset(splits, cfg, split)
         for variant, vec in (("main", v), ("random", rnd)):
             gens = _generate(
-                model, cfg, prompts, [_steering(cfg, "add", layer, vec, cfg.sanity.alpha)]
+                model, cfg, prompts, [steering_for(cfg, "add", layer, vec, cfg.sanity.alpha)]
             )
             split_rows = score_rows(
                 cfg=cfg,
@@ -374,29 +358,26 @@ def test_no_length_or_entropy_collapse_at_the_operating_point(
     prompts = _subset(splits, cfg, "benign") + _subset(splits, cfg, "harm_test")
     vec = d.scaled(cfg.direction.alpha_scale) if kind == "add" else d.vector
     base = _generate(model, cfg, prompts)
-    steered = _generate(model, cfg, prompts, [_steering(cfg, kind, layer, vec, alpha)])
+    steered = _generate(model, cfg, prompts, [steering_for(cfg, kind, layer, vec, alpha)])
     collapse = sum(degeneracy(g.text, list(g.token_ids)).collapsed for g in steered) / len(steered)
     ent_base = _mean([x for g in base for x in g.entropies])
     ent_steer = _mean([x for g in steered for x in g.entropies])
     passed = collapse <= DEFAULT_RULE.max_collapse_rate and ent_steer >= 0.2 * ent_base
-    record.rows(
-        [
-            _summary_row(
-                cfg,
-                sr_run.run_id,
-                "collapse_at_operating_point",
-                collapse,
-                passed,
-                layer,
-                intervention=kind,
-                alpha=alpha,
-                source=source,
-                mean_entropy_baseline=ent_base,
-                mean_entropy_steered=ent_steer,
-                mean_tokens_baseline=_mean([len(g.token_ids) for g in base]),
-                mean_tokens_steered=_mean([len(g.token_ids) for g in steered]),
-            )
-        ]
+    _verdict(
+        record,
+        cfg,
+        sr_run.run_id,
+        "collapse_at_operating_point",
+        collapse,
+        passed,
+        layer,
+        intervention=kind,
+        alpha=alpha,
+        source=source,
+        mean_entropy_baseline=ent_base,
+        mean_entropy_steered=ent_steer,
+        mean_tokens_baseline=_mean([len(g.token_ids) for g in base]),
+        mean_tokens_steered=_mean([len(g.token_ids) for g in steered]),
     )
     assert passed, (
         f"operating point layer {layer} {kind} a{alpha:g} ({source}): collapse rate {collapse:.2f}, "

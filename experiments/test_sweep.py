@@ -85,19 +85,13 @@ def test_sweep(
     refusal_ids: tuple[int, ...],
 ) -> None:
     """One (layer, intervention, alpha) on harm_train, harm_test and benign."""
-    from steering_reliability.experiment import generate_for
+    from steering_reliability.experiment import generate_for, steering_for
     from steering_reliability.generation import teacher_forced_scores
-    from steering_reliability.interventions import Steering
 
     cfg = sr_config
     d = directions[case.layer]
-    steering = Steering(
-        kind=case.intervention,
-        layer=case.layer,
-        vector=d.scaled(cfg.direction.alpha_scale),
-        alpha=case.alpha,
-        hook_point=cfg.direction.hook_point,
-        apply_to=cfg.sweep.apply_to,
+    steering = steering_for(
+        cfg, case.intervention, case.layer, d.scaled(cfg.direction.alpha_scale), case.alpha
     )
     rows: list[dict[str, Any]] = []
     for split in SPLITS:

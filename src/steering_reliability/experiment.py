@@ -236,6 +236,20 @@ def request_for(
     )
 
 
+def steering_for(cfg: Config, kind: str, layer: int, vector: Any, alpha: float) -> Any:
+    """A Steering at the config's hook point and positions (sweep and sanity cases alike)."""
+    from .interventions import Steering
+
+    return Steering(
+        kind=kind,
+        layer=layer,
+        vector=vector,
+        alpha=alpha,
+        hook_point=cfg.direction.hook_point,
+        apply_to=cfg.sweep.apply_to,
+    )
+
+
 def generate_for(
     model: LoadedModel,
     cfg: Config,
