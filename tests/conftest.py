@@ -1,9 +1,13 @@
-"""Shared test settings: Hypothesis profiles (CI sets `CI`, which selects the `ci` profile)."""
+"""Shared test settings: Hypothesis profiles (CI sets `CI`, which selects the `ci` profile),
+torch thread pinning, and the fixtures several test modules share."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -28,3 +32,22 @@ def _pin_threads() -> None:
 
 
 _pin_threads()
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny ops on a busy 2-core machine are ~100x slower with 2 threads than with 1."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Any:
+    """The embedded default model, loaded once per worker. Read-only: tests must not modify it."""
+    from steering_reliability.models import load
+
+    return load("smollm2-135m-instruct")

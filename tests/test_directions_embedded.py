@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import pytest
@@ -14,14 +13,6 @@ from steering_reliability.models import LoadedModel
 pytestmark = pytest.mark.slow
 
 MIDDLE_LAYER = 12
-
-
-@pytest.fixture(scope="module")
-def smol() -> LoadedModel:  # read-only: tests must not modify it
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from steering_reliability.models import load
-
-    return load("smollm2-135m-instruct")
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +40,9 @@ def _build(
 
 
 def test_contrastive_direction_is_stable_across_prompt_halves(
-    smol: LoadedModel, harm_train: list[str]
+    smollm2: LoadedModel, harm_train: list[str]
 ) -> None:
-    dirs = _build(smol, harm_train[:16], [6, MIDDLE_LAYER, 18])
+    dirs = _build(smollm2, harm_train[:16], [6, MIDDLE_LAYER, 18])
     for layer, d in dirs.items():
         print(
             f"layer {layer}: norm {d.norm:.2f}, mean resid norm {d.mean_resid_norm:.1f}, "
@@ -61,7 +52,7 @@ def test_contrastive_direction_is_stable_across_prompt_halves(
 
 
 def test_contrastive_direction_raises_refusal_rate(
-    smol: LoadedModel, harm_train: list[str]
+    smollm2: LoadedModel, harm_train: list[str]
 ) -> None:
     """Issue 5: at some alpha of the default grid, harm_train completions refuse more often."""
     from steering_reliability.generation import generate
@@ -69,7 +60,7 @@ def test_contrastive_direction_raises_refusal_rate(
     from steering_reliability.metrics.refusal import refusal
 
     cfg = Config()
-    d = _build(smol, harm_train[:32], [MIDDLE_LAYER])[MIDDLE_LAYER]
+    d = _build(smollm2, harm_train[:32], [MIDDLE_LAYER])[MIDDLE_LAYER]
     held = harm_train[32:48]  # harm_train prompts the direction was not built from
     ids = [f"harm_train[{i}]" for i in range(32, 48)]
     vector = d.scaled(cfg.direction.alpha_scale)
@@ -77,7 +68,7 @@ def test_contrastive_direction_raises_refusal_rate(
     for alpha in (0.0, *cfg.sweep.alphas):
         steerings = [] if alpha == 0 else [Steering("add", MIDDLE_LAYER, vector, alpha)]
         gens = generate(
-            smol, held, prompt_ids=ids, max_new_tokens=24, steerings=steerings, batch_size=16
+            smollm2, held, prompt_ids=ids, max_new_tokens=24, steerings=steerings, batch_size=16
         )
         rates[alpha] = sum(refusal(g.text).is_refusal for g in gens) / len(gens)
         print(f"layer {MIDDLE_LAYER} alpha {alpha:g}: refusal rate {rates[alpha]:.2f}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,6 +23,8 @@ from steering_reliability.generation import (
 from steering_reliability.interventions import Steering, steer, unit
 from steering_reliability.models import format_prompt
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PROMPTS = [
     "hello there",
     "What is the capital of France?",
@@ -34,15 +35,6 @@ PROMPTS = [
 ]
 IDS = [f"p{i}" for i in range(len(PROMPTS))]
 NEW = 24
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny ops on a busy 2-core machine are ~100x slower with 2 threads than with 1."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _sharp_tiny() -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,26 +11,16 @@ from steering_reliability.generation import encode, generate
 from steering_reliability.interventions import Steering, steer
 from steering_reliability.models import format_prompt
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 PROMPTS = ["Name three rivers in Europe.", "Write a haiku about autumn.", "What is 12 times 7?"]
 IDS = ["s0", "s1", "s2"]
 NEW = 16
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model() -> Any:
-    from steering_reliability.models import load
-
-    return load()
+@pytest.fixture
+def model(smollm2: Any) -> Any:
+    return smollm2
 
 
 def _hf_greedy(model: Any, prompts: list[str], n: int) -> list[list[int]]:

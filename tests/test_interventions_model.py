@@ -5,7 +5,6 @@ The tiny random Llama runs in seconds; the embedded-model checks are marked slow
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,14 +23,7 @@ from steering_reliability.interventions import (
 )
 from steering_reliability.models.sites import decoder_layers
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny ops on a busy 2-core machine are ~100x slower with 2 threads than with 1."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -237,10 +229,10 @@ def test_full_ablation_equals_orthogonalized_weights(tiny: Any, ids: torch.Tenso
 
 
 @pytest.mark.slow
-def test_full_ablation_equals_orthogonalized_weights_on_the_embedded_model() -> None:
-    from steering_reliability.models import format_prompt, load
+def test_full_ablation_equals_orthogonalized_weights_on_the_embedded_model(smollm2: Any) -> None:
+    from steering_reliability.models import format_prompt
 
-    model = load()
+    model = smollm2
     v = torch.randn(model.info.d_model, generator=torch.Generator().manual_seed(0))
     text = format_prompt(model.tokenizer, "Name three rivers in Europe.")
     ids = torch.tensor([model.tokenizer(text, add_special_tokens=False).input_ids])

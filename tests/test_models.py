@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -137,9 +138,8 @@ def test_registry_names() -> None:
 
 
 @pytest.mark.slow
-def test_embedded_default_model_loads_offline_and_matches_hf_greedy(monkeypatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    m = load("smollm2-135m-instruct")
+def test_embedded_default_model_loads_offline_and_matches_hf_greedy(smollm2: Any) -> None:
+    m = smollm2  # loaded offline: the root conftest sets HF_HUB_OFFLINE=1
     assert (m.info.n_layers, m.info.d_model, m.info.prompt_format) == (30, 576, "chat")
     assert len(m.info.weights_sha256) == 64
     for prompt in ("What is the capital of France?", "Give me a tip for better sleep."):
