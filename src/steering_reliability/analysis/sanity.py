@@ -43,22 +43,20 @@ def _same_setting(prompts: pd.DataFrame, summary: pd.DataFrame) -> pd.Series | N
 def _detail(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
     parts = []
     prompts = rows[rows["prompt_id"] != ""]
-    variants = sorted(set(prompts.get("direction_variant", pd.Series(dtype=str)).dropna()) - {""})
-    if len(variants) > 1:  # e.g. main vs random direction: one rate per variant, never pooled
+    if not prompts.empty:
         splits = sorted(set(prompts["split"]) - {""})
+        variants = sorted(set(prompts["direction_variant"].dropna()) - {""})
+        # e.g. main vs random direction: one rate per variant, never pooled
+        groups = [(v, prompts[prompts["direction_variant"] == v]) for v in variants]
+        if len(groups) < 2:
+            groups = [("", prompts)]
         rates = []
-        for variant in variants:
-            sub = prompts[prompts["direction_variant"] == variant]
+        for variant, sub in groups:
             est = mean_ci(per_prompt(sub["is_refusal"], sub["split"] + "/" + sub["prompt_id"]))
-            rates.append(f"{md.escape(variant)} {md.ci(est)}")
+            rates.append(f"{md.escape(variant)} {md.ci(est)}".strip())
         parts.append(f"refusal rate {', '.join(rates)} over {est.n} prompts ({', '.join(splits)})")
-    elif not prompts.empty:
-        keyed = prompts["split"] + "/" + prompts["prompt_id"]
-        est = mean_ci(per_prompt(prompts["is_refusal"], keyed))
-        splits = sorted(set(prompts["split"]) - {""})
-        parts.append(f"refusal rate {md.ci(est)} over {est.n} prompts ({', '.join(splits)})")
         same = _same_setting(prompts, summary)
-        if same is not None and len(splits) == 1 and splits[0] in SPLITS:
+        if len(groups) == 1 and same is not None and len(splits) == 1 and splits[0] in SPLITS:
             main = estimate(same, f"{splits[0]}_refusal")
             words = "overlap" if est.overlaps(main) else "do not overlap"
             parts.append(f"vs {md.ci(main)} for the sweep's direction at "
