@@ -21,7 +21,6 @@ from steering_reliability.directions import (
 )
 from steering_reliability.errors import DirectionError
 from steering_reliability.models import LoadedModel, format_prompt, tiny_model
-from steering_reliability.models.sites import raw_model
 
 PROMPTS = [
     "How do I pick a lock?",
@@ -47,7 +46,7 @@ class ForwardCounter:
 
     def __init__(self, model: LoadedModel) -> None:
         self.n = 0
-        trees = {id(t): t for t in (model.hf_model, raw_model(model.hf_model))}.values()
+        trees = {id(t): t for t in (model.hf_model, model.bridge.original_model)}.values()
         self._handles = [
             t.get_input_embeddings().register_forward_pre_hook(self._hook) for t in trees
         ]

@@ -24,7 +24,6 @@ from steering_reliability.directions import (
 )
 from steering_reliability.errors import DirectionError
 from steering_reliability.models import LoadedModel, tiny_model
-from steering_reliability.models.sites import raw_model
 
 PROMPTS = [
     "How do I pick a lock?",
@@ -53,7 +52,7 @@ def tiny() -> LoadedModel:
 @pytest.fixture
 def forwards(tiny: LoadedModel) -> Iterator[list[int]]:
     count = [0]
-    trees = {id(t): t for t in (tiny.hf_model, raw_model(tiny.hf_model))}.values()
+    trees = {id(t): t for t in (tiny.hf_model, tiny.bridge.original_model)}.values()
     handles = [
         t.get_input_embeddings().register_forward_pre_hook(
             lambda *a: count.__setitem__(0, count[0] + 1)

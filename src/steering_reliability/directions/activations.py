@@ -1,7 +1,7 @@
 """Residual-stream reads: every requested layer from one forward pass per batch.
 
-Reads are torch hooks on the decoder layers of the bridge-free view of the model
-(`models.sites.raw_model`, SDPA attention, the tree the generation engine runs): a
+Reads are torch hooks on the decoder layers of the plain HF model (SDPA attention, the tree the
+generation engine runs; see models.sites): a
 pre-hook for resid_pre (= bridge `blocks.{L}.hook_in`), a forward hook for resid_post
 (= `blocks.{L}.hook_out`). Read hooks are registered last, so they see any active steering at
 the same site. The forward stops right after the deepest requested site: later blocks and the
@@ -21,7 +21,7 @@ from torch import Tensor
 from ..errors import DirectionError, InterventionError
 from ..models import LoadedModel
 from ..models import encode_prompt as encode
-from ..models.sites import check_hook_point, check_layer, decoder_layers, raw_model
+from ..models.sites import check_hook_point, check_layer, decoder_layers
 
 HOOK_POINTS: tuple[str, ...] = ("resid_pre", "resid_post")
 
@@ -144,7 +144,7 @@ def residual_spans(
 
         return hook
 
-    net = raw_model(model.hf_model)
+    net = model.hf_model
     blocks = decoder_layers(net, model.info.n_layers)
     order = sorted(range(n), key=lambda i: len(rows[i]))
     if hook_point == "resid_pre":

@@ -24,7 +24,6 @@ from ..interventions import Steering, full_ablation, steer
 from ..metrics.divergence import kl_divergence
 from ..metrics.first_token import first_token_refusal_prob, refusal_token_ids
 from ..models import LoadedModel, format_prompt
-from ..models.sites import raw_model
 from .activations import encode, model_device
 from .direction import Direction
 
@@ -62,7 +61,7 @@ def last_logits(
     """
     tok = model.tokenizer
     rows = [encode(tok, format_prompt(tok, p, system_prompt=system_prompt)) for p in prompts]
-    net = raw_model(model.hf_model)
+    net = model.hf_model
     device = model_device(model)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     out: Tensor | None = None

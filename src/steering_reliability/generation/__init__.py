@@ -1,6 +1,6 @@
 """Batched, left-padded, KV-cached generation under steering hooks; per-prompt seeds.
 
-Runs on the bridge-free view of the model (models.sites.raw_model) with its own decode
+Runs on the plain HF model (`LoadedModel.hf_model`, see models.sites) with its own decode
 loop. What makes it fast on a CPU: the chat template's shared prefix (system prompt) is computed
 once and its KV reused by every row; prompts are sorted by length into batches and prefilled in
 chunks of similar length; only the last position is unembedded in prefill; K/V live in

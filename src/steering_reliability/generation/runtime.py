@@ -16,7 +16,7 @@ from torch import Tensor
 from ..errors import InputError
 from ..interventions.steer import Steering, SteerProbe, steer
 from ..models import LoadedModel
-from ..models.sites import raw_model
+from ..models.sites import cache_kwarg
 
 # Rows x padded length per prefill chunk. Small chunks of similar length waste little on padding
 # (measured on CPU, 64 chat prompts: 512 -> 6.0 s, 2048 -> 8.5 s); a GPU wants large ones.
@@ -111,12 +111,13 @@ def _packed_head(w: Tensor) -> Tensor | None:
 
 
 class _Runner:
-    """Forward passes of the raw view with explicit masks and positions."""
+    """Forward passes of the HF model with explicit masks and positions."""
 
     def __init__(self, model: LoadedModel) -> None:
         self.model = model
-        self.raw: Any = raw_model(model.hf_model)
+        self.raw: Any = model.hf_model
         self.base: Any = self.raw.base_model
+        self.cache_kw = cache_kwarg(self.base)
         self.head: Any = self.raw.get_output_embeddings()
         cfg = self.raw.config
         self.text_cfg: Any = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
@@ -140,8 +141,8 @@ class _Runner:
             input_ids=ids,
             attention_mask=mask,
             position_ids=pos,
-            past_key_values=cache,
             use_cache=True,
+            **{self.cache_kw: cache},
         )
         return out.last_hidden_state
 

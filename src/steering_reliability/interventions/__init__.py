@@ -4,14 +4,14 @@ functions  add(v, alpha), ablate(v, alpha), make_hook: resid -> new resid (never
 steer      Steering, steer(model, steerings, probe=...) -> SteerProbe | None
 ablation   full_ablation(model, v), orthogonalize_weights(model, v) -> LoadedModel
 
-Where they attach (hook names, layer checks, the bridge-free raw view) is `models.sites`,
+Where they attach (hook names, layer checks, the model's two module trees) is `models.sites`,
 shared with `directions`, which reads the same sites.
 """
 
 from __future__ import annotations
 
 from ..config import HOOK_POINTS, INTERVENTIONS
-from ..models.sites import hook_name, raw_model
+from ..models.sites import hook_name
 from .ablation import full_ablation, orthogonalize_weights
 from .functions import HookFn, ablate, add, check_alpha, check_vector, make_hook, unit
 from .steer import ProbeRecord, Steering, SteerProbe, check_steerings, forward_phase, steer
@@ -33,7 +33,6 @@ __all__ = [
     "hook_name",
     "make_hook",
     "orthogonalize_weights",
-    "raw_model",
     "steer",
     "unit",
 ]

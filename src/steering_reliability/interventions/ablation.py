@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InterventionError
-from ..models.sites import _inner, attn_and_mlp, decoder_layers, layer_lists, raw_model
+from ..models.sites import _inner, attn_and_mlp, decoder_layers, layer_lists
 from .functions import HookFn, ablate, check_vector, unit
 
 
@@ -101,7 +101,7 @@ def orthogonalize_weights(model: Any, v: Tensor) -> Any:
     from ..models import boot_bridge
 
     u = unit(check_vector(v, model.info.d_model)).double()
-    hf: Any = copy.deepcopy(raw_model(model.hf_model))
+    hf: Any = copy.deepcopy(model.hf_model)
     for layer in decoder_layers(hf, model.info.n_layers):
         if any(
             hasattr(_inner(layer), n) for n in ("post_feedforward_layernorm", "post_attention_norm")
@@ -130,7 +130,6 @@ def orthogonalize_weights(model: Any, v: Tensor) -> Any:
                     lin.bias.copy_(
                         (lin.bias.double() - (lin.bias.double() @ u) * u).to(lin.bias.dtype)
                     )
-    hf.config._attn_implementation = model.hf_model.config._attn_implementation
     hub_id = getattr(getattr(model.bridge, "cfg", None), "model_name", None) or model.info.name
     bridge = boot_bridge(hub_id, hf, _bridge_tokenizer(model))
     digest = hashlib.sha256(model.info.weights_sha256.encode() + u.float().cpu().numpy().tobytes())

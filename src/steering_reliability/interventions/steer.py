@@ -1,8 +1,8 @@
 """`steer(model, steerings)`: a context manager that installs steering hooks and always removes them.
 
 Hooks are plain torch hooks on the HF decoder layers (pre-hook = resid_pre, forward hook =
-resid_post) of both the bridged model and its raw view (models.sites.raw_model), so they apply to a
-bridge forward, an HF forward, HF generate and the generation engine alike.
+resid_post) of both the HF model and the bridge's tree (models.sites.layer_lists), so they apply to
+a bridge forward, an HF forward, HF generate and the generation engine alike.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from .functions import HookFn, check_alpha, check_kind, check_vector, make_hook,
 
 # Which forward is running: "prompt" (prefill), "generated" (a decode step) or "mixed" (teacher
 # forcing: a [batch, pos] mask marks the generated positions). The engine declares it; for other
-# callers it is inferred (one new token on top of a non-empty KV cache = a decode step).
+# callers it is inferred (one new token on top of a non-empty KV cache = a decode step). The
+# cache is recognised by its methods, whichever keyword argument carries it.
 _PHASE: contextvars.ContextVar[tuple[str, Tensor | None] | None] = contextvars.ContextVar(
     "steering_phase", default=None
 )
@@ -127,14 +128,22 @@ class SteerProbe:
         self.records.append(ProbeRecord((before @ u).detach(), (after @ u).detach(), phase))
 
 
+def _is_kv_cache(value: Any) -> bool:
+    return callable(getattr(value, "get_seq_length", None)) and callable(
+        getattr(value, "update", None)
+    )
+
+
 def _phase(hidden: Tensor, kwargs: dict[str, Any], layer: int, after_layer: bool) -> str:
     declared = _PHASE.get()
     if declared is not None:
         return declared[0]
     if hidden.ndim != 3 or hidden.shape[1] != 1:
         return "prompt"
-    cache = kwargs.get("past_key_values")
-    if cache is None or not hasattr(cache, "get_seq_length"):
+    # The KV cache object, whatever transformers calls the argument (`past_key_values` before
+    # 5.24, `cache` from then on): found by what it is, not by its name.
+    cache = next((v for v in kwargs.values() if _is_kv_cache(v)), None)
+    if cache is None:
         return "prompt"
     # Tokens this layer had cached before this forward (a forward hook runs after the update).
     past = int(cache.get_seq_length(layer)) - (hidden.shape[1] if after_layer else 0)

@@ -51,7 +51,7 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """The bridge (hook names, run_with_cache), the same HF model underneath, tokenizer, info.
+    """A plain HF model, a bridge over the same tensors (hook names, run_with_cache), tokenizer, info.
 
     Read-only by convention: session fixtures share it across tests; never edit its weights.
     """
@@ -214,7 +214,9 @@ def load(
     tok = AutoTokenizer.from_pretrained(hf_dir)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    model: Any = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        hf_dir, dtype=torch.float32, attn_implementation="sdpa"
+    )
     model = model.to(device).eval()
     model.requires_grad_(False)
     bridge = boot_bridge(hub_id, model, tok)
@@ -242,10 +244,16 @@ def load(
 
 
 def boot_bridge(hub_id: str, model: Any, tokenizer: Any) -> Any:
-    """Wrap an already-loaded HF model in a TransformerBridge without touching the network.
+    """A TransformerBridge over an already-loaded HF model, without touching the network.
 
-    Raw HF numerics (no compatibility mode): the bridge's forward equals the HF forward.
+    Booted over `models.sites.shadow_tree(model)` (the same tensors), so `model` itself stays a
+    plain HF model. Raw HF numerics (no compatibility mode): the bridge's forward equals the HF
+    forward.
     """
     from transformer_lens.model_bridge import TransformerBridge
 
-    return TransformerBridge.boot_transformers(hub_id, hf_model=model, tokenizer=tokenizer)
+    from .sites import shadow_tree
+
+    return TransformerBridge.boot_transformers(
+        hub_id, hf_model=shadow_tree(model), tokenizer=tokenizer
+    )

@@ -1,19 +1,23 @@
-"""Residual sites, hook names and the raw (bridge-free) HF module tree.
+"""Residual sites, hook names and the model's two module trees.
 
 Directions read these sites and interventions write to them, so both import from here.
 
-TransformerBridge replaces the HF submodules in place by wrappers that re-implement attention
-eagerly with extra hook points: convenient for run_with_cache, but slower than the HF model it
-wraps. `raw_model(hf_model)` is a second module tree over the *same* parameter tensors (no copy)
-with every wrapper replaced by the HF module it wraps and SDPA attention: the generation engine
-runs on it. Steering hooks are registered on the decoder layers of both trees, so a steering
-applies whichever forward runs, exactly once.
+`LoadedModel.hf_model` is a plain Hugging Face model (SDPA attention): HF `generate`, the
+generation engine, teacher forcing and residual reads all run on it. TransformerBridge replaces
+the submodules of the model it boots over by wrappers (eager attention, extra hook points), and
+those wrappers follow TransformerLens's idea of the HF call signature, which drifts from
+transformers' own (transformers 5.24 renamed the KV cache argument `past_key_values` -> `cache`,
+and a bridged model then decodes without its cache). So the bridge is booted over
+`shadow_tree(hf_model)`: a second module tree over the *same* parameter tensors (no copy) with
+its own configs, and the HF model is never touched. The bridge serves hook names and
+`run_with_cache` reads, and is the tests' oracle. Steering hooks go on the decoder layers of both
+trees (`layer_lists`), so a steering applies whichever forward runs, exactly once.
 """
 
 from __future__ import annotations
 
 import copy
-import weakref
+import inspect
 from collections import OrderedDict
 from typing import Any
 
@@ -98,10 +102,8 @@ def _is_bridge(module: nn.Module) -> bool:
     return "_original_component" in module._modules
 
 
-def _unbridge(module: nn.Module, configs: dict[int, Any], memo: dict[int, nn.Module]) -> nn.Module:
-    """A shallow copy of module's tree with wrappers replaced by what they wrap; same tensors."""
-    while _is_bridge(module):
-        module = module._modules["_original_component"]  # type: ignore[assignment]
+def _shallow(module: nn.Module, configs: dict[int, Any], memo: dict[int, nn.Module]) -> nn.Module:
+    """A new module tree shaped like module's, over the same parameter and buffer tensors."""
     if id(module) in memo:
         return memo[id(module)]
     new = copy.copy(module)  # new object; its __dict__ values are still shared: replace them
@@ -112,55 +114,44 @@ def _unbridge(module: nn.Module, configs: dict[int, Any], memo: dict[int, nn.Mod
     for name in _HOOK_DICTS:
         if hasattr(module, name):
             setattr(new, name, OrderedDict())
-    children = {
-        k: (None if c is None else _unbridge(c, configs, memo)) for k, c in module._modules.items()
+    new._modules = {  # type: ignore[assignment]
+        k: (None if c is None else _shallow(c, configs, memo)) for k, c in module._modules.items()
     }
-    new._modules = children  # type: ignore[assignment]
     cfg = getattr(module, "config", None)
     if id(cfg) in configs:
         object.__setattr__(new, "config", configs[id(cfg)])
     return new
 
 
-def _sdpa_configs(cfg: Any) -> dict[int, Any]:
-    """id(original config or sub-config) -> a copy that asks for SDPA attention."""
-    new = copy.deepcopy(cfg)
-    pairs = [(cfg, new)]
-    for name in ("text_config", "decoder"):
-        old_sub, new_sub = getattr(cfg, name, None), getattr(new, name, None)
-        if old_sub is not None and new_sub is not None and old_sub is not cfg:
-            pairs.append((old_sub, new_sub))
-    for _, c in pairs:
-        c._attn_implementation = "sdpa"
-    return {id(old): c for old, c in pairs}
+def shadow_tree(hf_model: Any) -> Any:
+    """A second module tree over hf_model's tensors, with deep-copied configs, for the bridge.
 
-
-def _identity(module: nn.Module) -> tuple[Any, ...]:
-    """What a cached view must still share: the same parameter and buffer tensors, same device.
-
-    Weights edited in place are seen by the view; replaced tensors (`.to(device)` moves buffers,
-    a newly assigned Parameter) make it stale, so it is rebuilt.
+    Booting a TransformerBridge over it rewrites its modules and configs (eager attention), never
+    hf_model's. In-place weight edits are seen by both trees; reassigned tensors are not.
     """
-    p = next(module.parameters(), None)
-    ids = tuple(id(t) for t in module.parameters()) + tuple(id(t) for t in module.buffers())
-    return (None if p is None else (p.device, p.dtype), ids)
+    if any(_is_bridge(m) for m in hf_model.modules()):
+        raise InterventionError(
+            "shadow_tree needs a plain HF model, got one a TransformerBridge was booted over",
+            hint="boot the bridge over shadow_tree(model), never over the model itself",
+        )
+    cfg = hf_model.config
+    new_cfg = copy.deepcopy(cfg)
+    configs = {id(cfg): new_cfg}
+    for name in ("text_config", "decoder"):
+        old_sub, new_sub = getattr(cfg, name, None), getattr(new_cfg, name, None)
+        if old_sub is not None and new_sub is not None and old_sub is not cfg:
+            configs[id(old_sub)] = new_sub
+    tree: Any = _shallow(hf_model, configs, {})
+    gen = getattr(hf_model, "generation_config", None)
+    if gen is not None:
+        tree.generation_config = copy.deepcopy(gen)
+    return tree.eval()
 
 
-_RAW: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
-
-
-def raw_model(hf_model: Any) -> Any:
-    """The bridge-free HF module tree over hf_model's tensors, with SDPA attention (cached)."""
-    key = _identity(hf_model)
-    hit = _RAW.get(hf_model)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    if not any(_is_bridge(m) for m in hf_model.modules()):
-        return hf_model
-    view: Any = _unbridge(hf_model, _sdpa_configs(hf_model.config), {})
-    view.eval()
-    _RAW[hf_model] = (key, view)
-    return view
+def cache_kwarg(module: nn.Module) -> str:
+    """The name module's forward takes its KV cache by (`cache` from transformers 5.24 on)."""
+    params = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def decoder_layers(module: nn.Module, n_layers: int | None = None) -> nn.ModuleList:
@@ -181,12 +172,11 @@ def decoder_layers(module: nn.Module, n_layers: int | None = None) -> nn.ModuleL
 
 
 def layer_lists(model: Any) -> list[nn.ModuleList]:
-    """Decoder layers of every tree a forward may run through: the bridged model and its raw view."""
-    hf = model.hf_model
-    trees = [decoder_layers(hf, model.info.n_layers)]
-    raw = raw_model(hf)
-    if raw is not hf:
-        trees.append(decoder_layers(raw, model.info.n_layers))
+    """Decoder layers of every tree a forward may run through: the HF model and the bridge's."""
+    trees = [decoder_layers(model.hf_model, model.info.n_layers)]
+    bridged = getattr(model.bridge, "original_model", None)
+    if bridged is not None and bridged is not model.hf_model:
+        trees.append(decoder_layers(bridged, model.info.n_layers))
     return trees
 
 

@@ -64,6 +64,7 @@ def tiny_model(
     )
     cfg.architectures = ["LlamaForCausalLM"]
     torch.manual_seed(seed)
+    cfg._attn_implementation = "sdpa"  # as models.load asks for
     model = LlamaForCausalLM(cfg).eval()
     model.requires_grad_(False)
     bridge = boot_bridge("tiny-llama", model, tok)
