@@ -23,11 +23,33 @@ tokens = st.lists(st.integers(min_value=0, max_value=20), max_size=60)
 finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e4, max_value=1e4, width=32)
 
 
+def _rep_n_by_counting(toks: list[int], n: int) -> float:
+    """rep-n from its definition: share of n-gram occurrences that repeat an earlier one."""
+    grams = [tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)]
+    seen: set[tuple[int, ...]] = set()
+    repeats = 0
+    for gram in grams:
+        repeats += gram in seen
+        seen.add(gram)
+    return repeats / len(grams) if grams else 0.0
+
+
+def _distinct_n_by_counting(toks: list[int], n: int) -> float:
+    grams = [tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 1.0
+
+
 @given(tokens, st.integers(min_value=1, max_value=4))
-def test_distinct_and_rep_are_complementary_fractions(toks: list[int], n: int) -> None:
-    d = distinct_n(toks, n)
-    assert 0.0 < d <= 1.0
-    assert repeated_ngram_fraction(toks, n) == pytest.approx(1.0 - d)
+def test_distinct_and_rep_match_counting_by_their_definitions(toks: list[int], n: int) -> None:
+    assert distinct_n(toks, n) == pytest.approx(_distinct_n_by_counting(toks, n))
+    assert repeated_ngram_fraction(toks, n) == pytest.approx(_rep_n_by_counting(toks, n))
+
+
+def test_rep_n_by_hand() -> None:
+    # trigrams 123, 231, 312, 123: one of four occurrences repeats an earlier one
+    assert repeated_ngram_fraction([1, 2, 3, 1, 2, 3], 3) == pytest.approx(0.25)
+    assert repeated_ngram_fraction([4, 4, 4, 4, 4], 2) == pytest.approx(0.75)
+    assert repeated_ngram_fraction([1, 2, 3, 4], 2) == 0.0
 
 
 def test_distinct_n_by_hand() -> None:
