@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing as mp
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from steering_reliability.config import Config
+from steering_reliability.config import REPO_ROOT, Config
 from steering_reliability.directions import (
     Direction,
     direction_key,
@@ -157,12 +158,15 @@ def test_directions_for_layers_one_pass_then_cached(
     assert torch.equal(mixed[2].vector, first[2].vector)
     assert len(list((cache / "directions").glob("*.pt"))) == 4
 
-    folder = tmp_path / "directions" / "tiny-llama" / "contrastive_prefix" / "layer_2"
+    folder = tmp_path / "directions" / "tiny-llama" / "contrastive_prefix" / "main" / "layer_2"
     v = torch.load(folder / "v.pt", weights_only=True)
     assert torch.equal(v, first[2].vector)
     meta = json.loads((folder / "meta.json").read_text())
-    assert meta["key"] == first[2].key and meta["layer"] == 2
-    assert meta["prompt_file"] == str(prompt_file) and len(meta["prompt_file_sha256"]) == 64
+    assert meta["key"] == first[2].key and meta["layer"] == 2 and meta["variant"] == "main"
+    # outside the repository: relative to it (never absolute), with the file's sha256; the
+    # later calls without prompt_file (same key) kept what the first call recorded
+    rel = Path(os.path.relpath(prompt_file.resolve(), REPO_ROOT)).as_posix()
+    assert meta["prompt_file"] == rel and len(meta["prompt_file_sha256"]) == 64
     assert meta["prompt_ids"] == [f"#{i}" for i in range(len(PROMPTS))]
     for name in (
         "weights_sha256",
@@ -185,11 +189,12 @@ def test_alt_variant_is_a_separate_direction(tiny: LoadedModel, tmp_path: Path) 
     main = directions_for_layers(tiny, Config(), PROMPTS, [2], cache_dir=cache)[2]
     alt = directions_for_layers(tiny, Config(), PROMPTS, [2], variant="alt", cache_dir=cache)[2]
     assert main.key != alt.key and not torch.equal(main.vector, alt.vector)
-    assert (
-        tmp_path / "directions" / "tiny-llama" / "contrastive_prefix-alt" / "layer_2" / "v.pt"
-    ).exists()
-    with pytest.raises(DirectionError, match="unknown direction variant"):
-        directions_for_layers(tiny, Config(), PROMPTS, [2], variant="other", cache_dir=cache)
+    exports = tmp_path / "directions" / "tiny-llama" / "contrastive_prefix"
+    assert torch.equal(torch.load(exports / "alt" / "layer_2" / "v.pt"), alt.vector)
+    assert torch.equal(torch.load(exports / "main" / "layer_2" / "v.pt"), main.vector)
+    with pytest.raises(DirectionError, match="variant") as err:
+        directions_for_layers(tiny, Config(), PROMPTS, [2], variant="alt/../x", cache_dir=cache)
+    assert "field: variant" in str(err.value) and "'alt/../x'" in str(err.value)
 
 
 def test_diff_in_means_config_needs_harmless_and_last_prompt(
@@ -209,7 +214,13 @@ def test_diff_in_means_config_needs_harmless_and_last_prompt(
     )
     assert got[2].method == "diff_in_means" and got[2].norm > 0
     assert (
-        tmp_path / "directions" / "tiny-llama" / "diff_in_means" / "layer_2_pos-1" / "meta.json"
+        tmp_path
+        / "directions"
+        / "tiny-llama"
+        / "diff_in_means"
+        / "main"
+        / "layer_2_pos-1"
+        / "meta.json"
     ).exists()
 
 

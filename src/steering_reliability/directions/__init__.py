@@ -6,6 +6,7 @@ from .activations import SpanResiduals, encode, encode_plain, residual_spans, re
 from .builders import CONTRASTIVE_POSITIONS, contrastive_prefix, diff_in_means, outcome_conditioned
 from .cache import (
     CODE_VERSION,
+    check_variant,
     direction_key,
     export,
     get_or_compute,
@@ -22,6 +23,7 @@ __all__ = [
     "CONTRASTIVE_POSITIONS",
     "Direction",
     "SpanResiduals",
+    "check_variant",
     "contrastive_prefix",
     "cosine",
     "diff_in_means",

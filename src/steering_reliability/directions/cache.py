@@ -2,7 +2,10 @@
 
 key = blake2b(canonical JSON of everything the vector depends on). The cache file
 `<cache_dir>/directions/<key>.pt` is a plain dict (loadable with weights_only=True). A copy for
-people is written to `<cache_dir>/../directions/<model>/<method>/layer_<L>/v.pt` + `meta.json`.
+people is written to `<cache_dir>/../directions/<model>/<method>/<variant>/layer_<L>/v.pt` +
+`meta.json`: every variant has its own folder, so a check's variant never overwrites the main
+direction the sweep used. meta.json holds no absolute path: prompt files are named relative to
+the repository root (with their sha256) and the cache file relative to the export folder.
 """
 
 from __future__ import annotations
@@ -23,11 +26,16 @@ from typing import Any, TypeVar
 
 import torch
 
+from ..config import REPO_ROOT
+from ..errors import DirectionError
 from ..models import default_cache_dir
 from .direction import Direction
 
 CODE_VERSION = 1  # bump when a builder's numerics change: every cached direction is rebuilt
 STATE_FORMAT = 1
+EXPORT_FORMAT = 2  # 2: <method>/<variant>/layer_<L>, repo-relative prompt files, no absolute path
+RESERVED_VARIANTS: tuple[str, ...] = ("main", "alt")  # main / alternate prefixes (from_config)
+_VARIANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 K = TypeVar("K", bound=Hashable)
 
 
@@ -126,18 +134,89 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"
 
 
+def check_variant(variant: Any) -> str:
+    """The variant name if it is a safe path component, else a DirectionError naming it.
+
+    1-64 characters, letters, digits, '-' and '_', starting with a letter or digit. Case
+    variants of the reserved names ('Main', 'ALT') are refused: they would not select those
+    prefixes, yet share their folder on a case-insensitive file system.
+    """
+    expected = "1-64 characters: letters, digits, '-' or '_', starting with a letter or digit"
+    hint = "e.g. 'main', 'alt' (alternate prefixes), or a label such as 'seed-half-0'"
+    if not isinstance(variant, str) or _VARIANT_RE.fullmatch(variant) is None:
+        raise DirectionError(
+            "direction variant is not a safe folder name",
+            field="variant",
+            value=variant,
+            expected=expected,
+            hint=hint,
+        )
+    reserved = [r for r in RESERVED_VARIANTS if r == variant.lower()]
+    if reserved and variant not in RESERVED_VARIANTS:
+        raise DirectionError(
+            "direction variant differs from a reserved name only by case",
+            field="variant",
+            value=variant,
+            expected=f"exactly {reserved[0]!r} (reserved) or another name",
+            hint=hint,
+        )
+    return variant
+
+
 def export_dir_for(
     d: Direction, key_fields: Mapping[str, Any], cache_dir: str | Path | None = None
 ) -> Path:
-    """<model>/<method>[-<variant>]/layer_<L>[_<hook point>][_pos<p>]: defaults keep the short path."""
-    variant = key_fields.get("variant", "main")
-    method = d.method if variant in ("main", None) else f"{d.method}-{variant}"
+    """<model>/<method>/<variant>/layer_<L>[_<hook point>][_pos<p>] under the export root."""
+    variant = key_fields.get("variant")
+    variant = "main" if variant is None else check_variant(variant)
     folder = f"layer_{d.layer}"
     if d.hook_point != "resid_pre":
         folder += f"_{d.hook_point}"
     if d.position != "prefix_mean":
         folder += f"_pos{d.position}"
-    return export_root(cache_dir) / _safe(str(key_fields.get("model", "model"))) / method / folder
+    model = _safe(str(key_fields.get("model", "model")))
+    return export_root(cache_dir) / model / _safe(d.method) / variant / folder
+
+
+def portable_path(path: str | Path) -> str:
+    """A path for meta.json, never absolute: relative to the repository root ('data/x.jsonl');
+    outside the repo relative to it where the file systems allow ('../other/x.jsonl'); else the
+    bare file name."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        pass
+    try:
+        rel = Path(os.path.relpath(p, REPO_ROOT))
+    except ValueError:  # another drive (Windows): no relative path exists
+        return p.name
+    return p.name if rel.is_absolute() else rel.as_posix()
+
+
+def file_meta(name: str, path: str | Path | None) -> dict[str, Any]:
+    """{name: portable path, name_sha256: sha256 of the bytes}, both None without a file."""
+    if path is None:
+        return {name: None, f"{name}_sha256": None}
+    from ..prompts import file_sha256
+
+    try:
+        digest = file_sha256(path)
+    except OSError as exc:
+        raise DirectionError(
+            f"cannot read the {name.replace('_', ' ')}: {exc.strerror or exc}",
+            field=name,
+            value=str(path),
+            hint="pass the prompt file the prompts were loaded from",
+        ) from exc
+    return {name: portable_path(path), f"{name}_sha256": digest}
+
+
+def _portable_model(name: Any) -> Any:
+    """A model named by an absolute path (a .gguf file, a HF folder) is written portably."""
+    if isinstance(name, str) and os.path.isabs(name):
+        return portable_path(name)
+    return name
 
 
 def _json_safe(x: Any) -> Any:
@@ -150,12 +229,21 @@ def export(
     cache_dir: str | Path | None = None,
     extra_meta: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write v.pt (the raw vector) and meta.json (everything needed to recompute it) for people."""
+    """Write v.pt (the raw vector) and meta.json (everything needed to recompute it) for people.
+
+    No absolute path is written: `cache_file` is relative to the export folder, prompt files
+    come (from directions_for_layers) relative to the repository root with their sha256.
+    """
     folder = export_dir_for(d, key_fields, cache_dir)
+    cache_file = Path(os.path.relpath(cache_root(cache_dir) / f"{d.key}.pt", folder)).as_posix()
+    fields = dict(key_fields)
+    if "model" in fields:
+        fields["model"] = _portable_model(fields["model"])
     meta = {
         "key": d.key,
-        "cache_file": str(cache_root(cache_dir) / f"{d.key}.pt"),
-        **dict(key_fields),
+        "export_format": EXPORT_FORMAT,
+        "cache_file": cache_file,
+        **fields,
         **dict(extra_meta or {}),
         "code_version": CODE_VERSION,
         "vector": "v.pt holds the raw mean difference (alpha = 1 under alpha_scale 'raw')",
@@ -178,12 +266,37 @@ def _write_text(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def _exported(d: Direction, key_fields: Mapping[str, Any], cache_dir: str | Path | None) -> bool:
+def _jsonable(x: Any) -> Any:
+    return json.loads(json.dumps(x, default=str))
+
+
+def _export_plan(
+    d: Direction,
+    key_fields: Mapping[str, Any],
+    cache_dir: str | Path | None,
+    extra_meta: Mapping[str, Any] | None,
+) -> dict[str, Any] | None:
+    """The extra meta to export with, or None when the export on disk is already right.
+
+    Re-exported when the folder holds another key or an older format, or when the caller knows
+    something (a prompt file, say) that the export lacks or records differently. What the
+    caller does not know (None) is taken from an export of the same key rather than erased.
+    """
+    extra = _jsonable(dict(extra_meta or {}))
+    folder = export_dir_for(d, key_fields, cache_dir)
     try:
-        meta = json.loads((export_dir_for(d, key_fields, cache_dir) / "meta.json").read_text())
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return bool(meta.get("key") == d.key)
+        return extra
+    if (
+        not isinstance(meta, dict)
+        or meta.get("key") != d.key
+        or meta.get("export_format") != EXPORT_FORMAT
+    ):
+        return extra
+    if all(v is None or meta.get(k) == v for k, v in extra.items()):
+        return None
+    return {k: meta.get(k) if v is None else v for k, v in extra.items()}
 
 
 def get_or_compute_many(
@@ -201,6 +314,9 @@ def get_or_compute_many(
     """
     from filelock import FileLock
 
+    for f in fields_by_id.values():  # before any compute: a bad name must not cost a build
+        if f.get("variant") is not None:
+            check_variant(f["variant"])
     root = cache_root(cache_dir)
     keys = {i: direction_key(f) for i, f in fields_by_id.items()}
     out: dict[K, Direction] = {}
@@ -229,8 +345,9 @@ def get_or_compute_many(
                     out[i] = d
     if human_copy:
         for i, d in out.items():
-            if not _exported(d, fields_by_id[i], cache_dir):
-                export(d, fields_by_id[i], cache_dir, extra_meta)
+            plan = _export_plan(d, fields_by_id[i], cache_dir, extra_meta)
+            if plan is not None:
+                export(d, fields_by_id[i], cache_dir, plan)
     return {i: out[i] for i in fields_by_id}
 
 

@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import Config
-from ..errors import DirectionError
+from ..errors import DirectionError, InputError
 from ..models import LoadedModel
 from .builders import contrastive_prefix, diff_in_means
-from .cache import get_or_compute_many, texts_sha256
+from .cache import check_variant, file_meta, get_or_compute_many, texts_sha256
 from .direction import Direction
 
+# Variants that choose the prefixes: "main" the configured ones, "alt" the alternate ones. Any
+# other safe name (cache.check_variant: "seed-half-0", "random-3") uses the main prefixes and
+# only gives the direction its own cache key and export folder.
 VARIANTS: tuple[str, ...] = ("main", "alt")
 
 
@@ -46,17 +49,11 @@ def ids_and_texts(prompts: Sequence[PromptLike] | Sequence[str]) -> tuple[list[s
 
 
 def _prefixes(cfg: Config, variant: str) -> tuple[str, str]:
+    """(refusal, compliance) prefixes: the alternate ones for "alt", the main ones otherwise."""
     d = cfg.direction
-    if variant == "main":
-        return d.refusal_prefix, d.compliance_prefix
-    if variant == "alt":
+    if check_variant(variant) == "alt":
         return d.alt_refusal_prefix, d.alt_compliance_prefix
-    raise DirectionError(
-        "unknown direction variant",
-        field="variant",
-        value=variant,
-        expected=f"one of {list(VARIANTS)}",
-    )
+    return d.refusal_prefix, d.compliance_prefix
 
 
 def key_fields(
@@ -69,6 +66,7 @@ def key_fields(
     variant: str = "main",
 ) -> dict[str, Any]:
     """Everything the vector at `layer` depends on (hashed into the cache key)."""
+    check_variant(variant)
     d = cfg.direction
     ids, texts = ids_and_texts(prompts)
     fields: dict[str, Any] = {
@@ -94,12 +92,28 @@ def key_fields(
     return fields
 
 
-def _file_meta(name: str, path: str | Path | None) -> dict[str, Any]:
-    if path is None:
-        return {name: None, f"{name}_sha256": None}
-    from ..prompts import file_sha256
+def source_file(
+    given: str | Path | None,
+    configured: str | Path,
+    prompts: Sequence[PromptLike] | Sequence[str] | None,
+) -> Path | None:
+    """The prompt file to record: `given`; without one, the `configured` file when every prompt
+    (id and text) is in it; otherwise None. Bare strings have no ids to check: None."""
+    if given is not None:
+        return Path(given)
+    if not prompts or any(isinstance(p, str) for p in prompts):
+        return None
+    path = Path(configured)
+    if not path.is_file():
+        return None
+    from ..prompts import load_prompts
 
-    return {name: str(path), f"{name}_sha256": file_sha256(path)}
+    try:
+        held = {(p.id, p.prompt) for p in load_prompts(path)}
+    except (InputError, OSError, UnicodeError):
+        return None
+    ids, texts = ids_and_texts(prompts)
+    return path if all(pair in held for pair in zip(ids, texts, strict=True)) else None
 
 
 def directions_for_layers(
@@ -117,8 +131,17 @@ def directions_for_layers(
     """The configured direction at each layer: cached ones instantly, missing ones in one pass.
 
     `prompts` (harm_train) build the direction; only the first cfg.prompts.n_direction are used
-    (slicing again is harmless). diff_in_means also needs `harmless`. `variant="alt"` uses the
-    alternate prefixes (the prefix-template robustness check).
+    (slicing again is harmless). diff_in_means also needs `harmless`.
+
+    `variant` names the direction: its cache key and its export folder
+    `<model>/<method>/<variant>/layer_<L>`. "main" (the default) is the configured direction
+    the sweep uses; "alt" uses the alternate prefixes (the prefix-template check); any other
+    safe name (letters, digits, '-', '_': "seed-half-0", "random-3") uses the main prefixes and
+    keeps a direction built from other prompts out of main's cache entry and export.
+
+    `prompt_file` / `harmless_file`: the files the prompts came from, recorded in meta.json
+    (repo-relative, with sha256). Without one, the config's harm_train / benign file is recorded
+    when it holds every prompt given (same id and text).
     """
     d = cfg.direction
     if cfg.prompts.n_direction is not None:
@@ -143,9 +166,11 @@ def directions_for_layers(
         layer: key_fields(model, cfg, prompts, layer, harmless=harmless, variant=variant)
         for layer in layers
     }
+    harm_file = source_file(prompt_file, cfg.resolve_path(cfg.prompts.harm_train), prompts)
+    benign_file = source_file(harmless_file, cfg.resolve_path(cfg.prompts.benign), harmless)
     extra: Mapping[str, Any] = {
-        **_file_meta("prompt_file", prompt_file),
-        **_file_meta("harmless_file", harmless_file),
+        **file_meta("prompt_file", harm_file),
+        **file_meta("harmless_file", benign_file),
         "alpha_scale": d.alpha_scale,
         "n_layers_model": model.info.n_layers,
     }
