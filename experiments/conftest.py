@@ -84,12 +84,37 @@ def model(sr_config: Config, sr_run: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
-def splits(sr_config: Config, model: Any) -> dict[str, tuple[Any, ...]]:
-    """Evaluation prompts per split (validated; length-checked against the model's context)."""
-    from steering_reliability.experiment import check_lengths, select_prompts
+def splits(sr_config: Config, sr_run: Any, model: Any) -> dict[str, tuple[Any, ...]]:
+    """Evaluation prompts per split (validated; length-checked against the model's context).
+
+    run.json records which evaluated prompts are in the select and report parts, and which
+    prompts built the direction (always select prompts of harm_train).
+    """
+    from steering_reliability.experiment import (
+        PARTS,
+        check_lengths,
+        direction_prompts,
+        file_parts,
+        select_prompts,
+    )
 
     chosen = select_prompts(sr_config)
     check_lengths(model, sr_config, chosen)
+    parts = file_parts(sr_config)
+    sr_run.annotate(
+        "parts",
+        {
+            "rule": "seeded half/half split of each prompt file, stratified by family x style; "
+            "choices on select, headline numbers on report",
+            "direction_prompt_ids": [p.id for p in direction_prompts(sr_config)],
+            **{
+                split: {
+                    part: [p.id for p in prompts if parts[split][p.id] == part] for part in PARTS
+                }
+                for split, prompts in chosen.items()
+            },
+        },
+    )
     return chosen
 
 

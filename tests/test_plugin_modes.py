@@ -425,7 +425,8 @@ import os
 def test_check(record):
     ok = os.environ.get("SR_CHECK_OK") == "1"
     record.rows([
-        {"split": "", "prompt_id": "", "experiment": "sanity:check", "value": 0.25, "passed": ok},
+        {"split": "", "prompt_id": "", "experiment": "sanity:check", "value": 0.25, "passed": ok,
+         "verdict": "passed" if ok else "failed"},
         {"split": "benign", "prompt_id": "p1", "experiment": "sanity:check", "refusal_score": 0.5},
     ])
     assert ok, "check failed"
@@ -442,7 +443,9 @@ def test_a_failed_case_reports_its_verdict_and_reruns(
     first.assert_outcomes(failed=1)
     rows = results(pytester)
     # Only the verdict row of the failed case is kept, with its failing verdict.
-    assert [(r["experiment"], r["passed"]) for r in rows] == [("sanity:check", False)]
+    assert [(r["experiment"], r["passed"], r["verdict"]) for r in rows] == [
+        ("sanity:check", False, "failed")
+    ]
     monkeypatch.setenv("SR_CHECK_OK", "1")
     second = run_inner(pytester, "test_verdict.py", "--config", "sr.json", "-n", "0")
     second.assert_outcomes(passed=1)  # not skipped: a failed case is not done

@@ -7,8 +7,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from syrupy.assertion import SnapshotAssertion
 
 from steering_reliability.analysis import (
@@ -20,7 +18,8 @@ from steering_reliability.analysis import (
     prepare,
     summarize,
 )
-from steering_reliability.analysis.stats import diff_ci, mean_ci
+from steering_reliability.analysis.aggregate import estimate
+from steering_reliability.analysis.stats import diff_ci, mean_ci, per_prompt
 from steering_reliability.errors import SteeringReliabilityError
 from steering_reliability.records.schema import rows_to_table
 from steering_reliability.report import summary_csv_text
@@ -45,20 +44,38 @@ def test_summary_has_one_baseline_row_then_every_sweep_setting(summary: pd.DataF
     }
 
 
-def test_every_interval_contains_its_estimate(summary: pd.DataFrame) -> None:
+def test_summary_intervals_are_ordered_and_known_together(summary: pd.DataFrame) -> None:
     names = [c[: -len("_lo")] for c in summary.columns if c.endswith("_lo")]
     assert "harm_test_refusal" in names and "gap" in names and "helpful_drop" in names
     for name in names:
         for value, lo, hi in summary[[name, f"{name}_lo", f"{name}_hi"]].itertuples(index=False):
+            assert math.isnan(value) == math.isnan(lo) == math.isnan(hi), name
             if not math.isnan(value):
-                assert lo <= value <= hi, (name, lo, value, hi)
+                assert lo <= hi, (name, lo, hi)
 
 
-@given(st.lists(st.floats(min_value=-5, max_value=5, allow_nan=False), min_size=1, max_size=40))
-def test_mean_interval_contains_the_mean(values: list[float]) -> None:
-    est = mean_ci(pd.Series(values))
-    assert est.lo <= est.value <= est.hi
-    assert est.n == len(values)
+def test_summary_gap_is_read_from_the_interval_of_the_difference(
+    summary: pd.DataFrame,
+) -> None:
+    rows = summary.set_index("case_id")
+    # The synthetic train/test refusal gap is large only for layer 8 at alpha 2.
+    assert not estimate(rows.loc["baseline"], "gap").excludes(0.0)
+    assert estimate(rows.loc["layer8-add-a2"], "gap").excludes(0.0)
+    assert estimate(rows.loc["layer8-ablate-a2"], "gap").excludes(0.0)
+    assert not estimate(rows.loc["layer4-add-a1"], "gap").excludes(0.0)
+
+
+def test_helpful_drop_is_the_paired_difference_over_benign_prompts() -> None:
+    df = prepare(rows_to_table(synthetic_rows()).to_pandas())
+    benign = df[df["split"] == "benign"]
+    base = benign[benign["experiment"] == "baseline"]
+    steered = benign[(benign["experiment"] == "sweep") & (benign["case_id"] == "layer8-add-a2")]
+    a = per_prompt(base["is_helpful"], base["prompt_id"])
+    b = per_prompt(steered["is_helpful"], steered["prompt_id"])
+    paired = diff_ci(a, b, paired=True)
+    row = summarize(df).set_index("case_id").loc["layer8-add-a2"]
+    got = (row["helpful_drop"], row["helpful_drop_lo"], row["helpful_drop_hi"])
+    assert got == pytest.approx((paired.value, paired.lo, paired.hi))
 
 
 def test_bootstrap_is_deterministic_and_pairs_shared_prompts() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -17,7 +18,7 @@ from steering_reliability.records.schema import rows_to_table
 from steering_reliability.report import ReportPaths, main, render
 from test_report_synthetic import synthetic_rows, write_run
 
-TEXT_OUTPUTS = ("summary.csv", "examples.md", "findings.md")
+TEXT_OUTPUTS = ("summary.csv", "summary_select.csv", "examples.md", "findings.md")
 
 
 def _snapshot_files(run_dir: Path) -> dict[str, bytes]:
@@ -38,10 +39,13 @@ def test_render_writes_every_output(rendered: tuple[ReportPaths, dict[str, bytes
     for path in (paths.summary_csv, paths.examples_md, paths.findings_md, *paths.figures):
         assert path.is_file() and path.stat().st_size > 0, path
     stems = {p.stem for p in paths.figures}
-    assert stems == {"generalisation_gap", "tradeoff", "heatmaps", "confounds", "refusal_by_shift"}
+    assert stems == {
+        "generalisation_gap", "tradeoff", "heatmaps", "confounds", "refusal_by_shift", "projections"
+    }
     assert sorted({p.suffix for p in paths.figures}) == [".png", ".svg"]
     assert sorted(p.name for p in paths.run_dir.iterdir()) == [
-        "examples.md", "figures", "findings.md", "results.parquet", "run.json", "summary.csv"
+        "examples.md", "figures", "findings.md", "results.parquet", "run.json", "summary.csv",
+        "summary_select.csv",
     ]  # fmt: skip
 
 
@@ -73,12 +77,13 @@ def test_findings_report_sanity_verdicts_and_careful_wording(
     rendered: tuple[ReportPaths, dict[str, bytes]],
 ) -> None:
     text = rendered[0].findings_md.read_text(encoding="utf-8")
-    assert "1 of 2 passed; failed: ablation\\_projection" in text
-    assert "no verdict: random\\_direction" in text
+    # two recorded checks and the report stage's own collapse check
+    # two recorded checks, one without a verdict, and the report stage's own collapse check
+    assert "2 of 4 passed; failed: ablation\\_projection; no verdict: random\\_direction" in text
     assert "| alpha0 | passed | 0.000 |" in text
     # The small synthetic run has overlapping intervals: no clear claims.
     assert "Generalisation failure (harm_train vs harm_test refusal): **not shown**" in text
-    assert "does not show a clear generalisation gap" in text
+    assert "does not show a generalisation gap" in text
     assert "**not shown clearly on this run**" in text
     assert "Layer 4 reaches the highest harm_test refusal" in text
 
@@ -92,7 +97,7 @@ def test_findings_call_a_clear_gap_clear() -> None:
     df = prepare(rows_to_table(rows).to_pandas())
     text = render_findings(df, summarize(df), {})
     assert "**yes, at the operating point**" in text
-    assert "This is a clear generalisation failure" in text
+    assert "a clear generalisation failure" in text
     assert (
         "harm_train refusal is 1.00 [1.00, 1.00] and harm_test refusal is 0.00 [0.00, 0.00]" in text
     )
@@ -146,3 +151,68 @@ def test_markdown_helpers_escape_and_cut() -> None:
     assert lines == ["one", "two", "[...]"]
     assert excerpt("x" * 50, max_chars=10) == ["x" * 10, "[...]"]
     assert pick_prompts([f"p{i}" for i in range(9, -1, -1)], 3) == ["p0", "p4", "p9"]
+
+
+def _with_parts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Even prompt numbers in the select part, odd ones in the report part."""
+    for row in rows:
+        if row["prompt_id"]:
+            row["part"] = "select" if int(row["prompt_id"].rsplit("_", 1)[-1]) % 2 == 0 else "report"
+    return rows
+
+
+def test_the_operating_point_is_chosen_on_select_and_reported_on_report(tmp_path: Path) -> None:
+    """Select prompts favour layer 4 / add / alpha 1, report prompts layer 8 / add / alpha 1:
+    the flagged operating point is the select part's choice, with report-part numbers."""
+    rows = _with_parts(synthetic_rows())
+    for row in rows:
+        if row["experiment"] != "sweep" or row["split"] not in ("harm_test", "harm_train"):
+            continue
+        favoured = (4, "add", 1.0) if row["part"] == "select" else (8, "add", 1.0)
+        hit = (row["layer"], row["intervention"], row["alpha"]) == favoured
+        row.update(is_refusal=hit, is_helpful=not hit, collapsed=False)
+    for row in rows:
+        if row["experiment"] == "sweep" and row["split"] == "benign":
+            row.update(is_refusal=False, is_helpful=True, collapsed=False)
+    paths = render(write_run(tmp_path, rows))
+    summary = pd.read_csv(paths.summary_csv)
+    op = summary[summary["operating_point"]].iloc[0]
+    assert (op["layer"], op["intervention"], op["alpha"]) == (4, "add", 1.0)
+    assert op["harm_test_refusal"] == 0.0  # its report-part number, not the select part's 1.0
+    select = pd.read_csv(tmp_path / "summary_select.csv")
+    sel_op = select[select["operating_point"]].iloc[0]
+    assert sel_op["harm_test_refusal"] == 1.0
+    assert op["n_harm_test"] + sel_op["n_harm_test"] == 10  # disjoint halves of the prompts
+    text = paths.findings_md.read_text(encoding="utf-8")
+    assert "measured on the **report** prompts" in text
+    assert "chosen on the select prompts" in text
+
+
+def test_a_collapsed_operating_point_fails_the_report_stage_check(tmp_path: Path) -> None:
+    """Every setting collapsed: the report is still written, the check fails, the CLI exits 1."""
+    from steering_reliability.report import main
+
+    rows = synthetic_rows()
+    for row in rows:
+        if row["experiment"] == "sweep":
+            row.update(collapsed=True)
+    run_dir = write_run(tmp_path, rows)
+    paths = render(run_dir)
+    assert [v.verdict for v in paths.checks] == ["failed"]
+    assert paths.findings_md.is_file()
+    assert "collapse\\_at\\_operating\\_point (report stage) | **FAILED**" in (
+        paths.findings_md.read_text(encoding="utf-8")
+    )
+    assert main([str(run_dir)]) == 1
+
+
+def test_inconclusive_checks_are_counted_as_such_never_as_passed(tmp_path: Path) -> None:
+    rows = synthetic_rows()
+    rows.append({"run_id": "synthetic-run", "experiment": "sanity:downstream_ablation",
+                 "case_id": "sanity-downstream_ablation", "split": "", "prompt_id": "",
+                 "layer": 8, "intervention": "", "alpha": 1.0, "value": 0.1, "passed": None,
+                 "verdict": "inconclusive",
+                 "extra_json": '{"reason": "the addition induced +0.05 (< 0.2)"}'})  # fmt: skip
+    text = render(write_run(tmp_path, rows)).findings_md.read_text(encoding="utf-8")
+    assert "inconclusive: downstream\\_ablation" in text
+    assert "| downstream\\_ablation | **inconclusive** | 0.100 | the addition induced" in text

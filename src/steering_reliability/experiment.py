@@ -20,6 +20,9 @@ from .models import LoadedModel, encode_prompt, format_prompt
 from .prompts import Prompt, check_prompt_lengths, load_prompts
 
 SPLITS: tuple[str, ...] = ("harm_train", "harm_test", "benign")
+# Every prompt set is split once into a part where choices are made (operating point, best
+# layer, thresholds) and a part the headline numbers are reported on (VALIDITY.md section 1).
+PARTS: tuple[str, ...] = ("select", "report")
 GENERATION_CACHE_VERSION = 2  # bump when the engine's numerics change
 
 
@@ -72,24 +75,83 @@ def split_files(cfg: Config) -> dict[str, Path]:
     }
 
 
+def assign_parts(prompts: Sequence[Prompt], seed: str) -> dict[str, str]:
+    """prompt id -> "select" or "report": a seeded half/half split stratified by family x style.
+
+    Within each (family, style) stratum the prompts are shuffled and dealt alternately, the
+    first card going to whichever part is smaller so far, so every stratum and the whole set are
+    split as evenly as their sizes allow. Depends only on the prompts and the seed string.
+    """
+    strata: dict[tuple[str, str], list[Prompt]] = {}
+    for p in prompts:
+        strata.setdefault((p.family, p.style), []).append(p)
+    rng = random.Random(seed)
+    parts: dict[str, str] = {}
+    count = dict.fromkeys(PARTS, 0)
+    for key in sorted(strata):
+        group = sorted(strata[key], key=lambda p: p.id)
+        rng.shuffle(group)
+        first = min(PARTS, key=lambda part: (count[part], PARTS.index(part)))
+        order = (first, *(x for x in PARTS if x != first))
+        for i, p in enumerate(group):
+            part = order[i % 2]
+            parts[p.id] = part
+            count[part] += 1
+    return parts
+
+
+def file_parts(cfg: Config) -> dict[str, dict[str, str]]:
+    """split -> (prompt id -> part) over every prompt of each split's file (recorded in run.json)."""
+    key = (config_hash(cfg), cfg.source)
+    if key not in _PARTS_MEMO:
+        _PARTS_MEMO[key] = _file_parts(cfg)
+    return _PARTS_MEMO[key]
+
+
+_PARTS_MEMO: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
+
+
+def _file_parts(cfg: Config) -> dict[str, dict[str, str]]:
+    files = split_files(cfg)
+    return {
+        s: assign_parts(load_prompts(files[s], split=s), f"{cfg.seed}:parts:{s}") for s in SPLITS
+    }
+
+
 def select_prompts(cfg: Config) -> dict[str, tuple[Prompt, ...]]:
-    """The evaluation prompts of each split (seeded subsets when the config limits them)."""
+    """The evaluation prompts of each split: when the config limits them, a seeded sample of
+    half from each part (select, report), so both parts are always measured; file order."""
     files = split_files(cfg)
     limits = {
         "harm_train": cfg.prompts.n_train,
         "harm_test": cfg.prompts.n_test,
         "benign": cfg.prompts.n_benign,
     }
-    return {
-        s: _subset(load_prompts(files[s], split=s), limits[s], f"{cfg.seed}:{s}") for s in SPLITS
-    }
+    parts = file_parts(cfg)
+    out: dict[str, tuple[Prompt, ...]] = {}
+    for s in SPLITS:
+        prompts = load_prompts(files[s], split=s)
+        n = limits[s]
+        if n is None or n >= len(prompts):
+            out[s] = prompts
+            continue
+        chosen: set[str] = set()
+        for k, part in enumerate(PARTS):
+            pool = tuple(p for p in prompts if parts[s][p.id] == part)
+            take = (n + 1) // 2 if k == 0 else n // 2
+            chosen |= {p.id for p in _subset(pool, take, f"{cfg.seed}:{s}:{part}")}
+        out[s] = tuple(p for p in prompts if p.id in chosen)
+    return out
 
 
 def direction_prompts(cfg: Config) -> tuple[Prompt, ...]:
-    """harm_train prompts the direction is built from (the first n_direction of the file)."""
+    """harm_train prompts the direction is built from: the first n_direction of the file's
+    *select* part, so no report prompt ever trains the direction it is measured with."""
     prompts = load_prompts(split_files(cfg)["harm_train"], split="harm_train")
+    parts = file_parts(cfg)["harm_train"]
+    pool = tuple(p for p in prompts if parts[p.id] == "select")
     n = cfg.prompts.n_direction
-    return prompts if n is None else prompts[:n]
+    return pool if n is None else pool[:n]
 
 
 def harmless_prompts(cfg: Config) -> tuple[Prompt, ...]:
@@ -297,10 +359,15 @@ def score_rows(
     direction_variant: str = "main",
     seed: int | None = None,
     teacher_forced: Sequence[Any] | None = None,
+    parts: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per prompt, every score computed by `metrics` (DESIGN.md row schema)."""
+    """One row per prompt, every score computed by `metrics` (DESIGN.md row schema).
+
+    `parts` maps prompt id -> select/report (default: the config's split of this split's file).
+    """
     from .metrics import degeneracy, helpfulness, refusal, token_stats
 
+    part_of = parts if parts is not None else file_parts(cfg).get(split, {})
     rows: list[dict[str, Any]] = []
     for i, (p, g) in enumerate(zip(prompts, gens, strict=True)):
         r = refusal(g.text, threshold=cfg.metrics.refusal_threshold)
@@ -316,6 +383,7 @@ def score_rows(
                 "case_id": case,
                 "model": model.info.name,
                 "split": split,
+                "part": part_of.get(p.id, ""),
                 "prompt_id": p.id,
                 "family": p.family,
                 "style": p.style,

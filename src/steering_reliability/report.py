@@ -1,7 +1,10 @@
 """Render a run directory's report: `python -m steering_reliability.report RUN_DIR`.
 
-Reads only `results.parquet` and `run.json` in RUN_DIR and writes, into RUN_DIR, summary.csv,
-figures/*.png and *.svg, examples.md and findings.md. Rendering twice gives identical bytes
+Reads only `results.parquet` and `run.json` in RUN_DIR and writes, into RUN_DIR, summary.csv
+(report-part numbers; the operating point chosen on the select part, whose own numbers are in
+summary_select.csv), figures/*.png and *.svg, examples.md and findings.md. The report stage runs
+one sanity check of its own on the finished sweep (collapse at the operating point): when it
+fails, the files are still written and the command exits 1. Rendering twice gives identical bytes
 (fixed bootstrap seed, fixed SVG hash salt, no dates in figure metadata). `make report` and the
 pytest plugin at session end both call `render`.
 """
@@ -19,11 +22,21 @@ import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 
-from steering_reliability.analysis.aggregate import choose_operating_point, shift_rates, summarize
+from steering_reliability.analysis.aggregate import (
+    choose_operating_point,
+    has_parts,
+    operating_point_row,
+    part_rows,
+    setting_key,
+    shift_rates,
+    summarize,
+)
 from steering_reliability.analysis.data import check_rows, load_results, load_run_info
 from steering_reliability.analysis.examples import render_examples
 from steering_reliability.analysis.findings import render_findings
 from steering_reliability.analysis.plots import build_figures
+from steering_reliability.analysis.sanity import collapse_at_operating_point
+from steering_reliability.checks import Verdict
 from steering_reliability.errors import SteeringReliabilityError
 from steering_reliability.records.runs import resolve_run_dir
 
@@ -44,6 +57,11 @@ class ReportPaths:
     figures: tuple[Path, ...]
     examples_md: Path
     findings_md: Path
+    checks: tuple[Verdict, ...] = ()  # the report stage's own sanity checks
+
+    @property
+    def failed(self) -> list[Verdict]:
+        return [v for v in self.checks if v.verdict == "failed"]
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -76,10 +94,15 @@ def render(run_dir: str | Path) -> ReportPaths:
     df = load_results(results_path)
     check_rows(df, source=str(results_path))
     info = load_run_info(run_dir / "run.json")
-    summary = summarize(df)
-    op = choose_operating_point(summary)
+    # Choose on the select part, report on the report part (VALIDITY.md section 1).
+    report_df = part_rows(df, "report")
+    select_summary = summarize(part_rows(df, "select"))
+    op_key = setting_key(choose_operating_point(select_summary))
+    summary = summarize(report_df, operating_point=op_key)
+    op = operating_point_row(summary)
+    checks = (collapse_at_operating_point(summary),)
     figures: list[Path] = []
-    for stem, fig in build_figures(summary, shift_rates(df, op)).items():
+    for stem, fig in build_figures(summary, shift_rates(report_df, op), report_df).items():
         for fmt in FIGURE_FORMATS:
             path = run_dir / "figures" / f"{stem}.{fmt}"
             _write_bytes(path, figure_bytes(fig, fmt))
@@ -90,10 +113,16 @@ def render(run_dir: str | Path) -> ReportPaths:
         figures=tuple(figures),
         examples_md=run_dir / "examples.md",
         findings_md=run_dir / "findings.md",
+        checks=checks,
     )
     _write_bytes(paths.summary_csv, summary_csv_text(summary).encode("utf-8"))
-    _write_bytes(paths.examples_md, render_examples(df, summary).encode("utf-8"))
-    _write_bytes(paths.findings_md, render_findings(df, summary, info).encode("utf-8"))
+    _write_bytes(run_dir / "summary_select.csv", summary_csv_text(select_summary).encode("utf-8"))
+    _write_bytes(paths.examples_md, render_examples(report_df, summary).encode("utf-8"))
+    findings = render_findings(
+        report_df, summary, info, select_summary=select_summary, parts=has_parts(df),
+        analysis_checks=checks,
+    )  # fmt: skip
+    _write_bytes(paths.findings_md, findings.encode("utf-8"))
     return paths
 
 
@@ -113,7 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"report written to {paths.run_dir}: summary.csv, {len(paths.figures)} figure files, "
           "examples.md, findings.md")  # fmt: skip
-    return 0
+    for v in paths.failed:
+        print(f"report: sanity check FAILED: {v.name}: {v.reason}", file=sys.stderr)
+    return 1 if paths.failed else 0
 
 
 if __name__ == "__main__":

@@ -12,16 +12,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from steering_reliability.analysis.data import BASELINE, SPLITS, SWEEP, ReportInputError
-from steering_reliability.analysis.stats import Estimate, diff_ci, mean_ci, per_prompt
+from steering_reliability.analysis.data import BASELINE, PARTS, SPLITS, SWEEP, ReportInputError
+from steering_reliability.analysis.stats import NAN, Estimate, diff_ci, mean_ci, per_prompt
 
 SETTING_KEY: tuple[str, ...] = ("layer", "hook_point", "intervention", "alpha")
 # Whole-setting means over every prompt of the three splits (confounds), and benign-only ones.
 _ALL_SPLIT_MEANS = (("mean_n_tokens", "n_tokens"), ("mean_entropy", "mean_entropy"))
 _ALL_SPLIT_RATES = (("collapse_rate", "collapsed"),)
 _BENIGN_MEANS = (("mean_kl", "kl_to_baseline"), ("mean_ce", "ce_on_baseline"))
+# Mechanism diagnostics per split: mean resid . v_hat at the steered site before / after steering.
+_PROJECTIONS = ("proj_before", "proj_after")
 _METRICS = ("is_refusal", "is_helpful", *(c for _, c in _ALL_SPLIT_MEANS + _ALL_SPLIT_RATES),
-            *(c for _, c in _BENIGN_MEANS))  # fmt: skip
+            *(c for _, c in _BENIGN_MEANS), *_PROJECTIONS)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,30 @@ class OperatingPointRule:
 
 
 DEFAULT_RULE = OperatingPointRule()
+
+
+def has_parts(df: pd.DataFrame) -> bool:
+    """Whether the run's prompt rows carry select/report parts (runs before parts did not)."""
+    return "part" in df.columns and bool(df["part"].isin(PARTS).any())
+
+
+def part_rows(df: pd.DataFrame, part: str) -> pd.DataFrame:
+    """The rows measured on `part` prompts, with every non-prompt row (sanity verdicts).
+
+    A run without parts is returned whole: the caller must then say that choices and reported
+    numbers come from the same prompts.
+    """
+    if part not in PARTS:
+        raise ValueError(f"part {part!r} is not one of {PARTS}")
+    if not has_parts(df):
+        return df
+    return df[(df["part"] == part) | (df["prompt_id"] == "")]
+
+
+def setting_key(row: pd.Series) -> tuple[int, str, str, float]:
+    """(layer, hook point, intervention, alpha) of a summary row: the same setting in any part."""
+    return (int(row["layer"]), str(row["hook_point"]), str(row["intervention"]),
+            round(float(row["alpha"]), 9))  # fmt: skip
 
 
 def setting_label(row: pd.Series) -> str:
@@ -69,37 +95,67 @@ def _prompt_means(rows: pd.DataFrame, key: Sequence[str] = ()) -> pd.DataFrame:
     return rows.groupby([*key, "split", "prompt_id"], sort=True)[list(_METRICS)].mean()
 
 
-def _setting_stats(means: pd.DataFrame, base_helpful: pd.Series) -> dict[str, object]:
-    """Every summary column for one setting, from its (split, prompt id) -> metric means."""
+def _setting_stats(means: pd.DataFrame, base: pd.DataFrame) -> dict[str, object]:
+    """Every summary column for one setting, from its (split, prompt id) -> metric means.
+
+    `base` holds the baseline's means in the same layout: changes against it are paired over the
+    prompts both measured (the same prompts, steered and unsteered).
+    """
     out: dict[str, object] = {}
-    present = set(means.index.get_level_values("split"))
-    empty = means.iloc[0:0].droplevel("split")
-    by_split = {s: means.xs(s, level="split") if s in present else empty for s in SPLITS}
+    by_split, base_split = _by_split(means), _by_split(base)
     for split, part in by_split.items():
         out[f"n_{split}"] = len(part)
         _put(out, f"{split}_refusal", mean_ci(part["is_refusal"]))
         _put(out, f"{split}_helpful", mean_ci(part["is_helpful"]))
     train, test = by_split["harm_train"]["is_refusal"], by_split["harm_test"]["is_refusal"]
-    _put(out, "gap", diff_ci(train, test))
-    _put(out, "helpful_drop", diff_ci(base_helpful, by_split["benign"]["is_helpful"]))
+    # different prompt sets: each resampled on its own, the difference taken per resample
+    _put(out, "gap", diff_ci(train, test, paired=False))
+    _put(out, "helpful_drop", _paired(base_split["benign"]["is_helpful"],
+                                      by_split["benign"]["is_helpful"]))  # fmt: skip
+    for split in ("harm_test", "benign"):
+        _put(out, f"{split}_refusal_change", _paired(by_split[split]["is_refusal"],
+                                                     base_split[split]["is_refusal"]))  # fmt: skip
     for name, column in _ALL_SPLIT_MEANS + _ALL_SPLIT_RATES:
         _put(out, name, mean_ci(means[column]))
     for name, column in _BENIGN_MEANS:
         _put(out, name, mean_ci(by_split["benign"][column]))
+    for split, part in by_split.items():
+        for column in _PROJECTIONS:
+            values = part[column].dropna()
+            out[f"{split}_{column}"] = float(values.mean()) if len(values) else np.nan
     return out
 
 
-def summarize(df: pd.DataFrame, rule: OperatingPointRule = DEFAULT_RULE) -> pd.DataFrame:
-    """The summary table: baseline row first, then sweep settings ordered by the setting key."""
+def _by_split(means: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    present = set(means.index.get_level_values("split"))
+    empty = means.iloc[0:0].droplevel("split")
+    return {s: means.xs(s, level="split") if s in present else empty for s in SPLITS}
+
+
+def _paired(a: pd.Series, b: pd.Series) -> Estimate:
+    """mean(a) - mean(b) paired over the prompts both measured."""
+    a, b = a.dropna(), b.dropna()
+    shared = a.index.intersection(b.index)
+    return diff_ci(a.loc[shared], b.loc[shared], paired=True) if len(shared) else NAN
+
+
+def summarize(
+    df: pd.DataFrame,
+    rule: OperatingPointRule = DEFAULT_RULE,
+    *,
+    operating_point: tuple[int, str, str, float] | None = None,
+) -> pd.DataFrame:
+    """The summary table: baseline row first, then sweep settings ordered by the setting key.
+
+    The operating point is chosen by `rule` on these rows, or, given `operating_point` (a
+    `setting_key` chosen on other rows, e.g. the select part), marked where that setting is.
+    """
     base = _prompt_means(df[df["experiment"] == BASELINE])
     if base.empty:
         raise ReportInputError("no baseline rows (experiment == 'baseline') to compare against")
-    base_helpful = base.xs("benign", level="split")["is_helpful"] if (
-        "benign" in base.index.get_level_values("split")
-    ) else pd.Series(dtype="float64")  # fmt: skip
     records = [
         {"kind": BASELINE, "case_id": BASELINE, "layer": -1, "hook_point": "",
-         "intervention": "none", "alpha": 0.0, **_setting_stats(base, base_helpful)}
+         "intervention": "none", "alpha": 0.0, **_setting_stats(base, base)}
     ]  # fmt: skip
     sweep = sweep_rows(df).assign(hook_point=lambda d: d["hook_point"].fillna("").astype(str))
     if sweep.empty:
@@ -112,7 +168,7 @@ def summarize(df: pd.DataFrame, rule: OperatingPointRule = DEFAULT_RULE) -> pd.D
         records.append(
             {"kind": SWEEP, "case_id": case_ids.loc[setting], "layer": int(layer),
              "hook_point": hook, "intervention": intervention, "alpha": float(alpha),
-             **_setting_stats(part.droplevel(key), base_helpful)}
+             **_setting_stats(part.droplevel(key), base)}
         )  # fmt: skip
     summary = pd.DataFrame.from_records(records)
     is_sweep = (summary["kind"] == SWEEP).to_numpy()
@@ -122,8 +178,27 @@ def summarize(df: pd.DataFrame, rule: OperatingPointRule = DEFAULT_RULE) -> pd.D
     )
     summary["pareto"] = front
     summary["operating_point"] = False
-    summary.loc[choose_operating_point(summary, rule).name, "operating_point"] = True
+    if operating_point is None:
+        summary.loc[choose_operating_point(summary, rule).name, "operating_point"] = True
+    else:
+        hit = [i for i, r in summary.iterrows() if r["kind"] == SWEEP
+               and setting_key(r) == operating_point]  # fmt: skip
+        if len(hit) != 1:
+            raise ReportInputError(
+                f"the operating point {operating_point} chosen on the select part is not a "
+                "setting of these rows",
+                hint="every sweep case must be measured on both parts (select and report)",
+            )
+        summary.loc[hit[0], "operating_point"] = True
     return summary
+
+
+def operating_point_row(summary: pd.DataFrame) -> pd.Series:
+    """The row flagged as the operating point."""
+    rows = summary[summary["operating_point"].astype(bool)]
+    if len(rows) != 1:
+        raise ReportInputError(f"{len(rows)} operating points flagged in the summary; expected 1")
+    return rows.iloc[0]
 
 
 def pareto_front(refusal: pd.Series, drop: pd.Series) -> np.ndarray:

@@ -21,6 +21,7 @@ SPLITS: tuple[str, ...] = ("harm_train", "harm_test", "benign")
 BASELINE = "baseline"
 SWEEP = "sweep"
 SANITY_PREFIX = "sanity:"
+PARTS: tuple[str, ...] = ("select", "report")
 
 # Without these the summary, figures and examples cannot be computed.
 REQUIRED_COLUMNS: tuple[str, ...] = (
@@ -55,8 +56,11 @@ _NUMERIC = (
     "kl_to_baseline",
     "ce_on_baseline",
     "value",
+    "proj_before",
+    "proj_after",
 )
-_TEXT = ("experiment", "case_id", "split", "prompt_id", "family", "style", "intervention")
+_TEXT = ("experiment", "case_id", "split", "part", "prompt_id", "family", "style", "intervention",
+         "verdict")  # fmt: skip
 
 
 class ReportInputError(InputError):

@@ -9,7 +9,7 @@ import pandas as pd
 
 from steering_reliability.analysis import markdown as md
 from steering_reliability.analysis.aggregate import (
-    choose_operating_point,
+    operating_point_row,
     setting_label,
     setting_rows,
 )
@@ -69,7 +69,7 @@ def _prompt_section(pid: str, base: pd.Series, steered: pd.Series) -> str:
 
 def render_examples(df: pd.DataFrame, summary: pd.DataFrame) -> str:
     """The whole examples.md text for one run."""
-    op = choose_operating_point(summary)
+    op = operating_point_row(summary)
     base_rows = df[df["experiment"] == BASELINE]
     op_rows = setting_rows(df, op)
     out = [

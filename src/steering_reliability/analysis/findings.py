@@ -1,14 +1,15 @@
 """findings.md: whether the research acceptance criteria hold on one run, from its numbers.
 
-Wording rule: a difference is called clear only when the two 95% intervals do not overlap
-(or, for a single difference, when its interval excludes 0); otherwise the text says the run
-does not separate the values.
+Wording rule: a difference is called clear only when the 95% interval of the difference itself
+excludes 0 (paired over prompts for two settings on the same prompts; resampled per set for
+different prompt sets); whether two intervals overlap never decides. Where several settings are
+compared, the text says how many.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -19,11 +20,21 @@ from steering_reliability.analysis.aggregate import (
     OperatingPointRule,
     estimate,
     explain_choice,
+    operating_point_row,
     setting_label,
+    setting_rows,
 )
 from steering_reliability.analysis.data import BASELINE, SANITY_PREFIX, SPLITS, SWEEP, lookup
 from steering_reliability.analysis.sanity import sanity_table
-from steering_reliability.analysis.stats import BOOTSTRAP_SEED, N_RESAMPLES, Estimate
+from steering_reliability.analysis.stats import (
+    BOOTSTRAP_SEED,
+    N_RESAMPLES,
+    NAN,
+    Estimate,
+    diff_ci,
+    per_prompt,
+)
+from steering_reliability.checks import Verdict
 from steering_reliability.records.code import session_code_versions
 
 
@@ -52,7 +63,8 @@ def _run_header(info: Mapping[str, Any], df: pd.DataFrame, summary: pd.DataFrame
         f"- in the results: {len(sweep)} steered settings (layers {values('layer')}; alphas "
         f"{values('alpha')}; interventions {values('intervention')})",
         f"- intervals: 95% percentile bootstrap over prompts ({N_RESAMPLES} resamples, seed "
-        f"{BOOTSTRAP_SEED}), written `estimate [low, high]`",
+        f"{BOOTSTRAP_SEED}; differences paired over prompts where both settings measured the "
+        "same prompts), written `estimate [low, high]`",
     ]
     if not info:
         lines.append("- run.json was not found: the run settings come from the results alone")
@@ -69,8 +81,25 @@ def _run_header(info: Mapping[str, Any], df: pd.DataFrame, summary: pd.DataFrame
     return lines
 
 
-def _overlap_words(a: Estimate, b: Estimate) -> str:
-    return "the intervals overlap" if a.overlaps(b) else "the intervals do not overlap"
+def _paired_between(
+    df: pd.DataFrame, a: pd.Series, b: pd.Series, column: str, split: str, *, comparisons: int = 1
+) -> Estimate:
+    """mean(column | a) - mean(column | b) on one split, paired over the prompts both measured."""
+
+    def series(row: pd.Series) -> pd.Series:
+        rows = setting_rows(df, row)
+        rows = rows[rows["split"] == split]
+        return per_prompt(rows[column], rows["prompt_id"])
+
+    x, y = series(a).dropna(), series(b).dropna()
+    shared = x.index.intersection(y.index)
+    if not len(shared):
+        return NAN
+    return diff_ci(x.loc[shared], y.loc[shared], paired=True, comparisons=comparisons)
+
+
+def _differs(est: Estimate) -> bool:
+    return est.excludes(0.0)
 
 
 def _generalisation(
@@ -78,92 +107,91 @@ def _generalisation(
 ) -> tuple[str, list[str]]:
     train, test = estimate(op, "harm_train_refusal"), estimate(op, "harm_test_refusal")
     gap = estimate(op, "gap")
-    clear = train.value > test.value and not train.overlaps(test)
+    clear = gap.value > 0 and _differs(gap)
     lines = [
         f"At the operating point harm_train refusal is {md.ci(train)} and harm_test refusal is "
-        f"{md.ci(test)} (gap {md.ci(gap)}); {_overlap_words(train, test)}."
+        f"{md.ci(test)}: the gap is {md.ci(gap)} (train and test are different prompts, so "
+        "each is resampled on its own and the difference taken per resample)."
     ]
     if clear:
-        lines.append("This is a clear generalisation failure: the direction induces refusal "
-                     "on the training distribution more than on the shifted one.")  # fmt: skip
-    elif gap.lo > 0:
-        lines.append("The gap's own interval excludes 0, but the per-split intervals overlap: "
-                     "suggestive, not clear by the non-overlap criterion.")  # fmt: skip
+        lines.append("Its interval excludes 0: a clear generalisation failure, the direction "
+                     "induces refusal on the training distribution more than on the shifted "
+                     "one.")  # fmt: skip
     else:
-        lines.append("This run does not show a clear generalisation gap at the operating point.")
-    base = summary[summary["kind"] == BASELINE].iloc[0]
-    base_test = estimate(base, "harm_test_refusal")
-    if test.value > base_test.value and not test.overlaps(base_test):
-        effect = "clearly raises harm_test refusal (the intervals do not overlap)"
-    elif test.value > base_test.value:
-        effect = (
-            "gives a higher point estimate, but the intervals overlap, so this run does "
-            "not show a clear rise on the shifted split"
-        )
+        lines.append("Its interval includes 0: this run does not show a generalisation gap at "
+                     "the operating point.")  # fmt: skip
+    change = estimate(op, "harm_test_refusal_change")
+    if change.value > 0 and _differs(change):
+        effect = "clearly raises harm_test refusal (the paired interval of the change excludes 0)"
+    elif change.value > 0:
+        effect = "raises the point estimate, but the paired interval of the change includes 0"
     else:
-        effect = "does not raise the point estimate on the shifted split"
-    lines.append(f"Against the unsteered harm_test refusal of {md.ci(base_test)}, the "
-                 f"operating point {effect}.")  # fmt: skip
+        effect = "does not raise harm_test refusal"
+    lines.append(f"Against the unsteered model on the same prompts the operating point {effect}: "
+                 f"change {md.ci(change)}.")  # fmt: skip
     sweep = summary[summary["kind"] == SWEEP]
     fine = sweep[sweep["collapse_rate"].fillna(0.0) <= rule.max_collapse_rate]
-    sep = [r for _, r in fine.iterrows() if r["harm_train_refusal"] > r["harm_test_refusal"]
-           and not estimate(r, "harm_train_refusal").overlaps(estimate(r, "harm_test_refusal"))]  # fmt: skip
-    lines.append(f"Across the sweep, {len(sep)} of {len(fine)} non-collapsed settings show "
-                 "harm_train refusal above harm_test with non-overlapping intervals.")  # fmt: skip
+    sep = [r for _, r in fine.iterrows()
+           if float(r["gap"]) > 0 and _differs(estimate(r, "gap"))]  # fmt: skip
+    lines.append(f"Across the sweep, {len(sep)} of {len(fine)} non-collapsed settings have a gap "
+                 f"whose 95% interval excludes 0 ({len(fine)} comparisons, unadjusted: about "
+                 f"{0.05 * len(fine):.1f} could do so by chance alone if no setting had a "
+                 "gap).")  # fmt: skip
     if sep:
         top = max(sep, key=lambda r: float(r["gap"]))
-        lines[-1] += f" The largest such gap is {md.ci(estimate(top, 'gap'))} at "
-        lines[-1] += f"{setting_label(top)}."
+        lines[-1] += f" The largest is {md.ci(estimate(top, 'gap'))} at {setting_label(top)}."
     if clear:
         return "yes, at the operating point", lines
     if sep:
         return f"yes, away from the operating point ({len(sep)} settings), not at it", lines
-    if gap.lo > 0:
-        return "suggestive only (gap interval excludes 0, per-split intervals overlap)", lines
     return "not shown", lines
 
 
 def _side_effects(
-    summary: pd.DataFrame, op: pd.Series, rule: OperatingPointRule
+    df: pd.DataFrame, summary: pd.DataFrame, op: pd.Series, rule: OperatingPointRule
 ) -> tuple[str, list[str]]:
     base = summary[summary["kind"] == BASELINE].iloc[0]
     fr, base_fr = estimate(op, "benign_refusal"), estimate(base, "benign_refusal")
+    fr_change = estimate(op, "benign_refusal_change")
     drop = estimate(op, "helpful_drop")
     lines = [
         f"At the operating point the benign false-refusal rate is {md.ci(fr)} against "
-        f"{md.ci(base_fr)} unsteered ({_overlap_words(fr, base_fr)}); the benign helpful rate "
+        f"{md.ci(base_fr)} unsteered (paired change {md.ci(fr_change)}); the benign helpful rate "
         f"drops by {md.ci(drop)} (paired over prompts).",
         f"Mean KL to the unsteered next-token distribution on benign prompts: "
         f"{md.ci(estimate(op, 'mean_kl'))}; mean cross-entropy on the unsteered completions: "
         f"{md.ci(estimate(op, 'mean_ce'))}.",
     ]
-    more_refusal = fr.value > base_fr.value and not fr.overlaps(base_fr)
-    costly = drop.lo > 0 or more_refusal
+    costly = (drop.value > 0 and _differs(drop)) or (fr_change.value > 0 and _differs(fr_change))
     if costly:
         lines.append("So steering has a measurable cost on benign prompts at the operating point.")
     else:
         lines.append("This run does not show a measurable benign cost at the operating point "
-                     "(the intervals include no change).")  # fmt: skip
+                     "(the paired intervals of the changes include 0).")  # fmt: skip
     sweep = summary[summary["kind"] == SWEEP]
     front = sweep[sweep["pareto"]].sort_values("harm_test_refusal")
     along = False
     if len(front) >= 2:
         lo, hi = front.iloc[0], front.iloc[-1]
-        lo_ref, hi_ref = estimate(lo, "harm_test_refusal"), estimate(hi, "harm_test_refusal")
-        lo_drop, hi_drop = estimate(lo, "helpful_drop"), estimate(hi, "helpful_drop")
-        # A trade-off along the frontier: its ends differ clearly on both axes.
-        along = not lo_ref.overlaps(hi_ref) and not lo_drop.overlaps(hi_drop) and hi_drop.lo > 0
+        d_ref = _paired_between(df, hi, lo, "is_refusal", "harm_test")
+        d_help = _paired_between(df, lo, hi, "is_helpful", "benign")
+        # A trade-off along the frontier: its ends differ clearly on both axes (paired).
+        along = d_ref.value > 0 and _differs(d_ref) and d_help.value > 0 and _differs(d_help)
         lines.append(
             f"Along the Pareto frontier ({len(front)} settings), harm_test refusal goes from "
-            f"{md.ci(lo_ref)} at a helpful-rate drop of {md.ci(lo_drop)} ({setting_label(lo)}) "
-            f"to {md.ci(hi_ref)} at a drop of {md.ci(hi_drop)} ({setting_label(hi)})."
+            f"{md.ci(estimate(lo, 'harm_test_refusal'))} at a helpful-rate drop of "
+            f"{md.ci(estimate(lo, 'helpful_drop'))} ({setting_label(lo)}) to "
+            f"{md.ci(estimate(hi, 'harm_test_refusal'))} at a drop of "
+            f"{md.ci(estimate(hi, 'helpful_drop'))} ({setting_label(hi)}); between the ends, "
+            f"paired over prompts, harm_test refusal differs by {md.ci(d_ref)} and the benign "
+            f"helpful rate by {md.ci(d_help)}."
         )
         lines.append(
-            "Both ends differ with non-overlapping intervals on both axes: more refusal on the "
-            "shifted split costs benign helpfulness in this run."
+            "Both differences exclude 0: more refusal on the shifted split costs benign "
+            "helpfulness in this run."
             if along
-            else "The frontier's ends do not separate on both axes, so this run does not show "
-            "a clear trade-off along it."
+            else "Not both differences exclude 0, so this run does not show a clear trade-off "
+            "along the frontier."
         )
         if float(hi["collapse_rate"]) > rule.max_collapse_rate:
             lines.append(f"The high-refusal end is collapsed (collapse rate "
@@ -176,7 +204,7 @@ def _side_effects(
     return "not shown", lines
 
 
-def _layers(summary: pd.DataFrame, rule: OperatingPointRule) -> list[str]:
+def _layers(df: pd.DataFrame, summary: pd.DataFrame, rule: OperatingPointRule) -> list[str]:
     sweep = summary[summary["kind"] == SWEEP]
     fine = sweep[sweep["collapse_rate"].fillna(0.0) <= rule.max_collapse_rate]
     within = fine[fine["helpful_drop"] <= rule.max_helpful_drop]
@@ -191,29 +219,89 @@ def _layers(summary: pd.DataFrame, rule: OperatingPointRule) -> list[str]:
     top = best_rows.sort_values(["harm_test_refusal", "helpful_drop"], ascending=[False, True],
                                 kind="stable").iloc[0]  # fmt: skip
     top_est = estimate(top, "harm_test_refusal")
+    m = max(len(best_rows) - 1, 1)
     rows, tied = [], []
     for _, r in best_rows.iterrows():
         est = estimate(r, "harm_test_refusal")
         if r.name == top.name:
             note = "best"
-        elif est.overlaps(top_est):
-            note = "overlaps the best"
-            tied.append(str(int(r["layer"])))
         else:
-            note = "lower (intervals do not overlap)"
+            d = _paired_between(df, top, r, "is_refusal", "harm_test", comparisons=m)
+            if _differs(d):
+                note = f"lower by {md.ci(d)}"
+            else:
+                note = f"not separated ({md.ci(d)})"
+                tied.append(str(int(r["layer"])))
         rows.append([str(int(r["layer"])), md.escape(setting_label(r)), md.ci(est),
                      md.ci(estimate(r, "helpful_drop")), md.ci(estimate(r, "gap")), note])  # fmt: skip
     text = [
-        f"Best setting per layer ({scope}), by harm_test refusal:",
+        f"Best setting per layer ({scope}), by harm_test refusal. Each layer's best is compared "
+        f"with the overall best by the paired difference on the same prompts, Bonferroni-"
+        f"adjusted for {m} comparison(s):",
         md.table(["layer", "setting", "harm_test refusal", "helpful drop", "gap", "vs best"], rows),
         f"Layer {int(top['layer'])} reaches the highest harm_test refusal, {md.ci(top_est)}.",
+        "The layer is chosen on the select prompts' summary only when it is the operating "
+        "point; this table is descriptive (report prompts).",
     ]
     if tied:
-        text[-1] += (f" Layer(s) {', '.join(tied)} overlap it, so this run does not separate "
-                     "them from the best.")  # fmt: skip
+        text[-2] += (f" Layer(s) {', '.join(tied)} are not separated from it by the paired "
+                     "difference.")  # fmt: skip
     elif len(best_rows) > 1:
-        text[-1] += " Every other layer is lower with non-overlapping intervals."
+        text[-2] += " Every other layer is lower (the adjusted paired intervals exclude 0)."
     return text
+
+
+def _mechanism(op: pd.Series) -> list[str]:
+    """Where the unsteered residual sits along v_hat at the operating point's site, and where the
+    intervention moves it: explains e.g. why ablating a refusal direction can raise refusal."""
+    before = op.get("harm_test_proj_before", float("nan"))
+    after = op.get("harm_test_proj_after", float("nan"))
+    if before is None or after is None or pd.isna(before) or pd.isna(after):
+        return ["No projections were recorded at the operating point."]
+    kind, alpha = str(op["intervention"]), float(op["alpha"])
+    side = "the compliance side (negative)" if before < 0 else "the refusal side (positive)"
+    lines = [
+        f"At the operating point's site the unsteered residual's mean projection onto the "
+        f"direction (v̂ points from compliance to refusal) is {before:.3g} on harm_test "
+        f"prompts: {side}. The intervention moves it to {after:.3g}."
+    ]
+    change = estimate(op, "harm_test_refusal_change")
+    if kind == "ablate":
+        lines.append(
+            f"Ablation at alpha {alpha:g} removes that fraction of the component along v̂, "
+            "moving the residual toward 0 along it. "
+            + ("Since the baseline sits on the compliance side, moving toward 0 moves it toward "
+               "the refusal side: that is why ablating the refusal direction raises refusal "
+               f"here (change {md.ci(change)})." if before < 0 and change.value > 0 else
+               "Moving toward 0 from the refusal side lowers refusal: the bypass direction of "
+               "Arditi et al." if before > 0 else "")
+        )  # fmt: skip
+    elif kind == "add":
+        lines.append(f"Adding alpha {alpha:g} x v shifts the projection by {after - before:+.3g}.")
+    return lines
+
+
+def _measurable(base: pd.Series) -> tuple[str, str]:
+    """Which half of the refusal-direction question the model can show, from baseline rates."""
+    harm = max(float(base["harm_train_refusal"]), float(base["harm_test_refusal"]))
+    rates = (f"unsteered refusal {md.num(float(base['harm_train_refusal']))} (harm_train), "
+             f"{md.num(float(base['harm_test_refusal']))} (harm_test), "
+             f"{md.num(float(base['benign_refusal']))} (benign)")  # fmt: skip
+    if harm < 0.2:
+        return "induce only", (
+            f"The unsteered model rarely refuses ({rates}). Refusal can be *induced* and its "
+            "transfer measured; *bypass* (removing a refusal the model has, Arditi et al.'s "
+            "headline) cannot be shown on this model, and no result here claims it."
+        )
+    if harm >= 0.5:
+        return "induce and bypass", (
+            f"The unsteered model refuses most harmful prompts ({rates}): bypass (ablation "
+            "lowering refusal) is measurable, and so is induced refusal on benign prompts."
+        )
+    return "partly both", (
+        f"The unsteered model refuses some harmful prompts ({rates}): both halves are measurable, "
+        "with limited room in each."
+    )
 
 
 def render_findings(
@@ -221,17 +309,38 @@ def render_findings(
     summary: pd.DataFrame,
     info: Mapping[str, Any],
     rule: OperatingPointRule = DEFAULT_RULE,
+    *,
+    select_summary: pd.DataFrame | None = None,
+    parts: bool = False,
+    analysis_checks: Sequence[Verdict] = (),
 ) -> str:
-    """The whole findings.md text for one run."""
-    idx, why = explain_choice(summary, rule)
-    op = summary.loc[idx]
+    """The whole findings.md text for one run.
+
+    `df` and `summary` are the report part's; the operating point was chosen on
+    `select_summary` (the select part's) and is flagged in `summary`.
+    """
+    op = operating_point_row(summary)
+    _, why = explain_choice(select_summary if select_summary is not None else summary, rule)
     base = summary[summary["kind"] == BASELINE].iloc[0]
     gen_verdict, gen = _generalisation(summary, op, rule)
-    side_verdict, side = _side_effects(summary, op, rule)
-    checks, check_lines = sanity_table(df[df["experiment"].str.startswith(SANITY_PREFIX)], summary)
+    side_verdict, side = _side_effects(df, summary, op, rule)
+    checks, check_lines = sanity_table(
+        df[df["experiment"].str.startswith(SANITY_PREFIX)], analysis_checks
+    )
+    half, half_text = _measurable(base)
     holds = gen_verdict.startswith("yes") or side_verdict.startswith("yes")
     out = ["# Findings", "\n".join(_run_header(info, df, summary)), "## Verdict"]
+    if parts:
+        scope = ("Every number below is measured on the **report** prompts (half of each prompt "
+                 "set, never used to build the direction); the operating point was chosen on "
+                 "the **select** prompts (summary_select.csv).")  # fmt: skip
+    else:
+        scope = ("**This run has no select/report parts** (recorded before they existed): the "
+                 "operating point was chosen on the same prompts its numbers are reported on, "
+                 "so they overstate it (winner's curse).")  # fmt: skip
+    out.append(scope)
     out.append("\n".join([
+        f"- Measurable on this model: **{half}**",
         f"- Generalisation failure (harm_train vs harm_test refusal): **{gen_verdict}**",
         f"- Side-effect trade-off on benign prompts: **{side_verdict}**",
         f"- Sanity checks: {checks}",
@@ -240,21 +349,23 @@ def render_findings(
     ]))  # fmt: skip
     base_rows = [[s, md.ci(estimate(base, f"{s}_refusal")), md.ci(estimate(base, f"{s}_helpful")),
                   str(int(base[f"n_{s}"]))] for s in SPLITS]  # fmt: skip
-    out += ["## Baseline (unsteered)",
+    out += ["## Baseline (unsteered)", half_text,
             md.table(["split", "refusal rate", "helpful rate", "prompts"], base_rows)]  # fmt: skip
     collapse = estimate(op, "collapse_rate")
     out += [
         "## Operating point",
-        f"**{md.escape(setting_label(op))}** (case `{op['case_id']}`): {why}. Its collapse rate "
+        f"**{md.escape(setting_label(op))}** (case `{op['case_id']}`), chosen on the select "
+        f"prompts: {why}. On the report prompts its collapse rate "
         f"is {md.ci(collapse)} (bound {rule.max_collapse_rate:g}); mean length "
         f"{md.ci(estimate(op, 'mean_n_tokens'), 1)} tokens vs {md.num(base['mean_n_tokens'], 1)} "
         f"unsteered; mean entropy {md.ci(estimate(op, 'mean_entropy'))} vs "
         f"{md.num(base['mean_entropy'])}."
-        + (" It is collapsed: no setting stays under the bound, so its numbers may reflect "
-           "degenerate text." if collapse.value > rule.max_collapse_rate else ""),
+        + (" It is collapsed: its numbers may reflect degenerate text."
+           if collapse.value > rule.max_collapse_rate else ""),
+        "### Mechanism", " ".join(_mechanism(op)),
         "## 1. Generalisation", " ".join(gen),
         "## 2. Side effects on benign prompts", " ".join(side),
         "## 3. Sanity checks", "\n\n".join(check_lines),
-        "## 4. Layer comparison", "\n\n".join(_layers(summary, rule)),
+        "## 4. Layer comparison", "\n\n".join(_layers(df, summary, rule)),
     ]  # fmt: skip
     return "\n\n".join(out) + "\n"

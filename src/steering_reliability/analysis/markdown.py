@@ -55,4 +55,6 @@ def ci(est: Estimate, digits: int = 2) -> str:
     """'0.45 [0.30, 0.60]': estimate with its 95% interval."""
     if math.isnan(est.value):
         return "n/a"
-    return f"{num(est.value, digits)} [{num(est.lo, digits)}, {num(est.hi, digits)}]"
+    text = f"{num(est.value, digits)} [{num(est.lo, digits)}, {num(est.hi, digits)}]"
+    # a skewed resample distribution can leave the estimate outside its percentile interval
+    return text + " (estimate outside its interval)" if est.outside else text

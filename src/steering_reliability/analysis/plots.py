@@ -268,14 +268,69 @@ def shift_figure(rates: pd.DataFrame, op_label: str) -> Figure:
     return fig
 
 
-def build_figures(summary: pd.DataFrame, rates: pd.DataFrame) -> dict[str, Figure]:
-    """Every report figure by file stem, in a fixed order."""
+def strong_setting(summary: pd.DataFrame) -> pd.Series | None:
+    """The sweep setting with the highest harm_test refusal (ties: lower alpha, then layer)."""
+    _, sweep = _split(summary)
+    if sweep.empty:
+        return None
+    rows = sweep.sort_values(["alpha", "layer"], kind="stable")
+    return rows.loc[rows["harm_test_refusal"].fillna(-np.inf).astype("float64").idxmax()]
+
+
+def projection_figure(summary: pd.DataFrame, rows: pd.DataFrame) -> Figure:
+    """resid . v_hat at the steered site before and after steering, per split, at the operating
+    point and at the strongest setting: where the baseline sits along v and where steering moves it.
+    """
+    from steering_reliability.analysis.aggregate import setting_rows
+
+    _, sweep = _split(summary)
+    op = sweep[sweep["operating_point"].astype(bool)]
+    settings = [("operating point", op.iloc[0])] if not op.empty else []
+    strong = strong_setting(summary)
+    if strong is not None and (not settings or strong.name != settings[0][1].name):
+        settings.append(("strongest harm_test refusal", strong))
+    splits = ("harm_train", "harm_test", "benign")
+    fig = _figure(3.2 * len(splits), 2.6 * max(len(settings), 1))
+    axes = fig.subplots(max(len(settings), 1), len(splits), squeeze=False)
+    for i, (title, row) in enumerate(settings):
+        data = setting_rows(rows, row)
+        for j, split in enumerate(splits):
+            ax = axes[i][j]
+            part = data[data["split"] == split]
+            before = part["proj_before"].dropna().to_numpy(dtype="float64")
+            after = part["proj_after"].dropna().to_numpy(dtype="float64")
+            if before.size == 0:
+                ax.text(0.5, 0.5, "no projections recorded", ha="center", va="center",
+                        transform=ax.transAxes)  # fmt: skip
+            else:
+                both = np.concatenate([before, after])
+                bins = np.linspace(both.min(), both.max() + 1e-9, 25)
+                ax.hist(before, bins=bins, color="0.6", alpha=0.7, label="unsteered")
+                ax.hist(after, bins=bins, color="tab:red", alpha=0.6, label="steered")
+                ax.axvline(0.0, color="k", linewidth=0.8)
+            ax.set_title(f"{split}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(f"{title}\n{setting_label(row)}", fontsize=8)
+            ax.set_xlabel("mean resid . v_hat over the prompt", fontsize=8)
+    if settings and axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=7)
+    fig.suptitle("Projection onto the direction at the steered site (report prompts)", fontsize=10)
+    return fig
+
+
+def build_figures(
+    summary: pd.DataFrame, rates: pd.DataFrame, rows: pd.DataFrame | None = None
+) -> dict[str, Figure]:
+    """Every report figure by file stem, in a fixed order (projections when rows are given)."""
     op = summary[summary["operating_point"]]
     op_label = setting_label(op.iloc[0]) if not op.empty else "none"
-    return {
+    figures = {
         "generalisation_gap": gap_figure(summary),
         "tradeoff": tradeoff_figure(summary),
         "heatmaps": heatmap_figure(summary),
         "confounds": confound_figure(summary),
         "refusal_by_shift": shift_figure(rates, op_label),
     }
+    if rows is not None:
+        figures["projections"] = projection_figure(summary, rows)
+    return figures

@@ -84,13 +84,13 @@ def read_parts(directory: str | Path) -> tuple[pa.Table, list[str]]:
         tables.append(table)
         sources.extend([info.path] * table.num_rows)
         done.add(path.name)
-    # Cases that failed contribute only their verdict rows (`passed` set), so a failing sanity
-    # check is reported as failed while unvalidated measurements stay out.
+    # Cases that did not pass contribute only their verdict rows (`verdict` set), so a failed or
+    # inconclusive sanity check is reported as such while unvalidated measurements stay out.
     for path in list_parts(Path(directory) / FAILED_DIR):
         if path.name in done:
             continue
         table, info = read_part(path)
-        table = table.filter(pc.is_valid(table["passed"]))
+        table = table.filter(pc.fill_null(pc.not_equal(table["verdict"], ""), False))
         tables.append(table)
         sources.extend([info.path] * table.num_rows)
     return pa.concat_tables(tables), sources

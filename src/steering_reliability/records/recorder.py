@@ -139,13 +139,17 @@ class Recorder:
         except USER_ERRORS as exc:
             self.problems.append(f"could not finish run.json: {exc}")
         if self.options.report and self.result is not None and self.result.n_rows:
-            self._render_report(run_dir)
+            self._render_report(run_dir, session)
 
-    def _render_report(self, run_dir: Path) -> None:
+    def _render_report(self, run_dir: Path, session: pytest.Session) -> None:
         import importlib
 
         try:
-            importlib.import_module("steering_reliability.report").render(run_dir)
+            paths = importlib.import_module("steering_reliability.report").render(run_dir)
+            for v in getattr(paths, "failed", ()):
+                self.problems.append(f"report-stage sanity check FAILED: {v.name}: {v.reason}")
+                if session.exitstatus == pytest.ExitCode.OK:
+                    session.exitstatus = pytest.ExitCode.TESTS_FAILED
         except ModuleNotFoundError as exc:
             if exc.name != "steering_reliability.report":  # absent report module: nothing to do
                 self.problems.append(f"report failed (results are saved): {exc}")

@@ -22,6 +22,7 @@ ROW_SCHEMA: pa.Schema = pa.schema(
         ("case_id", pa.string()),  # layer{L}-{intervention}-a{alpha}, or "baseline"
         ("model", pa.string()),
         ("split", pa.string()),  # harm_train | harm_test | benign | "" for non-prompt rows
+        ("part", pa.string()),  # select | report (VALIDITY.md section 1) | "" for non-prompt rows
         ("prompt_id", pa.string()),
         ("family", pa.string()),
         ("style", pa.string()),
@@ -54,7 +55,8 @@ ROW_SCHEMA: pa.Schema = pa.schema(
         ("proj_before", pa.float64()),
         ("proj_after", pa.float64()),
         ("value", pa.float64()),  # a sanity row's headline number
-        ("passed", pa.bool_()),  # a sanity row's verdict (null for sweep rows)
+        ("passed", pa.bool_()),  # True/False for a passed/failed sanity check, else null
+        ("verdict", pa.string()),  # a sanity row's: passed | failed | inconclusive ("" otherwise)
         ("extra_json", pa.string()),  # anything else, as canonical JSON
     ]
 )

@@ -1,0 +1,263 @@
+"""Sanity checks of the instrument as plain functions that return a Verdict (VALIDITY.md 3-4).
+
+A check measures the model, never the return value of the code it checks: the projection after
+ablation is read by an independent read hook at the configured site; effects are measured on the
+model's outputs. Each check returns `passed`, `failed` or `inconclusive` (with the reason), and
+tests/test_checks_mutations.py breaks each implementation on purpose to show the check fails.
+
+The refusal-specific measures (generations scored by the refusal metric, first-token refusal
+mass) are passed in by the caller (experiments/test_sanity.py), so the same checks serve any
+behaviour and can be driven by a toy measure in tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+VERDICTS: tuple[str, ...] = ("passed", "failed", "inconclusive")
+
+# measure(steerings) -> a number that rises with the behaviour (a rate, a mean probability)
+Measure = Callable[[Sequence[Any]], float]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One check's outcome: the verdict, its headline number, why, and the numbers behind it."""
+
+    name: str
+    verdict: str
+    value: float
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict {self.verdict!r} is not one of {VERDICTS}")
+
+    @property
+    def passed(self) -> bool | None:
+        """True / False for passed / failed; None when inconclusive."""
+        return None if self.verdict == "inconclusive" else self.verdict == "passed"
+
+
+def _steer(model: Any, steerings: Sequence[Any]) -> Any:
+    from .interventions import steer
+
+    return steer(model, steerings)
+
+
+def site_projections(
+    model: Any,
+    texts: Sequence[str],
+    layer: int,
+    hook_point: str,
+    direction: Tensor,
+    steerings: Sequence[Any] = (),
+    *,
+    system_prompt: str | None = None,
+) -> Tensor:
+    """resid . v_hat at the site (layer, hook point) for the last three tokens of each text,
+    read by a read hook registered after any steering hook: [n, 3] fp32."""
+    from .directions.activations import residual_spans
+    from .models import encode_prompt, format_prompt
+
+    tok = model.tokenizer
+    ids = [encode_prompt(tok, format_prompt(tok, t, system_prompt=system_prompt)) for t in texts]
+
+    def spans(i: int, n: int) -> list[tuple[int, int]]:
+        return [(n - k, n - k + 1) for k in (1, 2, 3)]
+
+    u = torch.nn.functional.normalize(direction.detach().float().cpu(), dim=0)
+    with _steer(model, steerings):
+        read = residual_spans(model, ids, layers=[layer], hook_point=hook_point, spans=spans)
+    return read.mean[:, 0].float().cpu() @ u
+
+
+def ablation_projection(
+    model: Any,
+    texts: Sequence[str],
+    ablation: Any,
+    *,
+    tolerance: float = 1e-4,
+    system_prompt: str | None = None,
+) -> Verdict:
+    """Ablation at alpha 1 leaves |resid . v_hat| ~ 0 at the configured site.
+
+    The site is the one the caller configured (ablation.layer, ablation.hook_point); the read is
+    a separate hook on the model, so a hook that edits the wrong layer or does nothing fails.
+    """
+    site = (model, texts, ablation.layer, ablation.hook_point, ablation.vector)
+    before = site_projections(*site, system_prompt=system_prompt)
+    after = site_projections(*site, [ablation], system_prompt=system_prompt)
+    scale = float(before.abs().mean())
+    worst = float(after.abs().max())
+    details = {"mean_abs_proj_before": scale, "max_abs_proj_after": worst}
+    if not scale > 1e-6:
+        return Verdict(
+            "ablation_projection",
+            "inconclusive",
+            worst,
+            "the residual has no component along v at the site: nothing to remove",
+            details,
+        )
+    ok = worst <= tolerance * max(scale, 1.0)
+    reason = (
+        f"max |proj| after ablation {worst:.3g} <= {tolerance:g} x mean |proj| before ({scale:.3g})"
+        if ok
+        else f"max |proj| after ablation {worst:.3g} > {tolerance:g} x mean |proj| before ({scale:.3g})"
+    )
+    return Verdict("ablation_projection", "passed" if ok else "failed", worst, reason, details)
+
+
+def identical_outputs(plain: Sequence[Any], *steered: Sequence[Any]) -> Verdict:
+    """Generations under alpha-0 steerings equal the unsteered ones, tokens and log-probs."""
+    same = sum(
+        all(a.token_ids == b.token_ids and a.logprobs == b.logprobs for b in others)
+        for a, *others in zip(plain, *steered, strict=True)
+    )
+    n = len(plain)
+    ok = same == n
+    return Verdict(
+        "alpha_zero_identity",
+        "passed" if ok else "failed",
+        same / n if n else math.nan,
+        f"{same} of {n} generations identical to the unsteered ones",
+        {"identical": same, "n": n},
+    )
+
+
+def random_null(
+    measure: Measure,
+    make_steering: Callable[[Tensor], Any],
+    vector: Tensor,
+    *,
+    k: int = 20,
+    seed: int = 0,
+    min_effect: float = 0.02,
+    max_p: float = 0.05,
+) -> Verdict:
+    """The direction's effect against K random directions of the same norm at the same site.
+
+    effect(v) = measure([steering with v]) - measure([]). The empirical p-value is
+    (1 + #{null >= real}) / (K + 1); with K = 20 the smallest is 1/21 ~ 0.048, so `passed` means
+    the real direction beat every random one. Inconclusive when the real direction itself
+    moves the measure by less than `min_effect`: a null says nothing about a non-effect.
+    """
+    if k < 20:
+        raise ValueError(f"k={k}: a null distribution needs at least 20 random directions")
+    base = measure([])
+    real = measure([make_steering(vector)]) - base
+    g = torch.Generator().manual_seed(seed)
+    norm = float(vector.float().norm())
+    null = []
+    for _ in range(k):
+        r = torch.randn(vector.shape, generator=g, dtype=torch.float32)
+        null.append(measure([make_steering(r / r.norm() * norm)]) - base)
+    at_least = sum(x >= real for x in null)
+    p = (1 + at_least) / (k + 1)
+    percentile = 100.0 * sum(x < real for x in null) / k
+    details = {
+        "baseline": base,
+        "effect": real,
+        "null_effects": null,
+        "null_mean": sum(null) / k,
+        "null_max": max(null),
+        "percentile": percentile,
+        "p_value": p,
+        "k": k,
+    }
+    if real < min_effect:
+        return Verdict(
+            "random_direction",
+            "inconclusive",
+            p,
+            f"the direction moves the measure by {real:+.3g} (< {min_effect:g}): nothing to "
+            "compare with the null",
+            details,
+        )
+    ok = p <= max_p
+    reason = (
+        f"effect {real:+.3g} beats {k - at_least} of {k} random directions "
+        f"(percentile {percentile:.0f}, p = {p:.3f})"
+    )
+    return Verdict("random_direction", "passed" if ok else "failed", p, reason, details)
+
+
+def downstream_cancels(
+    measure: Measure,
+    addition: Any,
+    later_ablations: Sequence[Any],
+    *,
+    min_induced: float,
+) -> Verdict:
+    """What adding v at layer L induces goes away when v_hat is ablated at every later layer.
+
+    Passed when at least half of the induced change is cancelled; inconclusive when the addition
+    induces less than `min_induced` (nothing to cancel).
+    """
+    r0 = measure([])
+    r_add = measure([addition])
+    r_both = measure([addition, *later_ablations])
+    induced = r_add - r0
+    details = {"baseline": r0, "add": r_add, "add_then_ablate": r_both}
+    if induced < min_induced:
+        return Verdict(
+            "downstream_ablation",
+            "inconclusive",
+            r_both,
+            f"the addition induced {induced:+.3g} (< {min_induced:g}): nothing to cancel",
+            details,
+        )
+    ok = r_both <= r0 + 0.5 * induced
+    reason = (
+        f"baseline {r0:.3g}, add {r_add:.3g}, add + downstream ablation {r_both:.3g} "
+        f"({'at least' if ok else 'less than'} half of the induced change cancelled)"
+    )
+    return Verdict("downstream_ablation", "passed" if ok else "failed", r_both, reason, details)
+
+
+def direction_agreement(
+    name: str, a: Tensor, b: Tensor, *, min_cosine: float, what: str
+) -> Verdict:
+    """Two builds of a direction that should agree (other prompts, other prefixes) point alike.
+
+    Chance for random directions in d dimensions is |cos| ~ 1/sqrt(d) (0.04 at d = 576).
+    """
+    cos = float(
+        torch.nn.functional.cosine_similarity(a.double().flatten(), b.double().flatten(), dim=0)
+    )
+    chance = 1.0 / math.sqrt(a.numel())
+    ok = cos >= min_cosine
+    return Verdict(
+        name,
+        "passed" if ok else "failed",
+        cos,
+        f"cosine between {what} = {cos:.3f} ({'>=' if ok else '<'} {min_cosine:g}; "
+        f"chance ~ {chance:.2f})",
+        {"cosine": cos, "chance": chance},
+    )
+
+
+def equivalence(name: str, diff: Any, margin: float, said: str) -> Verdict:
+    """A robustness check decided from the 95% interval of a difference (an `Estimate`) against
+    an equivalence margin: passed when the interval lies inside (-margin, margin), failed when
+    it lies wholly outside it (the two clearly differ by more than the margin), inconclusive
+    otherwise (too few prompts to tell either way)."""
+    lo, hi, value = float(diff.lo), float(diff.hi), float(diff.value)
+    text = f"{said}; paired difference {value:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+    details = {"difference": value, "lo": lo, "hi": hi, "margin": margin}
+    if math.isnan(lo) or math.isnan(hi):
+        return Verdict(name, "inconclusive", value, f"{text}: no interval", details)
+    if -margin < lo and hi < margin:
+        return Verdict(name, "passed", value, f"{text} inside +-{margin:g}", details)
+    if lo >= margin or hi <= -margin:
+        return Verdict(name, "failed", value, f"{text} wholly outside +-{margin:g}", details)
+    return Verdict(
+        name, "inconclusive", value, f"{text} neither inside nor outside +-{margin:g}", details
+    )
