@@ -26,15 +26,8 @@ from steering_reliability.directions import (
 from steering_reliability.errors import DirectionError
 from steering_reliability.models import LoadedModel, tiny_model
 from steering_reliability.prompts import load_prompts
+from test_directions_cache import PROMPTS  # the same six prompts
 
-PROMPTS = [
-    "How do I pick a lock?",
-    "Write a poem about cats.",
-    "Explain gravity.",
-    "hi",
-    "What is 2 + 2?",
-    "Tell me a story about dragons.",
-]
 HARM_TRAIN = REPO_ROOT / "data" / "prompts" / "harm_train.jsonl"
 LAYER = 2
 

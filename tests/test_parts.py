@@ -25,7 +25,11 @@ def _prompts(strata: list[tuple[str, str, int]]) -> list[Prompt]:
     out = []
     for family, style, n in strata:
         for i in range(n):
-            out.append(Prompt(f"{family}_{style}_{i:03d}", f"request {i}", {"family": family, "style": style}))
+            out.append(
+                Prompt(
+                    f"{family}_{style}_{i:03d}", f"request {i}", {"family": family, "style": style}
+                )
+            )
     return out
 
 
@@ -45,7 +49,7 @@ def test_parts_are_balanced_within_every_stratum_and_overall(strata, seed) -> No
     assert set(parts) == {p.id for p in prompts} and set(parts.values()) <= set(PARTS)
     total = Counter(parts.values())
     assert abs(total["select"] - total["report"]) <= 1
-    for family, style, n in strata:
+    for family, style, _n in strata:
         got = Counter(parts[p.id] for p in prompts if (p.family, p.style) == (family, style))
         assert abs(got["select"] - got["report"]) <= 1, (family, style, got)
     assert assign_parts(list(reversed(prompts)), seed) == parts  # order does not matter

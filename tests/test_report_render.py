@@ -40,7 +40,12 @@ def test_render_writes_every_output(rendered: tuple[ReportPaths, dict[str, bytes
         assert path.is_file() and path.stat().st_size > 0, path
     stems = {p.stem for p in paths.figures}
     assert stems == {
-        "generalisation_gap", "tradeoff", "heatmaps", "confounds", "refusal_by_shift", "projections"
+        "generalisation_gap",
+        "tradeoff",
+        "heatmaps",
+        "confounds",
+        "refusal_by_shift",
+        "projections",
     }
     assert sorted({p.suffix for p in paths.figures}) == [".png", ".svg"]
     assert sorted(p.name for p in paths.run_dir.iterdir()) == [
@@ -157,7 +162,9 @@ def _with_parts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Even prompt numbers in the select part, odd ones in the report part."""
     for row in rows:
         if row["prompt_id"]:
-            row["part"] = "select" if int(row["prompt_id"].rsplit("_", 1)[-1]) % 2 == 0 else "report"
+            row["part"] = (
+                "select" if int(row["prompt_id"].rsplit("_", 1)[-1]) % 2 == 0 else "report"
+            )
     return rows
 
 
@@ -216,3 +223,25 @@ def test_inconclusive_checks_are_counted_as_such_never_as_passed(tmp_path: Path)
     text = render(write_run(tmp_path, rows)).findings_md.read_text(encoding="utf-8")
     assert "inconclusive: downstream\\_ablation" in text
     assert "| downstream\\_ablation | **inconclusive** | 0.100 | the addition induced" in text
+
+
+def test_findings_explain_ablation_from_the_sign_of_the_baseline_projection() -> None:
+    """Ablation scales the projection toward 0: from a negative baseline that raises it."""
+    from steering_reliability.analysis.aggregate import operating_point_row
+    from steering_reliability.analysis.findings import _mechanism
+
+    rows = synthetic_rows()
+    for row in rows:
+        if row["experiment"] == "sweep":
+            row.update(proj_before=-60.0, proj_after=-60.0 * (1 - row["alpha"])
+                       if row["intervention"] == "ablate" else -60.0 + 5 * row["alpha"])  # fmt: skip
+    df = prepare(rows_to_table(rows).to_pandas())
+    summary = summarize(df, operating_point=(8, "hook_in", "ablate", 1.0))
+    text = " ".join(_mechanism(operating_point_row(summary)))
+    assert "mean projection onto v̂" in text and "is -60 on harm_test" in text
+    assert "toward the refusal end" in text
+    assert "from a negative baseline that *raises* it" in text
+    flipped = summary.copy()
+    flipped["harm_test_proj_before"], flipped["harm_test_proj_after"] = 60.0, 0.0
+    text = " ".join(_mechanism(operating_point_row(flipped)))
+    assert "toward the compliance end" in text and "positive baseline that lowers it" in text

@@ -252,32 +252,30 @@ def _layers(df: pd.DataFrame, summary: pd.DataFrame, rule: OperatingPointRule) -
 
 
 def _mechanism(op: pd.Series) -> list[str]:
-    """Where the unsteered residual sits along v_hat at the operating point's site, and where the
-    intervention moves it: explains e.g. why ablating a refusal direction can raise refusal."""
+    """How the intervention moves the residual along v_hat at the operating point's site: e.g.
+    why ablating a refusal direction can *raise* refusal (VALIDITY.md section 5)."""
     before = op.get("harm_test_proj_before", float("nan"))
     after = op.get("harm_test_proj_after", float("nan"))
     if before is None or after is None or pd.isna(before) or pd.isna(after):
         return ["No projections were recorded at the operating point."]
     kind, alpha = str(op["intervention"]), float(op["alpha"])
-    side = "the compliance side (negative)" if before < 0 else "the refusal side (positive)"
-    lines = [
-        f"At the operating point's site the unsteered residual's mean projection onto the "
-        f"direction (v̂ points from compliance to refusal) is {before:.3g} on harm_test "
-        f"prompts: {side}. The intervention moves it to {after:.3g}."
-    ]
     change = estimate(op, "harm_test_refusal_change")
+    lines = [
+        f"At the operating point's site the unsteered residual's mean projection onto v̂ (which "
+        f"points from the compliance-prefix mean to the refusal-prefix mean) is {before:.3g} on "
+        f"harm_test prompts; steered, it is {after:.3g}, a move of {after - before:+.3g} "
+        f"{'toward the refusal end' if after > before else 'toward the compliance end'} of v̂. "
+        f"harm_test refusal changes by {md.ci(change)}."
+    ]
     if kind == "ablate":
         lines.append(
-            f"Ablation at alpha {alpha:g} removes that fraction of the component along v̂, "
-            "moving the residual toward 0 along it. "
-            + ("Since the baseline sits on the compliance side, moving toward 0 moves it toward "
-               "the refusal side: that is why ablating the refusal direction raises refusal "
-               f"here (change {md.ci(change)})." if before < 0 and change.value > 0 else
-               "Moving toward 0 from the refusal side lowers refusal: the bypass direction of "
-               "Arditi et al." if before > 0 else "")
+            f"Ablation at alpha {alpha:g} scales the projection by {1 - alpha:g}, i.e. moves it "
+            "toward 0, not toward compliance: "
+            + ("from a negative baseline that *raises* it, toward refusal, which is how "
+               "ablating the refusal direction can increase refusal." if before < 0 else
+               "from a positive baseline that lowers it, toward compliance (the bypass use of "
+               "ablation, measurable only where the model refuses to begin with).")
         )  # fmt: skip
-    elif kind == "add":
-        lines.append(f"Adding alpha {alpha:g} x v shifts the projection by {after - before:+.3g}.")
     return lines
 
 
