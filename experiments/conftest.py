@@ -67,7 +67,7 @@ def model(sr_config: Config, sr_run: Any) -> Any:
     from steering_reliability.models import load
 
     _pin_threads()
-    m = load(sr_config.model.name, device=sr_config.model.device)
+    m = load(sr_config.model.name, device=sr_config.model.device, dtype=sr_config.model.dtype)
     validate_for_model(sr_config, model_name=m.info.name, n_layers=m.info.n_layers)
     sr_run.annotate(
         "model",
@@ -78,6 +78,8 @@ def model(sr_config: Config, sr_run: Any) -> Any:
             "n_layers": m.info.n_layers,
             "d_model": m.info.d_model,
             "prompt_format": m.info.prompt_format,
+            "dtype": m.info.dtype,
+            "device": m.info.device,
         },
     )
     return m

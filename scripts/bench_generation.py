@@ -4,6 +4,8 @@
     bridge is booted over a separate module tree, models.sites) (target >= 2x);
 (b) engine steered vs engine unsteered (hook overhead, target <= 5%);
 (c) alpha = 0 steered output identical to unsteered (checked, not timed);
+(e) where the CPU has native bf16: the steered engine and the matmul ceiling in bfloat16 beside
+    float32, and how many greedy sequences stay identical;
 (d) the ceiling: tokens/s if the job cost only its matmuls. Every nn.Linear of the model is
     timed alone in the same run, at the batch's rows for decode and 512-row chunks for the
     prompt tokens after the shared system prompt (the engine's own prefill work). Attention,
@@ -125,7 +127,7 @@ def matmul_ceiling(raw: Any, rows: int, repeats: int = 5) -> Ceiling:
     body = [m for m in lins if m is not head]
 
     def per_token(mods: list[Any], m_rows: int) -> float:
-        xs = {m.in_features: torch.randn(m_rows, m.in_features) for m in mods}
+        xs = {m.in_features: torch.randn(m_rows, m.in_features, dtype=m.weight.dtype) for m in mods}
         best = float("inf")
         with torch.inference_mode():
             for rep in range(repeats + 1):  # the first pass is a warm-up
@@ -158,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         help="torch threads (default 1: what each xdist worker of the suite runs with)",
     )
     ap.add_argument("--repeats", type=int, default=1, help="interleaved repeats; medians reported")
+    ap.add_argument(
+        "--no-dtypes", action="store_true", help="skip the float32 vs bfloat16 comparison (e)"
+    )
     ap.add_argument("--layer", type=int, default=None, help="steered layer (default: middle)")
     args = ap.parse_args(argv)
 
@@ -270,7 +275,56 @@ def main(argv: list[str] | None = None) -> int:
     ]
     agree = sum(a == b for a, b in zip(hf_rows, outputs["engine unsteered"], strict=False))
     print(f"  engine greedy tokens == HF generate (plain HF):  {agree}/{len(prompts)} prompts")
+    if not args.no_dtypes:
+        compare_dtypes(args, model, prompts, pids, steered, eos, best["engine steered"],
+                       outputs["engine steered"], floor, n_prefill)  # fmt: skip
     return 0 if same == len(prompts) else 1
+
+
+def compare_dtypes(
+    args: Any, model: Any, prompts: list[str], pids: list[str], steered: list[Any],
+    eos: set[int], fp32_rate: float, fp32_rows: list[list[int]], fp32_floor: Ceiling,
+    n_prefill: int,
+) -> None:  # fmt: skip
+    """(e) float32 vs bfloat16 in the same run, where the CPU multiplies bf16 natively."""
+    from steering_reliability.generation import generate
+    from steering_reliability.models import load
+    from steering_reliability.models.precision import native_bf16
+
+    if not native_bf16("cpu"):
+        print("  (e) bfloat16: this CPU has no native bf16 matmul (avx512_bf16 / AMX): skipped")
+        return
+    bf16 = load(args.model, dtype="bfloat16")
+
+    def run() -> Any:
+        return generate(bf16, prompts, prompt_ids=pids, max_new_tokens=args.new_tokens,
+                        steerings=steered, batch_size=args.batch)  # fmt: skip
+
+    generate(bf16, prompts[:2], prompt_ids=pids[:2], max_new_tokens=2, steerings=steered)
+    rates, rows = [], []
+    for _ in range(args.repeats):
+        secs, gens = timed(run)
+        rows = [list(g.token_ids) for g in gens]
+        rates.append(count_new(rows, eos) / secs)
+    rate = max(rates)
+    floor = min((matmul_ceiling(bf16.hf_model, args.batch) for _ in range(args.repeats)),
+                key=lambda c: c.decode)  # fmt: skip
+    n_new = count_new(rows, eos)
+    ceiling = n_new / floor.job_seconds(n_prefill, n_new)
+    fp32_ceiling = count_new(fp32_rows, eos) / fp32_floor.job_seconds(
+        n_prefill, count_new(fp32_rows, eos)
+    )
+    same = sum(a == b for a, b in zip(rows, fp32_rows, strict=True))
+    first8 = sum(a[:8] == b[:8] for a, b in zip(rows, fp32_rows, strict=True))
+    print(
+        f"  (e) engine steered, bfloat16: {rate:.1f} tok/s = {rate / fp32_rate:.2f}x float32 "
+        f"({fp32_rate:.1f}); matmul-only ceilings: bfloat16 {ceiling:.0f} tok/s, float32 "
+        f"{fp32_ceiling:.0f} tok/s ({ceiling / fp32_ceiling:.2f}x)"
+    )
+    print(
+        f"      greedy tokens identical to float32: {same}/{len(rows)} sequences; first 8 "
+        f"tokens identical: {first8}/{len(rows)}"
+    )
 
 
 if __name__ == "__main__":

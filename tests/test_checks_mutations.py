@@ -217,3 +217,20 @@ def test_equivalence_is_decided_from_the_interval_of_the_difference() -> None:
     assert v(0.3, 0.6) == "failed" and v(-0.7, -0.25) == "failed"
     assert v(0.12, 0.62) == "inconclusive"  # differs from 0, but not clearly by > the margin
     assert v(-0.4, 0.4) == "inconclusive"  # too wide to tell
+
+
+def test_mutation_ablation_projection_in_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In bf16 "~ 0" is the dtype's rounding bound: the real hook passes, a no-op still fails."""
+    import dataclasses
+
+    from steering_reliability.models import tiny_model
+
+    m = tiny_model(n_layers=4, d_model=64, seed=0)
+    m.hf_model.to(torch.bfloat16)
+    m = dataclasses.replace(m, info=dataclasses.replace(m.info, dtype="bfloat16"))
+    v = torch.randn(64, generator=torch.Generator().manual_seed(1))
+    good = checks.ablation_projection(m, TEXTS, Steering("ablate", 2, v, 1.0))
+    assert good.verdict == "passed", good.reason
+    monkeypatch.setattr(steer_mod, "make_hook", _noop_factory)
+    bad = checks.ablation_projection(m, TEXTS, Steering("ablate", 2, v, 1.0))
+    assert bad.verdict == "failed", bad.reason

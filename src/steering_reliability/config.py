@@ -27,6 +27,7 @@ POSITIONS: tuple[str, ...] = ("first_prefix", "prefix_mean", "last_prompt")
 APPLY_POSITIONS: tuple[str, ...] = ("all", "prompt", "generated")
 ALPHA_SCALES: tuple[str, ...] = ("raw", "unit", "resid_norm")
 DIRECTION_METHODS: tuple[str, ...] = ("contrastive_prefix", "diff_in_means")
+DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -40,6 +41,9 @@ class ModelConfig:
     # None: the chat template's own default system prompt (if any).
     system_prompt: str | None = None
     device: str = "cpu"  # "cpu", "cuda", "auto"
+    # "auto", "float32" or "bfloat16" (models/precision.py). A run records the resolved type:
+    # `resolved_precision` replaces "auto" before the run is planned, so it joins the run identity.
+    dtype: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -359,6 +363,14 @@ def validate(cfg: Config, *, file: str | None = None) -> None:
         file,
     )
     _check(
+        cfg.model.dtype in DTYPES,
+        "model.dtype",
+        cfg.model.dtype,
+        f"one of {list(DTYPES)}",
+        file,
+        suggest(cfg.model.dtype, DTYPES),
+    )
+    _check(
         d.method in DIRECTION_METHODS,
         "direction.method",
         d.method,
@@ -467,3 +479,14 @@ def sanity_layer(cfg: Config) -> int:
     if cfg.sanity.layer is not None:
         return cfg.sanity.layer
     return cfg.sweep.layers[len(cfg.sweep.layers) // 2]
+
+
+def resolved_precision(cfg: Config) -> Config:
+    """cfg with `model.dtype: auto` replaced by the type this machine will run (float32 or
+    bfloat16), so the resolved type is part of the config hash and a resume never mixes types."""
+    if cfg.model.dtype != "auto":
+        return cfg
+    from .models.precision import resolve_device, resolve_dtype
+
+    dtype = resolve_dtype("auto", resolve_device(cfg.model.device))
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dtype=dtype))

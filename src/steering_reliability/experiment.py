@@ -295,6 +295,8 @@ def request_for(
         top_p=g.top_p,
         seed=cfg.seed if seed is None else seed,
         steering=steering,
+        # fp32 keys stay as they were; another dtype is another cache entry
+        extra={} if model.info.dtype == "float32" else {"dtype": model.info.dtype},
     )
 
 

@@ -44,10 +44,13 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_sr_load_config(config: pytest.Config, path: str | None, overrides: Any) -> Any:
-    """Default config loader: `steering_reliability.config.load_config(path, overrides)`."""
+    """Default config loader: `steering_reliability.config.load_config(path, overrides)`, with
+    `model.dtype: auto` resolved for this machine (config.resolved_precision)."""
+    from .config import Config, resolved_precision
     from .records.resolve import default_load
 
-    return default_load(path, overrides)
+    cfg = default_load(path, overrides)
+    return resolved_precision(cfg) if isinstance(cfg, Config) else cfg
 
 
 class XdistHooks:

@@ -166,7 +166,8 @@ def check_variant(variant: Any) -> str:
 def export_dir_for(
     d: Direction, key_fields: Mapping[str, Any], cache_dir: str | Path | None = None
 ) -> Path:
-    """<model>/<method>/<variant>/layer_<L>[_<hook point>][_pos<p>] under the export root."""
+    """<model>[-<dtype>]/<method>/<variant>/layer_<L>[_<hook point>][_pos<p>] under the export
+    root (the dtype only when it is not float32)."""
     variant = key_fields.get("variant")
     variant = "main" if variant is None else check_variant(variant)
     folder = f"layer_{d.layer}"
@@ -175,6 +176,9 @@ def export_dir_for(
     if d.position != "prefix_mean":
         folder += f"_pos{d.position}"
     model = _safe(str(key_fields.get("model", "model")))
+    dtype = key_fields.get("dtype")  # absent for float32: a bf16 build never overwrites it
+    if dtype:
+        model += f"-{_safe(str(dtype))}"
     return export_root(cache_dir) / model / _safe(d.method) / variant / folder
 
 

@@ -72,6 +72,7 @@ def key_fields(
     fields: dict[str, Any] = {
         "model": model.info.name,
         "weights_sha256": model.info.weights_sha256,
+        **({} if model.info.dtype == "float32" else {"dtype": model.info.dtype}),
         "prompt_format": model.info.prompt_format,
         "system_prompt": cfg.model.system_prompt,
         "method": d.method,

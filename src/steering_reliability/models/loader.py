@@ -197,27 +197,37 @@ def _resolve(name: str, cache_dir: Path) -> tuple[Path, str, str, str, str | Non
 
 
 def load(
-    name: str = DEFAULT_MODEL, *, device: str = "cpu", cache_dir: str | Path | None = None
+    name: str = DEFAULT_MODEL,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    cache_dir: str | Path | None = None,
 ) -> LoadedModel:
-    """Load an embedded model, a .gguf file, a local HF directory or a cached hub id, offline."""
+    """Load an embedded model, a .gguf file, a local HF directory or a cached hub id, offline.
+
+    dtype: "float32", "bfloat16" or "auto" (models.precision.resolve_dtype). The weight cache is
+    fp32 either way; the model is cast once after it is read.
+    """
     import torch
     from transformer_lens.model_bridge import TransformerBridge  # noqa: F401  (import cost kept out of load_seconds)
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .precision import resolve_device, resolve_dtype
 
     # load_seconds: resolving, reading (or first creating) the fp32 copy, tokenizer, bridge boot.
     t0 = time.perf_counter()
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     hf_dir, hub_id, source, digest, _arch = _resolve(name, cache)
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     tok = AutoTokenizer.from_pretrained(hf_dir)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     model: Any = AutoModelForCausalLM.from_pretrained(
         hf_dir, dtype=torch.float32, attn_implementation="sdpa"
     )
-    model = model.to(device).eval()
+    model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
     model.requires_grad_(False)
     bridge = boot_bridge(hub_id, model, tok)
     cfg = model.config
@@ -232,6 +242,7 @@ def load(
         weights_sha256=digest,
         prompt_format=prompt_format(tok),
         load_seconds=round(time.perf_counter() - t0, 3),
+        dtype=dtype,
         device=str(device),
     )
     known = EMBEDDED.get(name)

@@ -21,7 +21,8 @@ DEFAULT_RUNS_DIR = "artifacts/runs"
 
 
 def add_options(parser: pytest.Parser) -> None:
-    """Register --config, --fast, --model, --run-id, --resume, --report/--no-report, --runs-dir."""
+    """Register --config, --fast, --model, --dtype, --run-id, --resume, --report/--no-report,
+    --runs-dir."""
     group = parser.getgroup("steering_reliability", "steering-reliability recording")
     group.addoption(
         "--config",
@@ -43,6 +44,14 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="NAME",
         default=None,
         help="override model.name of the config",
+    )
+    group.addoption(
+        "--dtype",
+        dest="sr_dtype",
+        choices=("auto", "float32", "bfloat16"),
+        default=None,
+        help="override model.dtype of the config (auto: bfloat16 only where the hardware has it "
+        "and the project's agreement report allows it)",
     )
     group.addoption(
         "--run-id",
@@ -113,18 +122,23 @@ class Options:
                 )
             path = str(config.rootpath / FAST_CONFIG)
         model: str | None = get("sr_model")
+        dtype: str | None = get("sr_dtype")
         runs_dir = Path(get("sr_runs_dir"))
         if not runs_dir.is_absolute():
             runs_dir = config.rootpath / runs_dir
         explicit = (
             path is not None
             or model is not None
+            or dtype is not None
             or get("sr_run_id") is not None
             or get("sr_resume") != "auto"
         )
         return cls(
             config_path=path,
-            overrides={"model.name": model} if model is not None else {},
+            overrides={
+                **({"model.name": model} if model is not None else {}),
+                **({"model.dtype": dtype} if dtype is not None else {}),
+            },
             run_id=get("sr_run_id"),
             resume=get("sr_resume"),
             report=bool(get("sr_report")),
