@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from steering_reliability.config import Config, sanity_layer, validate_for_model
-from steering_reliability.errors import ConfigError
 from steering_reliability.experiment import SPLITS, sweep_cases
 
 
@@ -26,22 +25,26 @@ def _config_at_collection(config: pytest.Config) -> Config:
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
-    """On the controller, before workers start: an embedded model's layers are known without
-    loading it, so a config asking for layers it lacks stops here with one clear message."""
+    """On the controller, before workers start or any model loads: what is knowable now stops
+    the session once, with one message and exit code 4 (no traceback, no per-case errors): a bad
+    config value, an unknown model, an unreadable or invalid prompt file, and layers an embedded
+    model lacks."""
     if hasattr(config, "workerinput") or config.option.help or config.option.version:
         return
+    from steering_reliability.errors import SteeringReliabilityError
+    from steering_reliability.experiment import select_prompts
+    from steering_reliability.models.loader import check_model_name
     from steering_reliability.models.registry import EMBEDDED
 
     try:
         cfg = _config_at_collection(config)
-    except Exception:  # a broken config is reported where it is used, with its own message
-        return
-    known = EMBEDDED.get(cfg.model.name)
-    if known is not None and known.n_layers is not None:
-        try:
+        check_model_name(cfg.model.name)
+        select_prompts(cfg)  # reads and validates every prompt file
+        known = EMBEDDED.get(cfg.model.name)
+        if known is not None and known.n_layers is not None:
             validate_for_model(cfg, model_name=known.name, n_layers=known.n_layers)
-        except ConfigError as exc:
-            raise pytest.UsageError(str(exc)) from None
+    except (SteeringReliabilityError, pytest.UsageError) as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

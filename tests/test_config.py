@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,3 +104,45 @@ def test_an_embedded_model_without_the_configured_layers_stops_the_session_up_fr
     assert "expected: 0 <= layer < 18 (gemma-3-270m has 18 layers)" in done.stderr
     assert "e.g. [4, 9, 13]" in done.stderr
     assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def _experiments(tmp_path: Path, *extra: str) -> Any:
+    import subprocess
+    import sys
+
+    from steering_reliability.config import REPO_ROOT
+
+    args = [sys.executable, "-m", "pytest", "experiments", "-p", "no:cacheprovider", "-n", "0"]
+    args += ["--runs-dir", str(tmp_path / "runs"), *extra]
+    return subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+
+
+def _refused_once(done: Any, tmp_path: Path, needle: str) -> None:
+    out = done.stdout + done.stderr
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, out
+    assert needle in done.stderr, out
+    assert done.stderr.count("ERROR:") == 1, out  # one message, not one per case
+    assert "Traceback" not in out and "Loading weights" not in out  # no model was loaded
+    assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def test_an_unknown_model_is_refused_once_before_any_work(tmp_path: Path) -> None:
+    done = _experiments(tmp_path, "--model", "smollm3-135m")
+    _refused_once(done, tmp_path, "unknown model 'smollm3-135m'")
+    assert "smollm2-135m-instruct" in done.stderr  # the suggestion
+
+
+def test_a_malformed_prompt_file_is_refused_once_before_any_work(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "prompt": "ok", "meta": {"family": "x", "style": "y"}}\n{oops\n')
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"prompts:\n  harm_test: {bad}\n")
+    done = _experiments(tmp_path, "--config", str(cfg))
+    _refused_once(done, tmp_path, f"{bad}:2")
+
+
+def test_a_bad_config_value_is_refused_once_before_any_work(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("generation:\n  temperature: -1\n")
+    done = _experiments(tmp_path, "--config", str(cfg))
+    _refused_once(done, tmp_path, "generation.temperature")

@@ -451,3 +451,36 @@ def test_a_failed_case_reports_its_verdict_and_reruns(
     second.assert_outcomes(passed=1)  # not skipped: a failed case is not done
     rows = results(pytester)
     assert sorted((r["prompt_id"], r["passed"]) for r in rows) == [("", True), ("p1", None)]
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_the_controller_prints_a_line_per_case_with_rates_and_an_eta(
+    pytester: pytest.Pytester, workers: str
+) -> None:
+    n_cases = make_project(pytester, layers=(2,), alphas=(1.0,))
+    run = run_inner(pytester, "-n", workers)
+    run.assert_outcomes(passed=n_cases + 1)
+    out = run.stdout.str()
+    total = n_cases + 1
+    lines = [ln for ln in out.splitlines() if ln.startswith("[") and "elapsed" in ln]
+    assert len(lines) == n_cases, out  # one per recording case (the channel check records none)
+    assert all(f"/{total}]" in ln for ln in lines), lines
+    assert any("layer2-add-a1" in ln for ln in lines), lines  # rates: see the next test
+    assert "ETA" in lines[0]
+    quiet = run_inner(pytester, "-n", workers, "-q", "--resume", "never")
+    assert not [ln for ln in quiet.stdout.str().splitlines() if "elapsed" in ln]
+
+
+def test_the_eta_is_the_remaining_cases_at_the_throughput_so_far() -> None:
+    from steering_reliability.records.progress import case_summary, eta
+
+    assert eta(0, 10, 5.0) is None and eta(3, None, 5.0) is None
+    assert eta(5, 20, 100.0) == pytest.approx(300.0)
+    rows = [
+        {"prompt_id": "a", "split": "harm_test", "is_refusal": True, "collapsed": False},
+        {"prompt_id": "b", "split": "harm_test", "is_refusal": False, "collapsed": True},
+        {"prompt_id": "", "split": "", "verdict": "inconclusive"},
+    ]
+    s = case_summary(rows)
+    assert s["harm_test"] == 0.5 and s["collapse"] == 0.5 and s["verdict"] == "inconclusive"
+    assert s["harm_train"] is None

@@ -245,3 +245,12 @@ def test_findings_explain_ablation_from_the_sign_of_the_baseline_projection() ->
     flipped["harm_test_proj_before"], flipped["harm_test_proj_after"] = 60.0, 0.0
     text = " ".join(_mechanism(operating_point_row(flipped)))
     assert "toward the compliance end" in text and "positive baseline that lowers it" in text
+
+
+def test_the_headline_names_the_operating_point_and_the_sanity_tally(
+    rendered: tuple[ReportPaths, dict[str, bytes]],
+) -> None:
+    op_line, sanity_line = rendered[0].headline
+    assert op_line.startswith("operating point layer ") and "harm_test refusal" in op_line
+    assert "benign helpful drop" in op_line and "one set of prompts" in op_line  # no parts
+    assert sanity_line.startswith("sanity checks: 2 of 4 passed; failed: ablation_projection")

@@ -63,6 +63,12 @@ class XdistHooks:
         """Emitted on the controller per worker: hand it the run plan as plain values."""
         node.workerinput[WIRE_KEY] = self.recorder.wire()
 
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: Any) -> None:
+        """Emitted on the controller when a worker has collected: the progress line's total."""
+        progress = self.recorder.config.pluginmanager.get_plugin("steering_reliability.progress")
+        if progress is not None:
+            progress.node_collection_finished(list(ids))
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Emitted after option parsing: set up the controller's recorder or a worker's runner."""
@@ -79,6 +85,9 @@ def pytest_configure(config: pytest.Config) -> None:
         recorder = Recorder(config, options)
         config.stash[RECORDER] = recorder
         config.pluginmanager.register(recorder, "steering_reliability.recorder")
+        from .records.progress import Progress
+
+        config.pluginmanager.register(Progress(config), "steering_reliability.progress")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistHooks(recorder), "steering_reliability.xdist")
         if options.explicit:

@@ -58,6 +58,7 @@ class ReportPaths:
     examples_md: Path
     findings_md: Path
     checks: tuple[Verdict, ...] = ()  # the report stage's own sanity checks
+    headline: tuple[str, ...] = ()  # what the session's last lines say about the run
 
     @property
     def failed(self) -> list[Verdict]:
@@ -114,6 +115,7 @@ def render(run_dir: str | Path) -> ReportPaths:
         examples_md=run_dir / "examples.md",
         findings_md=run_dir / "findings.md",
         checks=checks,
+        headline=headline(report_df, summary, checks, has_parts(df)),
     )
     _write_bytes(paths.summary_csv, summary_csv_text(summary).encode("utf-8"))
     _write_bytes(run_dir / "summary_select.csv", summary_csv_text(select_summary).encode("utf-8"))
@@ -124,6 +126,27 @@ def render(run_dir: str | Path) -> ReportPaths:
     )  # fmt: skip
     _write_bytes(paths.findings_md, findings.encode("utf-8"))
     return paths
+
+
+def headline(
+    df: pd.DataFrame, summary: pd.DataFrame, checks: Sequence[Verdict], parts: bool
+) -> tuple[str, ...]:
+    """Two lines: the operating point's numbers and the sanity tally (for the session's end)."""
+    from steering_reliability.analysis import markdown as md
+    from steering_reliability.analysis.aggregate import estimate, setting_label
+    from steering_reliability.analysis.data import SANITY_PREFIX
+    from steering_reliability.analysis.sanity import sanity_table
+
+    op = operating_point_row(summary)
+    where = "chosen on select, measured on report prompts" if parts else "one set of prompts"
+    tally, _ = sanity_table(df[df["experiment"].str.startswith(SANITY_PREFIX)], checks)
+    return (
+        f"operating point {setting_label(op)} ({where}): harm_test refusal "
+        f"{md.ci(estimate(op, 'harm_test_refusal'))} (change "
+        f"{md.ci(estimate(op, 'harm_test_refusal_change'))}), benign helpful drop "
+        f"{md.ci(estimate(op, 'helpful_drop'))}",
+        f"sanity checks: {tally.replace(chr(92), '')}",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -141,6 +141,37 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
 
 
+def check_model_name(name: str) -> None:
+    """Refuse, without loading anything, a model name `load` could not resolve: not embedded,
+    not an existing .gguf file or folder, and not a hub id (owner/name) in the local cache
+    while offline. Raises ModelLoadError with the same message `load` would give."""
+    if name in EMBEDDED:
+        return
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.exists():
+            raise ModelLoadError(f"GGUF file not found: {path}")
+        return
+    if path.is_dir():
+        return
+    if "/" not in name:
+        from ..errors import suggest
+
+        raise ModelLoadError(
+            f"unknown model {name!r}: not an embedded model, a .gguf file, a local directory "
+            f"or a hub id (owner/name); {suggest(name, EMBEDDED)}"
+        )
+    if _offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            raise ModelLoadError(
+                f"hub model {name!r} is not in the local Hugging Face cache and the hub cannot "
+                f"be reached (HF_HUB_OFFLINE=1). Use an embedded model instead: "
+                f"{', '.join(EMBEDDED)}; or download it on a connected machine first."
+            )
+
+
 def _resolve(name: str, cache_dir: Path) -> tuple[Path, str, str, str, str | None]:
     """name -> (hf directory, hub id for the bridge, source tag, weights sha256, architecture)."""
     entry: EmbeddedModel | None = EMBEDDED.get(name)
@@ -170,12 +201,7 @@ def _resolve(name: str, cache_dir: Path) -> tuple[Path, str, str, str, str | Non
             h.update(_file_digest(f, cache_dir).encode())
         return path, str(path), f"dir:{path}", h.hexdigest(), None
     if "/" not in name:
-        from ..errors import suggest
-
-        raise ModelLoadError(
-            f"unknown model {name!r}: not an embedded model, a .gguf file, a local directory "
-            f"or a hub id (owner/name); {suggest(name, EMBEDDED)}"
-        )
+        check_model_name(name)  # raises: the unknown-name message
     try:
         from huggingface_hub import snapshot_download
 

@@ -8,6 +8,7 @@ itself and attaches only the part's path, a plain str, to the report.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable, Generator, Iterable, Mapping
@@ -262,6 +263,9 @@ class CaseRunner:
             "torch_num_threads": torch.get_num_threads() if torch is not None else None,
         }
         directory = parts_dir(plan.run_dir, plan.config_hash)
+        from .progress import SUMMARY_PROPERTY, case_summary
+
+        item.user_properties.append((SUMMARY_PROPERTY, json.dumps(case_summary(rows))))
         if not passed:
             # A failed case keeps its rows aside: its verdict rows (e.g. a sanity check's
             # passed=False) reach results.parquet, but the case is not done and reruns.

@@ -51,6 +51,7 @@ class Recorder:
         self._plan_error: str | None = None
         self.result: CompactResult | None = None  # set at session end
         self.problems: list[str] = []
+        self.rendered: Any = None  # the report's paths and headline, when it was rendered
         self._note_pending = False
 
     def resolved(self) -> Resolved:
@@ -146,6 +147,7 @@ class Recorder:
 
         try:
             paths = importlib.import_module("steering_reliability.report").render(run_dir)
+            self.rendered = paths
             for v in getattr(paths, "failed", ()):
                 self.problems.append(f"report-stage sanity check FAILED: {v.name}: {v.reason}")
                 if session.exitstatus == pytest.ExitCode.OK:
@@ -187,3 +189,13 @@ class Recorder:
             f"({len(self.tally.written)} cases, {len(self.tally.reused)} already recorded) "
             f"-> {self.result.path} ({self.result.n_rows} rows, run {self._plan.run_id})"
         )
+        paths = self.rendered
+        if paths is None or self.config.get_verbosity() < 0:
+            return
+        run = paths.run_dir
+        for line in getattr(paths, "headline", ()):
+            tr.write_line(f"steering_reliability: {line}")
+        tr.write_line(f"steering_reliability: open first {run / 'findings.md'} and "
+                      f"{run / 'figures' / 'tradeoff.png'}")  # fmt: skip
+        tr.write_line("steering_reliability: rerun the same command to resume (recorded cases "
+                      f"are skipped); re-render with make report RUN={run}")  # fmt: skip

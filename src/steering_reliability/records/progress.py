@@ -1,0 +1,117 @@
+"""What the controller prints while a run goes: one line per finished case, with an ETA.
+
+The worker that ran a case attaches a few plain numbers from its rows (`case_summary`) to the
+report; the controller (this plugin, registered only there) prints
+`[ 5/28] layer12-add-a1  harm_train 0.67  harm_test 0.42  benign helpful 0.33  collapse 0.00  (41 s) | 3m12s elapsed, ETA 9m`.
+The ETA is the remaining case count at the throughput so far (done / elapsed), which already
+accounts for the number of workers. Quiet under -q.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+
+SUMMARY_PROPERTY = "sr_summary"  # user_property: JSON of a case's key numbers (plain str)
+
+
+def _rate(rows: Sequence[Mapping[str, Any]], column: str, split: str | None = None) -> float | None:
+    vals = [bool(r[column]) for r in rows
+            if r.get(column) is not None and (split is None or r.get("split") == split)]  # fmt: skip
+    return sum(vals) / len(vals) if vals else None
+
+
+def case_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Key rates of one case's prompt rows, and any sanity verdict: plain values only."""
+    prompts = [r for r in rows if r.get("prompt_id")]
+    out: dict[str, Any] = {
+        "harm_train": _rate(prompts, "is_refusal", "harm_train"),
+        "harm_test": _rate(prompts, "is_refusal", "harm_test"),
+        "benign helpful": _rate(prompts, "is_helpful", "benign"),
+        "collapse": _rate(prompts, "collapsed"),
+    }
+    verdicts = sorted({str(r["verdict"]) for r in rows if r.get("verdict")})
+    if verdicts:
+        out["verdict"] = "/".join(verdicts)
+    return out
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, s = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{s:02d}s"
+    hours, m = divmod(minutes, 60)
+    return f"{hours}h{m:02d}m"
+
+
+def eta(done: int, total: int | None, elapsed: float) -> float | None:
+    """Seconds left at the throughput so far (None until a case finished or without a total)."""
+    if not total or done <= 0 or elapsed <= 0:
+        return None
+    return (total - done) * elapsed / done
+
+
+class Progress:
+    """Controller plugin: a line per finished case with its rates, wall time and the run's ETA."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.total: int | None = None
+        self.done = 0
+        self.started = time.monotonic()
+        self.durations: dict[str, float] = {}
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Emitted after collection: the total, where the controller collects (no xdist)."""
+        if session.items:
+            self.total = len(session.items)
+
+    def node_collection_finished(self, ids: Sequence[str]) -> None:
+        """Under xdist: every worker collects the same ids; the total is their number."""
+        self.total = len(ids)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Emitted per phase report (from workers too): a line when a test's teardown arrives."""
+        if report.when in ("setup", "call"):
+            self.durations[report.nodeid] = self.durations.get(report.nodeid, 0.0) + float(
+                report.duration
+            )
+            return
+        if report.when != "teardown":
+            return
+        self.done += 1
+        if self.config.get_verbosity() < 0:
+            return
+        props = dict(report.user_properties)
+        summary = props.get(SUMMARY_PROPERTY)
+        if isinstance(summary, str):
+            summary = json.loads(summary)
+        name = report.nodeid.rsplit("::", 1)[-1]
+        if isinstance(summary, dict):
+            parts = [f"{k} {v:.2f}" for k, v in summary.items() if isinstance(v, float)]
+            if "verdict" in summary:
+                parts.append(str(summary["verdict"]))
+            detail = "  ".join(parts)
+        elif "sr_part" in props:
+            detail = "already recorded"
+        else:
+            return
+        elapsed = time.monotonic() - self.started
+        left = eta(self.done, self.total, elapsed)
+        total = "?" if self.total is None else str(self.total)
+        line = (f"[{self.done:>{len(total)}}/{total}] {name}  {detail}  "
+                f"({_clock(self.durations.get(report.nodeid, 0.0))}) | {_clock(elapsed)} elapsed"
+                + ("" if left is None else f", ETA {_clock(left)}"))  # fmt: skip
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            tw: Any = getattr(reporter, "_tw", None)  # the progress dots leave the line open
+            if tw is not None and int(getattr(tw, "width_of_current_line", 0) or 0):
+                reporter.write("\n")
+            reporter.write_line(line)
