@@ -484,3 +484,63 @@ def test_the_eta_is_the_remaining_cases_at_the_throughput_so_far() -> None:
     s = case_summary(rows)
     assert s["harm_test"] == 0.5 and s["collapse"] == 0.5 and s["verdict"] == "inconclusive"
     assert s["harm_train"] is None
+
+
+HEARTBEAT_CASE = """
+import glob
+import json
+
+from steering_reliability.listeners import GENERATION_PROGRESS
+
+
+def test_beat(record):
+    beats = glob.glob("artifacts/runs/2*/running/*.json")
+    assert len(beats) == 1, beats
+    state = json.loads(open(beats[0]).read())
+    assert state["nodeid"].endswith("test_beat") and state["started"] <= state["updated"]
+    assert len(GENERATION_PROGRESS) == 1  # the engine would report into the file
+    GENERATION_PROGRESS[0](3, 8)
+    record.rows([{"split": "benign", "prompt_id": "p1", "experiment": "beat", "n_tokens": 1}])
+"""
+
+
+def test_a_running_case_has_a_heartbeat_file_and_status_reads_durations(
+    pytester: pytest.Pytester,
+) -> None:
+    from steering_reliability.records.status import run_status
+
+    make_project(pytester, layers=(2,), alphas=(1.0,))
+    pytester.makepyfile(test_beat=HEARTBEAT_CASE)
+    run = run_inner(pytester, "test_beat.py", "--config", "sr.json", "-n", "0")
+    run.assert_outcomes(passed=1)
+    run_dir = pytester.path / "artifacts" / "runs" / "latest"
+    assert not list(run_dir.glob("running/*.json"))  # gone once the case ended
+    status = run_status(run_dir)
+    assert len(status.case_seconds) == 1 and status.case_seconds[0] >= 0
+    assert status.eta_seconds() is None  # nothing missing
+
+
+def test_status_shows_running_cases_and_an_eta(tmp_path: Path) -> None:
+    import dataclasses
+    import json as _json
+    import time
+
+    from steering_reliability.records.status import RunStatus, format_status
+
+    running = {"case_id": "layer12-add-a1", "worker": "gw0", "pid": 2**22 + 12345,
+               "started": time.time() - 125, "updated": time.time() - 3,
+               "generation": [40, 64]}  # fmt: skip
+    status = RunStatus(
+        run_dir=str(tmp_path), run_id="r", config_hash="c",
+        expected={"a": {"case_id": "a"}, "b": {"case_id": "b"}, "c": {"case_id": "c"}},
+        done=("a",), missing=("b", "c"), invalid=(), unexpected=(), stale_temps=(),
+        results_rows=None, ended=None, running=(running,), case_seconds=(60.0,),
+    )  # fmt: skip
+    assert status.eta_seconds() == pytest.approx(120.0)
+    text = format_status(status)
+    assert "running on gw0: layer12-add-a1 for 2m05s, generating 40/64 prompts" in text
+    assert "its process is gone" in text  # no such pid
+    assert "ETA 2m00s (2 cases left at the mean 1m00s of the 1 done, 1 worker(s))" in text
+    alive = dataclasses.replace(status, running=({**running, "pid": os.getpid()},))
+    assert "process is gone" not in format_status(alive)
+    _json.dumps(running)

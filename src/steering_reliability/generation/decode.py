@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..interventions.steer import Steering, SteerProbe, forward_phase
+from ..listeners import GENERATION_PROGRESS
 from ..models import LoadedModel, format_prompt
 from ..models import encode_prompt as encode
 from .runtime import (
@@ -170,6 +171,7 @@ def _decode(
             if eosl[j] or step == max_new_tokens - 1:
                 row.hit_eos, done[live[j]] = bool(eosl[j]), True
                 bar.update(1)
+        bar.step()
         remaining = max_new_tokens - step - 1
         keep = [j for j, r in enumerate(live) if not done[r]]
         if not keep or remaining == 0:
@@ -260,6 +262,22 @@ def _rows_within_budget(run: _Runner, batch_size: int, seq_len: int) -> int:
     return max(1, min(batch_size, KV_BUDGET_BYTES // per_row))
 
 
+class _Progress:
+    """The tqdm bar (shown or not) plus a count of finished prompts for the listeners
+    (listeners.GENERATION_PROGRESS)."""
+
+    def __init__(self, bar: Any, total: int) -> None:
+        self.bar, self.done, self.total = bar, 0, total
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+        self.done += n
+
+    def step(self) -> None:
+        for fn in GENERATION_PROGRESS:
+            fn(self.done, self.total)
+
+
 def generate(
     model: LoadedModel,
     prompts: Sequence[str],
@@ -300,8 +318,9 @@ def generate(
     with (
         torch.inference_mode(),
         _steering(model, steerings) as probe,
-        tqdm(total=len(seqs), disable=not progress, unit="prompt", desc="generate") as bar,
+        tqdm(total=len(seqs), disable=not progress, unit="prompt", desc="generate") as tq,
     ):
+        bar = _Progress(tq, len(seqs))
         with forward_phase("prompt"):
             prefix = _run_prefix(run, seqs[0][:p], probe)
         for b0 in range(0, len(order), batch_size):

@@ -131,6 +131,7 @@ class CaseRunner:
         self._resolved: Resolved | None = None
         self.error: str | None = None
         self.started = False
+        self._beats: dict[str, Any] = {}  # nodeid -> records.progress.Heartbeat of a running case
 
     def plan(self) -> RunPlan:
         """The session's plan (from the controller); raises UsageError-worthy errors."""
@@ -212,6 +213,15 @@ class CaseRunner:
         if done is not None:
             item.user_properties.append((PART_PROPERTY, str(done)))
             pytest.skip(f"already recorded in {done}")
+        # The case will run: a heartbeat file says so while it does (it also covers the session
+        # fixtures its setup builds, e.g. the shared baseline); see records.progress.
+        from ..listeners import GENERATION_PROGRESS
+        from .progress import Heartbeat
+
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        beat = Heartbeat(plan.run_dir, worker, spec.case_id, spec.nodeid)
+        self._beats[item.nodeid] = beat
+        GENERATION_PROGRESS.append(beat.generation)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -241,6 +251,16 @@ class CaseRunner:
             return rec
         return CaseRecorder(spec, plan)
 
+    def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
+        """Emitted when a test is done (all phases): its heartbeat file goes."""
+        beat = self._beats.pop(nodeid, None)
+        if beat is not None:
+            from ..listeners import GENERATION_PROGRESS
+
+            if beat.generation in GENERATION_PROGRESS:
+                GENERATION_PROGRESS.remove(beat.generation)
+            beat.close()
+
     def close_case(self, item: pytest.Item, rec: CaseRecorder) -> None:
         """After the case: write its part if it passed, and attach the part's path."""
         from .parts import write_part
@@ -260,6 +280,7 @@ class CaseRunner:
             "pid": os.getpid(),
             "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
             "written": manifest.now_iso(),
+            "seconds": _case_seconds(self._beats.get(item.nodeid)),
             "torch_num_threads": torch.get_num_threads() if torch is not None else None,
         }
         directory = parts_dir(plan.run_dir, plan.config_hash)
@@ -275,3 +296,11 @@ class CaseRunner:
         path = write_part(directory, rec.spec.key, rows, meta)
         failed_part_path(directory, rec.spec.key).unlink(missing_ok=True)
         item.user_properties.append((PART_PROPERTY, str(path)))
+
+
+def _case_seconds(beat: Any) -> float | None:
+    """Wall seconds since the case's setup began (its heartbeat's start), if known."""
+    import time
+
+    started = getattr(beat, "state", {}).get("started")
+    return None if started is None else round(time.time() - float(started), 3)

@@ -9,9 +9,12 @@ accounts for the number of workers. Quiet under -q.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -115,3 +118,58 @@ class Progress:
             if tw is not None and int(getattr(tw, "width_of_current_line", 0) or 0):
                 reporter.write("\n")
             reporter.write_line(line)
+
+
+# ---------------------------------------------------------------- heartbeat files (workers)
+
+RUNNING_DIR = "running"  # <run_dir>/running/<worker>.json while a case runs
+HEARTBEAT_SECONDS = 10.0
+
+
+def heartbeat_path(run_dir: str | Path, worker: str) -> Path:
+    return Path(run_dir) / RUNNING_DIR / f"{worker}.json"
+
+
+class Heartbeat:
+    """The running case of one worker, on disk: case id, start time, generation progress.
+
+    Rewritten atomically at the start of a case and at most every HEARTBEAT_SECONDS while the
+    engine generates (listeners.GENERATION_PROGRESS), removed when the case ends;
+    `make status` reads these files to show what is running and for how long.
+    """
+
+    def __init__(self, run_dir: str | Path, worker: str, case_id: str, nodeid: str) -> None:
+        self.path = heartbeat_path(run_dir, worker)
+        self.state: dict[str, Any] = {"case_id": case_id, "nodeid": nodeid, "worker": worker,
+                                      "started": time.time(), "pid": os.getpid()}  # fmt: skip
+        self._last = 0.0
+        self.write()
+
+    def write(self) -> None:
+        from ..atomic import atomic_write_bytes
+
+        self.state["updated"] = time.time()
+        with contextlib.suppress(OSError):  # a heartbeat is a courtesy: never fail a case for it
+            atomic_write_bytes(self.path, json.dumps(self.state).encode("utf-8"))
+        self._last = time.monotonic()
+
+    def generation(self, done: int, total: int) -> None:
+        """A GENERATION_PROGRESS callback: prompts finished of the current generate() call."""
+        self.state["generation"] = [done, total]
+        if time.monotonic() - self._last >= HEARTBEAT_SECONDS:
+            self.write()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink(missing_ok=True)
+
+
+def running_cases(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The heartbeat files of a run directory, oldest start first (unreadable ones skipped)."""
+    found = []
+    for path in sorted((Path(run_dir) / RUNNING_DIR).glob("*.json")):
+        try:
+            found.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return sorted(found, key=lambda s: float(s.get("started", 0.0)))

@@ -13,6 +13,7 @@ from typing import Any
 from .code import session_code_versions
 from .keys import parts_dir
 from .manifest import MANIFEST_NAME, read_manifest
+from .progress import running_cases
 from .runs import resolve_run_dir
 
 
@@ -32,6 +33,16 @@ class RunStatus:
     results_rows: int | None  # rows in results.parquet, None when absent
     ended: str | None
     code_versions: tuple[str, ...] = ()  # code digests of the sessions, in order
+    running: tuple[dict[str, Any], ...] = ()  # heartbeat files of cases running now
+    case_seconds: tuple[float, ...] = ()  # wall seconds of the done cases that recorded it
+
+    def eta_seconds(self) -> float | None:
+        """Seconds left if the missing cases take as long as the done ones did, run by as many
+        workers as are running now (None before any case recorded its duration)."""
+        if not self.missing or not self.case_seconds:
+            return None
+        mean = sum(self.case_seconds) / len(self.case_seconds)
+        return len(self.missing) * mean / max(1, len(self.running))
 
     @property
     def complete(self) -> bool:
@@ -51,6 +62,7 @@ def run_status(run_dir: str | Path) -> RunStatus:
     directory = parts_dir(run_dir, data["config_hash"])
     valid: set[str] = set()
     invalid: list[tuple[str, str]] = []
+    seconds: list[float] = []
     for path in list_parts(directory):
         try:
             _, info = read_part(path)
@@ -58,6 +70,8 @@ def run_status(run_dir: str | Path) -> RunStatus:
             invalid.append((str(path), str(exc)))
             continue
         valid.add(info.key)
+        if isinstance(info.meta.get("seconds"), (int, float)):
+            seconds.append(float(info.meta["seconds"]))
     results_rows = None
     results = run_dir / "results.parquet"
     if results.exists():
@@ -77,6 +91,8 @@ def run_status(run_dir: str | Path) -> RunStatus:
         results_rows=results_rows,
         ended=data.get("ended"),
         code_versions=tuple(session_code_versions(data)),
+        running=tuple(running_cases(run_dir)),
+        case_seconds=tuple(seconds),
     )
 
 
@@ -105,6 +121,23 @@ def format_status(status: RunStatus, *, show_done: bool = False) -> str:
         )
     elif status.code_versions:
         lines.append(f"  code: {status.code_versions[0]}")
+    import time
+
+    from .progress import _clock
+
+    for r in status.running:
+        gen = r.get("generation")
+        where = f", generating {gen[0]}/{gen[1]} prompts" if isinstance(gen, list) else ""
+        age = time.time() - float(r.get("updated", r.get("started", 0.0)))
+        gone = "" if _alive(r.get("pid")) else "; its process is gone: the case reruns next time"
+        lines.append(f"  running on {r.get('worker')}: {r.get('case_id')} for "
+                     f"{_clock(time.time() - float(r.get('started', 0.0)))}{where} "
+                     f"(heartbeat {_clock(age)} ago{gone})")  # fmt: skip
+    left = status.eta_seconds()
+    if left is not None:
+        lines.append(f"  ETA {_clock(left)} ({len(status.missing)} cases left at the mean "
+                     f"{_clock(sum(status.case_seconds) / len(status.case_seconds))} of the "
+                     f"{len(status.case_seconds)} done, {max(1, len(status.running))} worker(s))")  # fmt: skip
     if status.missing:
         lines.append("missing:")
         lines += [f"  {name(k)}" for k in sorted(status.missing, key=name)]
@@ -116,3 +149,18 @@ def format_status(status: RunStatus, *, show_done: bool = False) -> str:
     for path in status.stale_temps:
         lines.append(f"stale temp (removed at the next start): {path}")
     return "\n".join(lines)
+
+
+def _alive(pid: Any) -> bool:
+    """Whether a process of this machine with that pid exists (unknown pid: assume so)."""
+    import os
+
+    if not isinstance(pid, int):
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
