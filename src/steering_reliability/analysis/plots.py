@@ -100,7 +100,8 @@ def gap_figure(summary: pd.DataFrame) -> Figure:
         _baseline_handle("baseline (unsteered) gap"),
     ]  # fmt: skip
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8)
-    fig.suptitle("Generalisation gap vs alpha: refusal on harm_train minus refusal on harm_test")
+    fig.suptitle("Generalisation gap vs alpha: refusal on harm_train minus refusal on harm_test "
+                 "(report prompts)")  # fmt: skip
     return fig
 
 
@@ -159,7 +160,7 @@ def tradeoff_figure(summary: pd.DataFrame) -> Figure:
     ax.grid(alpha=0.3)
     ax.set_title(
         "Refusal on shifted prompts vs cost on benign prompts\n"
-        "(bars: 95% bootstrap CI, on frontier and operating point)",
+        "(report prompts; bars: 95% bootstrap CI, on frontier and operating point)",
         fontsize=11,
     )
     return fig
@@ -197,8 +198,8 @@ def heatmap_figure(summary: pd.DataFrame) -> Figure:
             image = _heatmap(ax, table, f"{name}: {intervention}", cmap)
             fig.colorbar(image, ax=ax, label=name)
     fig.suptitle(
-        f"Layer x alpha (baseline: harm_test refusal {base['harm_test_refusal']:.2f}, "
-        f"benign helpful {base['benign_helpful']:.2f})"
+        f"Layer x alpha, report prompts (baseline: harm_test refusal "
+        f"{base['harm_test_refusal']:.2f}, benign helpful {base['benign_helpful']:.2f})"
     )
     return fig
 
@@ -234,7 +235,7 @@ def confound_figure(summary: pd.DataFrame) -> Figure:
                for layer, c in colors.items()]  # fmt: skip
     handles.append(_baseline_handle("baseline (unsteered)"))
     fig.legend(handles=handles, loc="outside right upper", fontsize=8)
-    fig.suptitle("Confounds vs alpha over all splits (bands: 95% bootstrap CI over prompts)")
+    fig.suptitle("Confounds vs alpha over all splits, report prompts (bands: 95% bootstrap CI)")
     return fig
 
 
@@ -264,7 +265,8 @@ def shift_figure(rates: pd.DataFrame, op_label: str) -> Figure:
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("refusal rate")
     axes[0].legend(loc="upper left", fontsize=8)
-    fig.suptitle("Which shifts fail to transfer: harm_test refusal by family and style (95% CI)")
+    fig.suptitle("Which shifts fail to transfer: harm_test refusal by family and style "
+                 "(report prompts, 95% CI)")  # fmt: skip
     return fig
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .code import session_code_versions
-from .keys import parts_dir
+from .keys import failed_part_path, parts_dir
 from .manifest import MANIFEST_NAME, read_manifest
 from .progress import running_cases
 from .runs import resolve_run_dir
@@ -34,6 +34,7 @@ class RunStatus:
     ended: str | None
     code_versions: tuple[str, ...] = ()  # code digests of the sessions, in order
     running: tuple[dict[str, Any], ...] = ()  # heartbeat files of cases running now
+    not_passed: tuple[str, ...] = ()  # missing cases that ran and failed or were inconclusive
     case_seconds: tuple[float, ...] = ()  # wall seconds of the done cases that recorded it
 
     def eta_seconds(self) -> float | None:
@@ -92,6 +93,11 @@ def run_status(run_dir: str | Path) -> RunStatus:
         ended=data.get("ended"),
         code_versions=tuple(session_code_versions(data)),
         running=tuple(running_cases(run_dir)),
+        not_passed=tuple(
+            sorted(
+                k for k in expected if k not in valid and failed_part_path(directory, k).exists()
+            )
+        ),  # fmt: skip
         case_seconds=tuple(seconds),
     )
 
@@ -133,14 +139,16 @@ def format_status(status: RunStatus, *, show_done: bool = False) -> str:
         lines.append(f"  running on {r.get('worker')}: {r.get('case_id')} for "
                      f"{_clock(time.time() - float(r.get('started', 0.0)))}{where} "
                      f"(heartbeat {_clock(age)} ago{gone})")  # fmt: skip
-    left = status.eta_seconds()
+    left = status.eta_seconds() if status.running else None  # no ETA for a run nobody runs
     if left is not None:
         lines.append(f"  ETA {_clock(left)} ({len(status.missing)} cases left at the mean "
                      f"{_clock(sum(status.case_seconds) / len(status.case_seconds))} of the "
                      f"{len(status.case_seconds)} done, {max(1, len(status.running))} worker(s))")  # fmt: skip
     if status.missing:
         lines.append("missing:")
-        lines += [f"  {name(k)}" for k in sorted(status.missing, key=name)]
+        lines += [f"  {name(k)}" + ("  (ran: failed or inconclusive; reruns on resume)"
+                                    if k in status.not_passed else "")
+                  for k in sorted(status.missing, key=name)]  # fmt: skip
     if show_done and status.done:
         lines.append("done:")
         lines += [f"  {name(k)}" for k in sorted(status.done, key=name)]
