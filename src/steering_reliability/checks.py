@@ -46,6 +46,10 @@ class Verdict:
         return None if self.verdict == "inconclusive" else self.verdict == "passed"
 
 
+def _judged(name: str, ok: bool, value: float, reason: str, details: dict[str, Any]) -> Verdict:
+    return Verdict(name, "passed" if ok else "failed", value, reason, details)
+
+
 def _steer(model: Any, steerings: Sequence[Any]) -> Any:
     from .interventions import steer
 
@@ -112,19 +116,14 @@ def ablation_projection(
     bound = max(tolerance * max(scale, 1.0), rounding_bound(model, float(norms.mean())))
     details = {"mean_abs_proj_before": scale, "max_abs_proj_after": worst, "bound": bound}
     if not scale > 1e-6:
-        return Verdict(
-            "ablation_projection",
-            "inconclusive",
-            worst,
-            "the residual has no component along v at the site: nothing to remove",
-            details,
-        )
+        nothing = "the residual has no component along v at the site: nothing to remove"
+        return Verdict("ablation_projection", "inconclusive", worst, nothing, details)
     ok = worst <= bound
     reason = (
         f"max |proj| after ablation {worst:.3g} {'<=' if ok else '>'} {bound:.3g} "
         f"(mean |proj| before {scale:.3g})"
     )
-    return Verdict("ablation_projection", "passed" if ok else "failed", worst, reason, details)
+    return _judged("ablation_projection", ok, worst, reason, details)
 
 
 def identical_outputs(plain: Sequence[Any], *steered: Sequence[Any]) -> Verdict:
@@ -185,20 +184,14 @@ def random_null(
         "k": k,
     }
     if real < min_effect:
-        return Verdict(
-            "random_direction",
-            "inconclusive",
-            p,
-            f"the direction moves the measure by {real:+.3g} (< {min_effect:g}): nothing to "
-            "compare with the null",
-            details,
-        )
-    ok = p <= max_p
+        nothing = (f"the direction moves the measure by {real:+.3g} (< {min_effect:g}): nothing "
+                   "to compare with the null")  # fmt: skip
+        return Verdict("random_direction", "inconclusive", p, nothing, details)
     reason = (
         f"effect {real:+.3g} beats {k - at_least} of {k} random directions "
         f"(percentile {percentile:.0f}, p = {p:.3f})"
     )
-    return Verdict("random_direction", "passed" if ok else "failed", p, reason, details)
+    return _judged("random_direction", p <= max_p, p, reason, details)
 
 
 def downstream_cancels(
@@ -231,7 +224,7 @@ def downstream_cancels(
         f"baseline {r0:.3g}, add {r_add:.3g}, add + downstream ablation {r_both:.3g} "
         f"({'at least' if ok else 'less than'} half of the induced change cancelled)"
     )
-    return Verdict("downstream_ablation", "passed" if ok else "failed", r_both, reason, details)
+    return _judged("downstream_ablation", ok, r_both, reason, details)
 
 
 def direction_agreement(
