@@ -544,3 +544,26 @@ def test_status_shows_running_cases_and_an_eta(tmp_path: Path) -> None:
     alive = dataclasses.replace(status, running=({**running, "pid": os.getpid()},))
     assert "process is gone" not in format_status(alive)
     _json.dumps(running)
+
+
+SLOW_CASE = """
+import time
+
+
+def test_slow(record):
+    time.sleep(1.5)
+    record.rows([{"split": "benign", "prompt_id": "p1", "experiment": "slow", "n_tokens": 1}])
+"""
+
+
+def test_the_controller_reports_a_case_still_running(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from steering_reliability.records import progress
+
+    monkeypatch.setattr(progress, "WATCH_SECONDS", 0.4)
+    make_project(pytester, layers=(2,), alphas=(1.0,))
+    pytester.makepyfile(test_slow=SLOW_CASE)
+    run = run_inner(pytester, "test_slow.py", "--config", "sr.json", "-n", "1")
+    run.assert_outcomes(passed=1)
+    run.stdout.fnmatch_lines(["*... test_slow still running on gw0 for *"])

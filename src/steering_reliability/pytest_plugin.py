@@ -87,7 +87,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(recorder, "steering_reliability.recorder")
         from .records.progress import Progress
 
-        config.pluginmanager.register(Progress(config), "steering_reliability.progress")
+        def run_dir() -> str | None:  # read only: the watcher thread never plans a run
+            plan = recorder.current_plan
+            return None if plan is None else plan.run_dir
+
+        config.pluginmanager.register(Progress(config, run_dir), "steering_reliability.progress")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistHooks(recorder), "steering_reliability.xdist")
         if options.explicit:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +62,71 @@ def eta(done: int, total: int | None, elapsed: float) -> float | None:
     return (total - done) * elapsed / done
 
 
-class Progress:
-    """Controller plugin: a line per finished case with its rates, wall time and the run's ETA."""
+WATCH_SECONDS = 30.0  # how often the controller reports cases that are still running
 
-    def __init__(self, config: pytest.Config) -> None:
+
+class Progress:
+    """Controller plugin: a line per finished case with its rates, wall time and the run's ETA;
+    under xdist, every WATCH_SECONDS a line per case still running, from the workers' heartbeat
+    files (a long case shows its generation progress while it runs)."""
+
+    def __init__(self, config: pytest.Config, run_dir: Callable[[], str | None]) -> None:
         self.config = config
+        self.run_dir = run_dir
         self.total: int | None = None
         self.done = 0
         self.started = time.monotonic()
         self.durations: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """Emitted at the start: under xdist (the controller runs no test itself), watch the
+        heartbeat files in a daemon thread."""
+        workers = self.config.getoption("numprocesses", default=None)
+        if not workers or self.config.get_verbosity() < 0:
+            return
+        self._watcher = threading.Thread(target=self._watch, name="sr-progress", daemon=True)
+        self._watcher.start()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Emitted at the end: stop the watcher before the summary is written."""
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(WATCH_SECONDS):
+            try:
+                run_dir = self.run_dir()
+                beats = running_cases(run_dir) if run_dir else []
+            except Exception:  # the watcher must never break the session
+                continue
+            now = time.time()
+            lines = []
+            for r in beats:
+                ran = now - float(r.get("started", now))
+                if ran < WATCH_SECONDS:
+                    continue
+                gen = r.get("generation")
+                doing = f", generating {gen[0]}/{gen[1]} prompts" if isinstance(gen, list) else ""
+                lines.append(f"  ... {r.get('case_id')} still running on {r.get('worker')} "
+                             f"for {_clock(ran)}{doing}")  # fmt: skip
+            if lines:
+                self._write(lines)
+
+    def _write(self, lines: Sequence[str]) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            return
+        with self._lock:
+            tw: Any = getattr(reporter, "_tw", None)  # the progress dots leave the line open
+            if tw is not None and int(getattr(tw, "width_of_current_line", 0) or 0):
+                reporter.write("\n")
+            for line in lines:
+                reporter.write_line(line)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """Emitted after collection: the total, where the controller collects (no xdist)."""
@@ -112,12 +169,7 @@ class Progress:
         line = (f"[{self.done:>{len(total)}}/{total}] {name}  {detail}  "
                 f"({_clock(self.durations.get(report.nodeid, 0.0))}) | {_clock(elapsed)} elapsed"
                 + ("" if left is None else f", ETA {_clock(left)}"))  # fmt: skip
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            tw: Any = getattr(reporter, "_tw", None)  # the progress dots leave the line open
-            if tw is not None and int(getattr(tw, "width_of_current_line", 0) or 0):
-                reporter.write("\n")
-            reporter.write_line(line)
+        self._write([line])
 
 
 # ---------------------------------------------------------------- heartbeat files (workers)

@@ -60,6 +60,11 @@ class Recorder:
             self._resolved = resolve_for(self.config, self.options)
         return self._resolved
 
+    @property
+    def current_plan(self) -> RunPlan | None:
+        """The plan if it was already made (never makes one)."""
+        return self._plan
+
     def plan(self) -> RunPlan:
         """The run this session records into; decided once, here, for every worker."""
         if self._plan_error is not None:
