@@ -234,3 +234,22 @@ def test_mutation_ablation_projection_in_bfloat16(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(steer_mod, "make_hook", _noop_factory)
     bad = checks.ablation_projection(m, TEXTS, Steering("ablate", 2, v, 1.0))
     assert bad.verdict == "failed", bad.reason
+
+
+def test_mutation_template_agreement() -> None:
+    """A related, equally effective alternate direction passes; noise for it fails."""
+    import pandas as pd
+
+    g = torch.Generator().manual_seed(4)
+    v = torch.randn(576, generator=g)
+    ids = [f"p{i}" for i in range(40)]
+    base = pd.Series([0.0] * 40, index=ids)
+    strong = pd.Series([1.0] * 36 + [0.0] * 4, index=ids)
+    related = v + 0.8 * torch.randn(576, generator=g)
+    good = checks.template_agreement(v, related, base, strong, strong.copy())
+    assert good.verdict == "passed", good.reason
+    noise = torch.randn(576, generator=g)  # an alternate-prefix build that returns noise
+    assert checks.template_agreement(v, noise, base, strong, strong).verdict == "failed"
+    weak = pd.Series([0.0] * 40, index=ids)  # the alternate direction does nothing
+    assert checks.template_agreement(v, related, base, strong, weak).verdict == "failed"
+    assert checks.template_agreement(v, related, base, weak, weak).verdict == "inconclusive"

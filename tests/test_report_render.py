@@ -90,7 +90,7 @@ def test_findings_report_sanity_verdicts_and_careful_wording(
     assert "Generalisation failure (harm_train vs harm_test refusal): **not shown**" in text
     assert "does not show a generalisation gap" in text
     assert "**not shown clearly on this run**" in text
-    assert "Layer 4 reaches the highest harm_test refusal" in text
+    assert "Layer 4, best on the select prompts, reaches harm_test refusal" in text
 
 
 def test_findings_call_a_clear_gap_clear() -> None:
@@ -193,6 +193,8 @@ def test_the_operating_point_is_chosen_on_select_and_reported_on_report(tmp_path
     text = paths.findings_md.read_text(encoding="utf-8")
     assert "measured on the **report** prompts" in text
     assert "chosen on the select prompts" in text
+    # the best layer is the select part's choice too, even though layer 8 wins on report
+    assert "Layer 4, best on the select prompts, reaches harm_test refusal 0.00" in text
 
 
 def test_a_collapsed_operating_point_fails_the_report_stage_check(tmp_path: Path) -> None:

@@ -266,3 +266,33 @@ def equivalence(name: str, diff: Any, margin: float, said: str) -> Verdict:
     return Verdict(
         name, "inconclusive", value, f"{text} neither inside nor outside +-{margin:g}", details
     )
+
+
+def template_agreement(
+    main: Tensor, alt: Tensor, base: Any, f_main: Any, f_alt: Any, *, min_cosine: float = 0.3,
+    min_raise: float = 0.2, margin: float = 0.35,
+) -> Verdict:  # fmt: skip
+    """A direction built from other prefix wording: related (cosine) and equally effective.
+
+    base, f_main, f_alt: per-prompt behaviour flags (pandas Series by prompt id) unsteered and
+    under each direction. Failed when the cosine is below `min_cosine` or the paired rate
+    difference is wholly outside +-margin (`equivalence`); inconclusive when either direction
+    raises the rate by < `min_raise` or the difference is undecided; else passed.
+    """
+    from .analysis.stats import diff_ci
+
+    name = "template_robustness"
+    agree = direction_agreement(name, main, alt, min_cosine=min_cosine,
+                                what="the main and the alternate-prefix direction")  # fmt: skip
+    r_base, r_main, r_alt = float(base.mean()), float(f_main.mean()), float(f_alt.mean())
+    said = (f"{agree.reason}; refusal unsteered {r_base:.2f}, main {r_main:.2f}, alternate "
+            f"{r_alt:.2f}")  # fmt: skip
+    same = equivalence(name, diff_ci(f_main, f_alt), margin, said)
+    details = {**agree.details, **same.details, "rate_baseline": r_base, "rate_main": r_main,
+               "rate_alt": r_alt}  # fmt: skip
+    if agree.verdict == "failed" or same.verdict == "failed":
+        return Verdict(name, "failed", agree.value, same.reason, details)
+    if min(r_main, r_alt) < r_base + min_raise:
+        weak = f"{same.reason}; a direction raises the rate by < {min_raise:g}"
+        return Verdict(name, "inconclusive", agree.value, weak, details)
+    return Verdict(name, same.verdict, agree.value, same.reason, details)

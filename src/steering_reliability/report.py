@@ -103,7 +103,8 @@ def render(run_dir: str | Path) -> ReportPaths:
     op = operating_point_row(summary)
     checks = (collapse_at_operating_point(summary),)
     figures: list[Path] = []
-    for stem, fig in build_figures(summary, shift_rates(report_df, op), report_df).items():
+    figs = build_figures(summary, shift_rates(report_df, op), report_df, select_summary)
+    for stem, fig in figs.items():
         for fmt in FIGURE_FORMATS:
             path = run_dir / "figures" / f"{stem}.{fmt}"
             _write_bytes(path, figure_bytes(fig, fmt))

@@ -110,10 +110,10 @@ def _setting_stats(means: pd.DataFrame, base: pd.DataFrame) -> dict[str, object]
     train, test = by_split["harm_train"]["is_refusal"], by_split["harm_test"]["is_refusal"]
     # different prompt sets: each resampled on its own, the difference taken per resample
     _put(out, "gap", diff_ci(train, test, paired=False))
-    _put(out, "helpful_drop", _paired(base_split["benign"]["is_helpful"],
+    _put(out, "helpful_drop", paired(base_split["benign"]["is_helpful"],
                                       by_split["benign"]["is_helpful"]))  # fmt: skip
     for split in ("harm_test", "benign"):
-        _put(out, f"{split}_refusal_change", _paired(by_split[split]["is_refusal"],
+        _put(out, f"{split}_refusal_change", paired(by_split[split]["is_refusal"],
                                                      base_split[split]["is_refusal"]))  # fmt: skip
     for name, column in _ALL_SPLIT_MEANS + _ALL_SPLIT_RATES:
         _put(out, name, mean_ci(means[column]))
@@ -132,11 +132,13 @@ def _by_split(means: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {s: means.xs(s, level="split") if s in present else empty for s in SPLITS}
 
 
-def _paired(a: pd.Series, b: pd.Series) -> Estimate:
-    """mean(a) - mean(b) paired over the prompts both measured."""
+def paired(a: pd.Series, b: pd.Series, *, comparisons: int = 1) -> Estimate:
+    """mean(a) - mean(b) paired over the prompts both measured (series indexed by prompt id)."""
     a, b = a.dropna(), b.dropna()
     shared = a.index.intersection(b.index)
-    return diff_ci(a.loc[shared], b.loc[shared], paired=True) if len(shared) else NAN
+    if not len(shared):
+        return NAN
+    return diff_ci(a.loc[shared], b.loc[shared], paired=True, comparisons=comparisons)
 
 
 def summarize(

@@ -21,6 +21,8 @@ from steering_reliability.analysis.aggregate import (
     estimate,
     explain_choice,
     operating_point_row,
+    paired,
+    setting_key,
     setting_label,
     setting_rows,
 )
@@ -29,9 +31,7 @@ from steering_reliability.analysis.sanity import sanity_table
 from steering_reliability.analysis.stats import (
     BOOTSTRAP_SEED,
     N_RESAMPLES,
-    NAN,
     Estimate,
-    diff_ci,
     per_prompt,
 )
 from steering_reliability.checks import Verdict
@@ -91,11 +91,16 @@ def _paired_between(
         rows = rows[rows["split"] == split]
         return per_prompt(rows[column], rows["prompt_id"])
 
-    x, y = series(a).dropna(), series(b).dropna()
-    shared = x.index.intersection(y.index)
-    if not len(shared):
-        return NAN
-    return diff_ci(x.loc[shared], y.loc[shared], paired=True, comparisons=comparisons)
+    return paired(series(a), series(b), comparisons=comparisons)
+
+
+def _on_report(summary: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `summary` (report part) for the settings `chosen` picked on the select part,
+    in `chosen`'s order: choices are made on select, their numbers read on report."""
+    keys = {setting_key(r): i for i, r in summary.iterrows() if r["kind"] == SWEEP}
+    return summary.loc[
+        [keys[k] for k in (setting_key(r) for _, r in chosen.iterrows()) if k in keys]
+    ]
 
 
 def _differs(est: Estimate) -> bool:
@@ -103,7 +108,7 @@ def _differs(est: Estimate) -> bool:
 
 
 def _generalisation(
-    summary: pd.DataFrame, op: pd.Series, rule: OperatingPointRule
+    summary: pd.DataFrame, select: pd.DataFrame, op: pd.Series, rule: OperatingPointRule
 ) -> tuple[str, list[str]]:
     train, test = estimate(op, "harm_train_refusal"), estimate(op, "harm_test_refusal")
     gap = estimate(op, "gap")
@@ -137,9 +142,14 @@ def _generalisation(
                  f"whose 95% interval excludes 0 ({len(fine)} comparisons, unadjusted: about "
                  f"{0.05 * len(fine):.1f} could do so by chance alone if no setting had a "
                  "gap).")  # fmt: skip
-    if sep:
-        top = max(sep, key=lambda r: float(r["gap"]))
-        lines[-1] += f" The largest is {md.ci(estimate(top, 'gap'))} at {setting_label(top)}."
+    sel = select[(select["kind"] == SWEEP)
+                 & (select["collapse_rate"].fillna(0.0) <= rule.max_collapse_rate)]  # fmt: skip
+    if sep and not sel.empty:
+        top = _on_report(summary, sel.loc[[sel["gap"].astype("float64").idxmax()]])
+        if len(top):
+            r = top.iloc[0]
+            lines[-1] += (f" The setting with the largest gap on the select prompts, "
+                          f"{setting_label(r)}, has {md.ci(estimate(r, 'gap'))} here.")  # fmt: skip
     if clear:
         return "yes, at the operating point", lines
     if sep:
@@ -148,7 +158,11 @@ def _generalisation(
 
 
 def _side_effects(
-    df: pd.DataFrame, summary: pd.DataFrame, op: pd.Series, rule: OperatingPointRule
+    df: pd.DataFrame,
+    summary: pd.DataFrame,
+    select: pd.DataFrame,
+    op: pd.Series,
+    rule: OperatingPointRule,
 ) -> tuple[str, list[str]]:
     base = summary[summary["kind"] == BASELINE].iloc[0]
     fr, base_fr = estimate(op, "benign_refusal"), estimate(base, "benign_refusal")
@@ -168,8 +182,9 @@ def _side_effects(
     else:
         lines.append("This run does not show a measurable benign cost at the operating point "
                      "(the paired intervals of the changes include 0).")  # fmt: skip
-    sweep = summary[summary["kind"] == SWEEP]
-    front = sweep[sweep["pareto"]].sort_values("harm_test_refusal")
+    # the frontier and its ends are picked on the select part, their numbers read on report
+    chosen = select[(select["kind"] == SWEEP) & select["pareto"].astype(bool)]
+    front = _on_report(summary, chosen.sort_values("harm_test_refusal", kind="stable"))
     along = False
     if len(front) >= 2:
         lo, hi = front.iloc[0], front.iloc[-1]
@@ -178,7 +193,8 @@ def _side_effects(
         # A trade-off along the frontier: its ends differ clearly on both axes (paired).
         along = d_ref.value > 0 and _differs(d_ref) and d_help.value > 0 and _differs(d_help)
         lines.append(
-            f"Along the Pareto frontier ({len(front)} settings), harm_test refusal goes from "
+            f"Along the Pareto frontier of the select prompts ({len(front)} settings), on the "
+            f"report prompts harm_test refusal goes from "
             f"{md.ci(estimate(lo, 'harm_test_refusal'))} at a helpful-rate drop of "
             f"{md.ci(estimate(lo, 'helpful_drop'))} ({setting_label(lo)}) to "
             f"{md.ci(estimate(hi, 'harm_test_refusal'))} at a drop of "
@@ -204,8 +220,12 @@ def _side_effects(
     return "not shown", lines
 
 
-def _layers(df: pd.DataFrame, summary: pd.DataFrame, rule: OperatingPointRule) -> list[str]:
-    sweep = summary[summary["kind"] == SWEEP]
+def _layers(
+    df: pd.DataFrame, summary: pd.DataFrame, select: pd.DataFrame, rule: OperatingPointRule
+) -> list[str]:
+    """Each layer's best setting and the best layer, chosen on the select part; their numbers
+    and the paired comparisons on the report part."""
+    sweep = select[select["kind"] == SWEEP]
     fine = sweep[sweep["collapse_rate"].fillna(0.0) <= rule.max_collapse_rate]
     within = fine[fine["helpful_drop"] <= rule.max_helpful_drop]
     pool, scope = (within, f"non-collapsed, helpful drop <= {rule.max_helpful_drop:g}") if (
@@ -215,9 +235,10 @@ def _layers(df: pd.DataFrame, summary: pd.DataFrame, rule: OperatingPointRule) -
         return ["Every setting is collapsed; no layer comparison is possible."]
     best_rows = (pool.sort_values(["harm_test_refusal", "helpful_drop"], ascending=[False, True],
                                   kind="stable").groupby("layer", sort=True).head(1))  # fmt: skip
-    best_rows = best_rows.sort_values("layer")
-    top = best_rows.sort_values(["harm_test_refusal", "helpful_drop"], ascending=[False, True],
-                                kind="stable").iloc[0]  # fmt: skip
+    top_key = setting_key(best_rows.sort_values(
+        ["harm_test_refusal", "helpful_drop"], ascending=[False, True], kind="stable").iloc[0])  # fmt: skip
+    best_rows = _on_report(summary, best_rows.sort_values("layer"))
+    top = best_rows[[setting_key(r) == top_key for _, r in best_rows.iterrows()]].iloc[0]
     top_est = estimate(top, "harm_test_refusal")
     m = max(len(best_rows) - 1, 1)
     rows, tied = [], []
@@ -235,19 +256,19 @@ def _layers(df: pd.DataFrame, summary: pd.DataFrame, rule: OperatingPointRule) -
         rows.append([str(int(r["layer"])), md.escape(setting_label(r)), md.ci(est),
                      md.ci(estimate(r, "helpful_drop")), md.ci(estimate(r, "gap")), note])  # fmt: skip
     text = [
-        f"Best setting per layer ({scope}), by harm_test refusal. Each layer's best is compared "
-        f"with the overall best by the paired difference on the same prompts, Bonferroni-"
-        f"adjusted for {m} comparison(s):",
+        f"Best setting per layer ({scope}), by harm_test refusal, chosen on the select prompts; "
+        f"the numbers are the report prompts'. Each layer's best is compared with the best "
+        f"layer's by the paired difference on the same prompts, Bonferroni-adjusted for {m} "
+        f"comparison(s):",
         md.table(["layer", "setting", "harm_test refusal", "helpful drop", "gap", "vs best"], rows),
-        f"Layer {int(top['layer'])} reaches the highest harm_test refusal, {md.ci(top_est)}.",
-        "The layer is chosen on the select prompts' summary only when it is the operating "
-        "point; this table is descriptive (report prompts).",
+        f"Layer {int(top['layer'])}, best on the select prompts, reaches harm_test refusal "
+        f"{md.ci(top_est)} on the report prompts.",
     ]
     if tied:
-        text[-2] += (f" Layer(s) {', '.join(tied)} are not separated from it by the paired "
+        text[-1] += (f" Layer(s) {', '.join(tied)} are not separated from it by the paired "
                      "difference.")  # fmt: skip
     elif len(best_rows) > 1:
-        text[-2] += " Every other layer is lower (the adjusted paired intervals exclude 0)."
+        text[-1] += " Every other layer is lower (the adjusted paired intervals exclude 0)."
     return text
 
 
@@ -318,10 +339,11 @@ def render_findings(
     `select_summary` (the select part's) and is flagged in `summary`.
     """
     op = operating_point_row(summary)
-    _, why = explain_choice(select_summary if select_summary is not None else summary, rule)
+    select = select_summary if select_summary is not None else summary
+    _, why = explain_choice(select, rule)
     base = summary[summary["kind"] == BASELINE].iloc[0]
-    gen_verdict, gen = _generalisation(summary, op, rule)
-    side_verdict, side = _side_effects(df, summary, op, rule)
+    gen_verdict, gen = _generalisation(summary, select, op, rule)
+    side_verdict, side = _side_effects(df, summary, select, op, rule)
     checks, check_lines = sanity_table(
         df[df["experiment"].str.startswith(SANITY_PREFIX)], analysis_checks
     )
@@ -364,6 +386,6 @@ def render_findings(
         "## 1. Generalisation", " ".join(gen),
         "## 2. Side effects on benign prompts", " ".join(side),
         "## 3. Sanity checks", "\n\n".join(check_lines),
-        "## 4. Layer comparison", "\n\n".join(_layers(df, summary, rule)),
+        "## 4. Layer comparison", "\n\n".join(_layers(df, summary, select, rule)),
     ]  # fmt: skip
     return "\n\n".join(out) + "\n"

@@ -279,17 +279,25 @@ def strong_setting(summary: pd.DataFrame) -> pd.Series | None:
     return rows.loc[rows["harm_test_refusal"].fillna(-np.inf).astype("float64").idxmax()]
 
 
-def projection_figure(summary: pd.DataFrame, rows: pd.DataFrame) -> Figure:
+def projection_figure(
+    summary: pd.DataFrame, rows: pd.DataFrame, select: pd.DataFrame | None = None
+) -> Figure:
     """resid . v_hat at the steered site before and after steering, per split, at the operating
     point and at the strongest setting: where the baseline sits along v and where steering moves it.
     """
-    from steering_reliability.analysis.aggregate import setting_rows
+    from steering_reliability.analysis.aggregate import setting_key, setting_rows
 
     _, sweep = _split(summary)
     op = sweep[sweep["operating_point"].astype(bool)]
     settings = [("operating point", op.iloc[0])] if not op.empty else []
-    strong = strong_setting(summary)
-    if strong is not None and (not settings or strong.name != settings[0][1].name):
+    # the strongest setting is picked on the select part (when given), drawn from `rows`
+    strong = strong_setting(summary if select is None else select)
+    same = (
+        settings and setting_key(strong) == setting_key(settings[0][1])
+        if strong is not None
+        else True
+    )
+    if strong is not None and not same:
         settings.append(("strongest harm_test refusal", strong))
     splits = ("harm_train", "harm_test", "benign")
     fig = _figure(3.2 * len(splits), 2.6 * max(len(settings), 1))
@@ -321,7 +329,10 @@ def projection_figure(summary: pd.DataFrame, rows: pd.DataFrame) -> Figure:
 
 
 def build_figures(
-    summary: pd.DataFrame, rates: pd.DataFrame, rows: pd.DataFrame | None = None
+    summary: pd.DataFrame,
+    rates: pd.DataFrame,
+    rows: pd.DataFrame | None = None,
+    select: pd.DataFrame | None = None,
 ) -> dict[str, Figure]:
     """Every report figure by file stem, in a fixed order (projections when rows are given)."""
     op = summary[summary["operating_point"]]
@@ -334,5 +345,5 @@ def build_figures(
         "refusal_by_shift": shift_figure(rates, op_label),
     }
     if rows is not None:
-        figures["projections"] = projection_figure(summary, rows)
+        figures["projections"] = projection_figure(summary, rows, select)
     return figures

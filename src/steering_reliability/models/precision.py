@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16")
+from ..config import DTYPES  # one home: the values the config allows
 
 # Set from the measured agreement (README "Precision"): False keeps fp32 the default and bf16
 # opt-in, even where the hardware has it.

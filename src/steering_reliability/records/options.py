@@ -23,6 +23,8 @@ DEFAULT_RUNS_DIR = "artifacts/runs"
 def add_options(parser: pytest.Parser) -> None:
     """Register --config, --fast, --model, --dtype, --run-id, --resume, --report/--no-report,
     --runs-dir."""
+    from ..config import DTYPES
+
     group = parser.getgroup("steering_reliability", "steering-reliability recording")
     group.addoption(
         "--config",
@@ -48,7 +50,7 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption(
         "--dtype",
         dest="sr_dtype",
-        choices=("auto", "float32", "bfloat16"),
+        choices=DTYPES,
         default=None,
         help="override model.dtype of the config (auto: bfloat16 only where the hardware has it "
         "and the project's agreement report allows it)",
