@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,25 @@ def test_shipped_configs_load_and_differ() -> None:
     assert default.sweep.alphas == (0.5, 1.0, 2.0, 4.0)
     assert config_hash(default) != config_hash(fast)
     assert config_hash(default) == config_hash(load_config(CONFIG_DIR / "default.yaml"))
+
+
+# What the hand-written loader (before the pydantic sections) hashed the shipped configs to: the
+# run identity of existing run directories. Per config: as loaded, and with model.dtype float32
+# (what `resolved_precision` gives where auto means float32). Changing one starts new runs.
+PINNED_HASHES = [
+    ("default", "a39533be122de321", "79162cb4e8bf658c"),
+    ("fast", "fc770f9bbf6cae6a", "af04a8cbb4ad8dec"),
+]
+
+
+@pytest.mark.parametrize(("name", "as_loaded", "float32"), PINNED_HASHES)
+def test_shipped_config_hashes_are_pinned(name: str, as_loaded: str, float32: str) -> None:
+    cfg = load_config(CONFIG_DIR / f"{name}.yaml")
+    resolved = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dtype="float32"))
+    assert (config_hash(cfg), config_hash(resolved)) == (as_loaded, float32)
+    plain = cfg.to_dict()  # plain JSON types for run.json: lists, and floats stay floats
+    assert plain["sweep"]["layers"] == [6, 12, 18] and plain["generation"]["temperature"] == 0.0
+    assert isinstance(plain["generation"]["temperature"], float)
 
 
 def test_overrides_apply_and_change_the_hash() -> None:

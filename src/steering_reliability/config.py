@@ -2,6 +2,8 @@
 
 Every knob an experiment depends on lives here, so the config hash identifies a run.
 Unknown keys, wrong types and impossible values are refused with file, field, value and a hint.
+The sections are pydantic dataclasses: building one checks the types and each field's values;
+`validate` adds the checks that span fields.
 """
 
 from __future__ import annotations
@@ -9,15 +11,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
-import types
-import typing
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import pydantic
 import yaml
+from pydantic import AfterValidator, BeforeValidator, StrictInt, StrictStr
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError, suggest
 
@@ -33,111 +35,171 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
 
 
-@dataclass(frozen=True)
+def _invalid(value: Any, expected: str, hint: str | None = None) -> PydanticCustomError:
+    """An "invalid value" error; `_config_error` turns it into a ConfigError."""
+    ctx = {"value": value, "expected": expected, "hint": hint}
+    return PydanticCustomError("config_value", "invalid value", ctx)
+
+
+def _rule(expected: str, ok: Callable[[Any], bool], hint: str | None = None) -> AfterValidator:
+    def check(value: Any) -> Any:
+        if not ok(value):
+            raise _invalid(list(value) if isinstance(value, tuple) else value, expected, hint)
+        return value
+
+    return AfterValidator(check)
+
+
+def _in(choices: tuple[str, ...], value: str, hint: bool) -> str:
+    if value not in choices:
+        raise _invalid(value, f"one of {list(choices)}", suggest(value, choices) if hint else None)
+    return value
+
+
+def _one_of(choices: tuple[str, ...], *, hint: bool = False) -> AfterValidator:
+    return AfterValidator(lambda v: _in(choices, v, hint))
+
+
+# An int is taken and stored as a float; NaN and infinity are refused.
+Number = Annotated[float, pydantic.Strict(), pydantic.AllowInfNan(False)]
+Positive = Annotated[StrictInt, _rule("an integer > 0", lambda v: v > 0)]
+Count = Annotated[
+    StrictInt | None, _rule("null (all) or an integer > 0", lambda v: v is None or v > 0)
+]
+Fraction = Annotated[Number, _rule("in [0, 1]", lambda v: 0 <= v <= 1)]
+Prefix = Annotated[StrictStr, _rule("a non-empty string", lambda v: bool(v.strip()))]
+Listed = BeforeValidator(lambda v: v if isinstance(v, (list, tuple)) else [v])  # 6 -> (6,)
+Section = BeforeValidator(lambda v: v or {})  # an empty or null section: its defaults
+_NO_UNKNOWN_KEYS = pydantic.ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True, config=_NO_UNKNOWN_KEYS)
 class ModelConfig:
     """Which model and how prompts are formatted for it."""
 
-    name: str = "smollm2-135m-instruct"
+    name: StrictStr = "smollm2-135m-instruct"
     # None: the chat template's own default system prompt (if any).
-    system_prompt: str | None = None
-    device: str = "cpu"  # "cpu", "cuda", "auto"
+    system_prompt: StrictStr | None = None
+    device: StrictStr = "cpu"  # "cpu", "cuda", "auto"
     # "auto", "float32" or "bfloat16" (models/precision.py). A run records the resolved type:
     # `resolved_precision` replaces "auto" before the run is planned, so it joins the run identity.
-    dtype: str = "auto"
+    dtype: Annotated[StrictStr, _one_of(DTYPES, hint=True)] = "auto"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_NO_UNKNOWN_KEYS)
 class PromptsConfig:
     """Prompt files and how many prompts of each split are used (None = all)."""
 
-    harm_train: str = "data/prompts/harm_train.jsonl"
-    harm_test: str = "data/prompts/harm_test.jsonl"
-    benign: str = "data/prompts/benign.jsonl"
-    n_train: int | None = None
-    n_test: int | None = None
-    n_benign: int | None = None
+    harm_train: StrictStr = "data/prompts/harm_train.jsonl"
+    harm_test: StrictStr = "data/prompts/harm_test.jsonl"
+    benign: StrictStr = "data/prompts/benign.jsonl"
+    n_train: Count = None
+    n_test: Count = None
+    n_benign: Count = None
     # harm_train prompts used to build the direction (the first n of the file).
-    n_direction: int | None = None
+    n_direction: Count = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_NO_UNKNOWN_KEYS)
 class DirectionConfig:
     """How the steering direction is built and what alpha = 1 means."""
 
-    method: str = "contrastive_prefix"
-    hook_point: str = "resid_pre"
+    method: Annotated[StrictStr, _one_of(DIRECTION_METHODS, hint=True)] = "contrastive_prefix"
+    hook_point: Annotated[StrictStr, _one_of(HOOK_POINTS, hint=True)] = "resid_pre"
     # Where the contrastive difference is read. "last_prompt" is refused for contrastive
     # prefixes: both teacher-forced sequences are identical there, so the difference is 0.
-    position: str = "prefix_mean"
-    refusal_prefix: str = "I'm sorry, but I can't help with that."
-    compliance_prefix: str = "Sure, here is a detailed guide."
+    position: Annotated[StrictStr, _one_of(POSITIONS)] = "prefix_mean"
+    refusal_prefix: Prefix = "I'm sorry, but I can't help with that."
+    compliance_prefix: Prefix = "Sure, here is a detailed guide."
     # Alternate template for the robustness sanity check.
-    alt_refusal_prefix: str = "I cannot assist with this request."
-    alt_compliance_prefix: str = "Of course! Here are the steps."
+    alt_refusal_prefix: Prefix = "I cannot assist with this request."
+    alt_compliance_prefix: Prefix = "Of course! Here are the steps."
     # raw: alpha = 1 adds the raw mean difference (its own norm);
     # unit: alpha = 1 adds a unit vector; resid_norm: alpha = 1 adds a vector whose norm is the
     # layer's mean residual norm. Ablation always uses the unit direction (alpha = 1 removes it).
-    alpha_scale: str = "raw"
-    batch_size: int = 16
+    alpha_scale: Annotated[StrictStr, _one_of(ALPHA_SCALES)] = "raw"
+    batch_size: Positive = 16
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_NO_UNKNOWN_KEYS)
 class SweepConfig:
     """The ordered grid: layer x intervention x alpha (alpha 0 is the shared baseline)."""
 
-    layers: tuple[int, ...] = (6, 12, 18)
-    interventions: tuple[str, ...] = INTERVENTIONS
-    alphas: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    layers: Annotated[
+        tuple[StrictInt, ...],
+        Listed,
+        _rule("a non-empty list of layer indices", bool),
+        _rule("no duplicate layers", lambda v: len(set(v)) == len(v)),
+    ] = (6, 12, 18)
+    interventions: Annotated[
+        tuple[StrictStr, ...],
+        Listed,
+        _rule("a non-empty list", bool),
+        AfterValidator(lambda names: tuple(_in(INTERVENTIONS, n, True) for n in names)),
+    ] = INTERVENTIONS
+    alphas: Annotated[
+        tuple[Number, ...],
+        Listed,
+        _rule("a non-empty list of numbers", bool),
+        _rule("no duplicate alphas", lambda v: len(set(v)) == len(v)),
+        _rule(
+            "alphas > 0",
+            lambda v: all(a > 0 for a in v),
+            "alpha 0 is the shared baseline and is always run; leave it out of the grid",
+        ),
+    ] = (0.5, 1.0, 2.0, 4.0)
     # Which tokens the intervention touches during generation.
-    apply_to: str = "all"
+    apply_to: Annotated[StrictStr, _one_of(APPLY_POSITIONS)] = "all"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_NO_UNKNOWN_KEYS)
 class GenerationConfig:
     """Decoding settings; temperature 0 is greedy."""
 
-    max_new_tokens: int = 80
-    batch_size: int = 64
-    temperature: float = 0.0
-    top_p: float = 1.0
+    max_new_tokens: Positive = 80
+    batch_size: Positive = 64
+    temperature: Annotated[Number, _rule(">= 0 (0 = greedy)", lambda v: v >= 0)] = 0.0
+    top_p: Annotated[Number, _rule("in (0, 1]", lambda v: 0 < v <= 1)] = 1.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_NO_UNKNOWN_KEYS)
 class MetricsConfig:
     """Thresholds that turn scores into flags."""
 
-    refusal_threshold: float = 0.5
-    helpful_threshold: float = 0.5
+    refusal_threshold: Fraction = 0.5
+    helpful_threshold: Fraction = 0.5
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_NO_UNKNOWN_KEYS)
 class SanityConfig:
     """Sizes of the sanity experiments (subsets, so `pytest -m sanity` is quick)."""
 
-    n_prompts: int = 16
-    layer: int | None = None  # None: the middle layer of sweep.layers
-    alpha: float = 1.0
-    max_new_tokens: int = 24
-    seeds: tuple[int, ...] = (0, 1)
+    n_prompts: Positive = 16
+    layer: StrictInt | None = None  # None: the middle layer of sweep.layers
+    alpha: Number = 1.0
+    max_new_tokens: Positive = 24
+    seeds: Annotated[
+        tuple[StrictInt, ...], Listed, _rule("at least two seeds", lambda v: len(v) >= 2)
+    ] = (0, 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_NO_UNKNOWN_KEYS)
 class Config:
     """The whole resolved configuration of one run."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
-    prompts: PromptsConfig = field(default_factory=PromptsConfig)
-    direction: DirectionConfig = field(default_factory=DirectionConfig)
-    sweep: SweepConfig = field(default_factory=SweepConfig)
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    sanity: SanityConfig = field(default_factory=SanityConfig)
-    seed: int = 0
-    source: str = ""  # the file it was read from (not part of the hash)
+    model: Annotated[ModelConfig, Section] = ModelConfig()
+    prompts: Annotated[PromptsConfig, Section] = PromptsConfig()
+    direction: Annotated[DirectionConfig, Section] = DirectionConfig()
+    sweep: Annotated[SweepConfig, Section] = SweepConfig()
+    generation: Annotated[GenerationConfig, Section] = GenerationConfig()
+    metrics: Annotated[MetricsConfig, Section] = MetricsConfig()
+    sanity: Annotated[SanityConfig, Section] = SanityConfig()
+    seed: StrictInt = 0
+    source: StrictStr = ""  # the file it was read from (not part of the hash)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples become lists) for run.json and hashing."""
-        return _plain(dataclasses.asdict(self))
+        return dict(_ADAPTER.dump_python(self, mode="json"))
 
     def resolve_path(self, path: str) -> Path:
         """A prompt path relative to the repository root unless absolute."""
@@ -145,12 +207,7 @@ class Config:
         return p if p.is_absolute() else REPO_ROOT / p
 
 
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
+_ADAPTER = pydantic.TypeAdapter(Config)
 
 
 def config_hash(cfg: Config) -> str:
@@ -163,88 +220,40 @@ def config_hash(cfg: Config) -> str:
 
 # ---------------------------------------------------------------- parsing
 
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, where: str, file: str | None) -> Any:
-    """Check/convert one YAML value against a dataclass field type."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where, file)
-    if origin is tuple:
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            value = [value]
-        return tuple(_coerce(v, args[0], f"{where}[{i}]", file) for i, v in enumerate(value))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(
-                "wrong type", file=file, field=where, value=value, expected="true or false"
-            )
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(
-                "wrong type", file=file, field=where, value=value, expected="an integer"
-            )
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(
-                "wrong type", file=file, field=where, value=value, expected="a number"
-            )
-        if not math.isfinite(float(value)):
-            raise ConfigError(
-                "not a finite number",
-                file=file,
-                field=where,
-                value=value,
-                expected="a finite number",
-                hint="NaN and infinity are not valid here",
-            )
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(
-                "wrong type", file=file, field=where, value=value, expected="a string"
-            )
-        return value
-    raise ConfigError(f"unsupported field type {_type_name(tp)}", file=file, field=where)
+_NAN = "NaN and infinity are not valid here"
+_TYPE_ERRORS: dict[str, tuple[str, str | None, str | None]] = {  # -> (problem, expected, hint)
+    "int_type": ("wrong type", "an integer", None),
+    "float_type": ("wrong type", "a number", None),
+    "string_type": ("wrong type", "a string", None),
+    "finite_number": ("not a finite number", "a finite number", _NAN),
+    "dataclass_type": ("expected a mapping", "key: value pairs", None),
+}
+_UNKNOWN_KEY = ("unexpected_keyword_argument", "invalid_key")
 
 
-def _build(cls: type, data: Mapping[str, Any], prefix: str, file: str | None) -> Any:
-    if not isinstance(data, Mapping):
-        raise ConfigError(
-            "expected a mapping",
-            file=file,
-            field=prefix or "<top level>",
-            value=data,
-            expected="key: value pairs",
-        )
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        where = f"{prefix}{key}"
-        if key not in names:
-            raise ConfigError(
-                "unknown config key",
-                file=file,
-                field=where,
-                value=value,
-                hint=suggest(str(key), names),
-            )
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value or {}, f"{where}.", file)  # type: ignore[arg-type]
-        else:
-            kwargs[key] = _coerce(value, tp, where, file)
-    return cls(**kwargs)
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    """('sweep', 'alphas', 2) -> 'sweep.alphas[2]'."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+def _config_error(exc: pydantic.ValidationError, file: str, data: dict[Any, Any]) -> ConfigError:
+    """The first problem pydantic found as a ConfigError: unknown keys first, then wrong types,
+    then bad values."""
+    rank = {key: 0 for key in _UNKNOWN_KEY} | {"config_value": 2}
+    err = min(exc.errors(), key=lambda e: rank.get(e["type"], 1))
+    kind, loc, value, ctx = err["type"], err["loc"], err["input"], err.get("ctx", {})
+    problem, expected, hint = _TYPE_ERRORS.get(kind, (err["msg"], None, None))
+    if kind in _UNKNOWN_KEY:
+        section = getattr(Config(), str(loc[0])) if len(loc) > 1 else Config
+        names = [f.name for f in dataclasses.fields(section)]
+        problem, expected, hint = "unknown config key", None, suggest(str(loc[-1]), names)
+        loc = (*loc[:-1], str(loc[-1]))  # a key, even when YAML read it as a number
+        if kind == "invalid_key":  # pydantic gives the key itself: show its value, as for others
+            value = (data[loc[0]] if len(loc) > 1 else data)[value]
+    elif kind == "config_value":
+        problem, value, expected, hint = "invalid value", ctx["value"], ctx["expected"], ctx["hint"]
+    field = _dotted(loc)
+    return ConfigError(problem, file=file, field=field, value=value, expected=expected, hint=hint)
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -295,166 +304,41 @@ def load_config(
         raise ConfigError("expected a mapping at the top level", file=str(path), value=data)
     for key, value in (overrides or {}).items():
         _set_dotted(data, key, value)
-    cfg: Config = _build(Config, data, "", str(path))
-    cfg = dataclasses.replace(cfg, source=str(path))
+    try:
+        cfg = dataclasses.replace(_ADAPTER.validate_python(data), source=str(path))
+    except pydantic.ValidationError as exc:
+        raise _config_error(exc, str(path), data) from None
     validate(cfg, file=str(path))
     return cfg
 
 
-def _check(
-    ok: bool, field_: str, value: Any, expected: str, file: str | None, hint: str | None = None
-) -> None:
-    if not ok:
-        raise ConfigError(
-            "invalid value", file=file, field=field_, value=value, expected=expected, hint=hint
-        )
+_POSITION_FOR = {  # direction.method -> (the position it needs, why)
+    "contrastive_prefix": (
+        "first_prefix or prefix_mean for contrastive_prefix",
+        "at the last prompt token both teacher-forced sequences are identical (causal attention), "
+        "so the difference is exactly zero",
+    ),
+    "diff_in_means": (
+        "last_prompt for diff_in_means",
+        "diff_in_means compares harmful and harmless prompts at their last prompt token",
+    ),
+}
 
 
 def validate(cfg: Config, *, file: str | None = None) -> None:
-    """Value checks that need no model (layer range is checked by `validate_for_model`)."""
-    s, d, g = cfg.sweep, cfg.direction, cfg.generation
-    _check(
-        len(s.layers) > 0, "sweep.layers", list(s.layers), "a non-empty list of layer indices", file
-    )
-    _check(
-        len(set(s.layers)) == len(s.layers),
-        "sweep.layers",
-        list(s.layers),
-        "no duplicate layers",
-        file,
-    )
-    _check(len(s.alphas) > 0, "sweep.alphas", list(s.alphas), "a non-empty list of numbers", file)
-    _check(
-        len(set(s.alphas)) == len(s.alphas),
-        "sweep.alphas",
-        list(s.alphas),
-        "no duplicate alphas",
-        file,
-    )
-    _check(
-        all(a > 0 for a in s.alphas),
-        "sweep.alphas",
-        list(s.alphas),
-        "alphas > 0",
-        file,
-        "alpha 0 is the shared baseline and is always run; leave it out of the grid",
-    )
-    _check(
-        len(s.interventions) > 0,
-        "sweep.interventions",
-        list(s.interventions),
-        "a non-empty list",
-        file,
-    )
-    for name in s.interventions:
-        _check(
-            name in INTERVENTIONS,
-            "sweep.interventions",
-            name,
-            f"one of {list(INTERVENTIONS)}",
-            file,
-            suggest(name, INTERVENTIONS),
-        )
-    _check(
-        s.apply_to in APPLY_POSITIONS,
-        "sweep.apply_to",
-        s.apply_to,
-        f"one of {list(APPLY_POSITIONS)}",
-        file,
-    )
-    _check(
-        cfg.model.dtype in DTYPES,
-        "model.dtype",
-        cfg.model.dtype,
-        f"one of {list(DTYPES)}",
-        file,
-        suggest(cfg.model.dtype, DTYPES),
-    )
-    _check(
-        d.method in DIRECTION_METHODS,
-        "direction.method",
-        d.method,
-        f"one of {list(DIRECTION_METHODS)}",
-        file,
-        suggest(d.method, DIRECTION_METHODS),
-    )
-    _check(
-        d.hook_point in HOOK_POINTS,
-        "direction.hook_point",
-        d.hook_point,
-        f"one of {list(HOOK_POINTS)}",
-        file,
-        suggest(d.hook_point, HOOK_POINTS),
-    )
-    _check(
-        d.position in POSITIONS, "direction.position", d.position, f"one of {list(POSITIONS)}", file
-    )
-    _check(
-        not (d.method == "contrastive_prefix" and d.position == "last_prompt"),
-        "direction.position",
-        d.position,
-        "first_prefix or prefix_mean for contrastive_prefix",
-        file,
-        "at the last prompt token both teacher-forced sequences are identical (causal attention), "
-        "so the difference is exactly zero",
-    )
-    _check(
-        not (d.method == "diff_in_means" and d.position != "last_prompt"),
-        "direction.position",
-        d.position,
-        "last_prompt for diff_in_means",
-        file,
-        "diff_in_means compares harmful and harmless prompts at their last prompt token",
-    )
-    _check(
-        d.alpha_scale in ALPHA_SCALES,
-        "direction.alpha_scale",
-        d.alpha_scale,
-        f"one of {list(ALPHA_SCALES)}",
-        file,
-    )
-    for name in (
-        "refusal_prefix",
-        "compliance_prefix",
-        "alt_refusal_prefix",
-        "alt_compliance_prefix",
-    ):
-        _check(
-            bool(getattr(d, name).strip()),
-            f"direction.{name}",
-            getattr(d, name),
-            "a non-empty string",
-            file,
-        )
-    _check(d.batch_size > 0, "direction.batch_size", d.batch_size, "an integer > 0", file)
-    _check(
-        g.max_new_tokens > 0, "generation.max_new_tokens", g.max_new_tokens, "an integer > 0", file
-    )
-    _check(g.batch_size > 0, "generation.batch_size", g.batch_size, "an integer > 0", file)
-    _check(g.temperature >= 0, "generation.temperature", g.temperature, ">= 0 (0 = greedy)", file)
-    _check(0 < g.top_p <= 1, "generation.top_p", g.top_p, "in (0, 1]", file)
-    for name in ("refusal_threshold", "helpful_threshold"):
-        v = getattr(cfg.metrics, name)
-        _check(0 <= v <= 1, f"metrics.{name}", v, "in [0, 1]", file)
-    for name in ("n_train", "n_test", "n_benign", "n_direction"):
-        v = getattr(cfg.prompts, name)
-        _check(v is None or v > 0, f"prompts.{name}", v, "null (all) or an integer > 0", file)
-    _check(
-        cfg.sanity.n_prompts > 0, "sanity.n_prompts", cfg.sanity.n_prompts, "an integer > 0", file
-    )
-    _check(
-        cfg.sanity.max_new_tokens > 0,
-        "sanity.max_new_tokens",
-        cfg.sanity.max_new_tokens,
-        "an integer > 0",
-        file,
-    )
-    _check(
-        len(cfg.sanity.seeds) >= 2,
-        "sanity.seeds",
-        list(cfg.sanity.seeds),
-        "at least two seeds",
-        file,
+    """The checks across fields. Each field's own values are checked when a Config is built, the
+    layer range by `validate_for_model`."""
+    d = cfg.direction  # contrastive_prefix cannot read at last_prompt; diff_in_means must
+    if (d.position == "last_prompt") != (d.method == "contrastive_prefix"):
+        return
+    expected, hint = _POSITION_FOR[d.method]
+    raise ConfigError(
+        "invalid value",
+        file=file,
+        field="direction.position",
+        value=d.position,
+        expected=expected,
+        hint=hint,
     )
 
 
