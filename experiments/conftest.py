@@ -47,6 +47,37 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Any:
+    """The baseline is recorded once, by test_baseline, and every case that reads it is compared
+    with it: a selection (`-k layer12`, `-m sanity`) that keeps such a case keeps the baseline
+    cases too (its generations are cached, so this costs seconds once they exist)."""
+    everything = list(items)
+    result = yield  # -k / -m deselect inside
+    if any(_reads_baseline(i) for i in items):
+        kept = set(items)
+        needed = [i for i in everything if _is_baseline_case(i) and i not in kept]
+        if needed:
+            items[:0] = needed
+            reporter = config.pluginmanager.get_plugin("terminalreporter")
+            deselected = reporter.stats.get("deselected", []) if reporter is not None else []
+            deselected[:] = [i for i in deselected if i not in needed]
+            if reporter is not None:
+                reporter.write_line(
+                    f"steering_reliability: kept the {len(needed)} baseline cases that the "
+                    "selected cases are compared with"
+                )
+    return result
+
+
+def _is_baseline_case(item: pytest.Item) -> bool:
+    return getattr(item, "originalname", "") == "test_baseline"
+
+
+def _reads_baseline(item: pytest.Item) -> bool:
+    return not _is_baseline_case(item) and "baseline" in getattr(item, "fixturenames", ())
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize from the config's ordered lists, with readable ids (layer12-add-a1)."""
     if "case" in metafunc.fixturenames:

@@ -38,26 +38,6 @@ def assert_valid(rows: list[dict[str, Any]], n_expected: int) -> None:
         assert 0.0 <= r["refusal_score"] <= 1.0 and 0.0 <= r["helpfulness_score"] <= 1.0
 
 
-def baseline_rows(
-    cfg: Config,
-    model: Any,
-    run_id: str,
-    splits: dict[str, Any],
-    baseline: dict[str, list[Any]],
-    split: str,
-) -> list[dict[str, Any]]:
-    return score_rows(
-        cfg=cfg,
-        model=model,
-        run_id=run_id,
-        experiment="baseline",
-        case="baseline",
-        split=split,
-        prompts=splits[split],
-        gens=baseline[split],
-    )
-
-
 def test_baseline(
     split: str,
     record: Any,
@@ -67,8 +47,17 @@ def test_baseline(
     splits: dict[str, Any],
     baseline: dict[str, list[Any]],
 ) -> None:
-    """alpha = 0: the unsteered model on each split (shared by every case)."""
-    rows = baseline_rows(sr_config, model, sr_run.run_id, splits, baseline, split)
+    """alpha = 0: the unsteered model on each split, recorded once; every case compares with it."""
+    rows = score_rows(
+        cfg=sr_config,
+        model=model,
+        run_id=sr_run.run_id,
+        experiment="baseline",
+        case="baseline",
+        split=split,
+        prompts=splits[split],
+        gens=baseline[split],
+    )
     assert_valid(rows, len(splits[split]))
     record.rows(rows)
 
@@ -123,7 +112,4 @@ def test_sweep(
         )
         assert_valid(split_rows, len(prompts))
         rows += split_rows
-        # The baseline rows travel with every case (identical rows de-duplicate at compaction),
-        # so `pytest -k layer12` alone still yields a report with its baseline.
-        rows += baseline_rows(cfg, model, sr_run.run_id, splits, baseline, split)
-    record.rows(rows)
+    record.rows(rows)  # the baseline is test_baseline's record, never copied here

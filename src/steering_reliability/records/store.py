@@ -1,0 +1,218 @@
+"""Rows on disk: one atomic parquet part per finished case, compacted into results.parquet.
+
+A case's part is `parts/<config_hash>/<key>.parquet`, written through `atomic.atomic_write`, so a
+visible part is always complete and a killed writer leaves only a hidden temp (removed by the
+next session that starts, `clean_stale_temps`). A case that did not pass keeps its rows under
+`failed/`: only its verdict rows reach results.parquet, and the case is not done.
+`results.parquet` is always derived from the parts, so compaction is safe to repeat.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..atomic import atomic_write, canonical_json, digest, stale_temps
+from ..errors import SteeringReliabilityError
+from .schema import ROW_KEY, ROW_SCHEMA, rows_to_table
+
+PART_SUFFIX = ".parquet"
+FAILED_DIR = "failed"
+RESULTS_NAME = "results.parquet"
+META_KEY = b"steering_reliability.part"  # the part's own description, in parquet metadata
+
+
+class PartError(SteeringReliabilityError, ValueError):
+    """A visible part file that cannot be used (truncated, wrong schema, wrong key)."""
+
+
+class ConflictingRowsError(SteeringReliabilityError, ValueError):
+    """Two rows with the same row key but different values."""
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """What a valid part says about itself (from its parquet metadata)."""
+
+    path: str
+    key: str
+    n_rows: int
+    meta: dict[str, Any]
+
+
+def case_key(cell: Mapping[str, Any], config_hash: str) -> str:
+    """The key of one case: blake2b of the canonical JSON of its cell plus the config hash."""
+    return digest({"cell": dict(cell), "config_hash": config_hash}, size=16)
+
+
+def parts_dir(run_dir: str | Path, config_hash: str) -> Path:
+    """Where the parts of one configuration of a run live."""
+    return Path(run_dir) / "parts" / config_hash
+
+
+def part_path(directory: str | Path, key: str, *, failed: bool = False) -> Path:
+    """The file of a finished case (or, `failed`, of a case that ran and did not pass)."""
+    return Path(directory) / (FAILED_DIR if failed else "") / f"{key}{PART_SUFFIX}"
+
+
+def check_unique_keys(rows: Sequence[Mapping[str, Any]], where: str) -> None:
+    """Refuse two rows with one row key inside one case (they would collide at compaction)."""
+    seen: dict[tuple[Any, ...], int] = {}
+    for i, row in enumerate(rows):
+        k = tuple(row.get(name) for name in ROW_KEY)
+        if k in seen:
+            named = ", ".join(f"{n}={v!r}" for n, v in zip(ROW_KEY, k, strict=True))
+            raise ValueError(
+                f"{where}: rows {seen[k]} and {i} have the same row key ({named}); "
+                "hint: give them distinct split/prompt_id/direction_variant/seed values"
+            )
+        seen[k] = i
+
+
+def _write_table(table: pa.Table, fh: Any) -> None:
+    """Serialize one table into an open binary file (a seam for failure-injection tests)."""
+    pq.write_table(table, fh)
+
+
+def write_part(
+    directory: str | Path,
+    key: str,
+    rows: Sequence[Mapping[str, Any]],
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write one case's rows atomically as `<key>.parquet` (replacing one of the same key)."""
+    table = rows_to_table(list(rows))
+    check_unique_keys(table.to_pylist(), f"part {key}")
+    info = {**dict(meta or {}), "key": key, "n_rows": table.num_rows}
+    table = table.replace_schema_metadata({META_KEY: canonical_json(info).encode()})
+    return atomic_write(part_path(directory, key), lambda fh: _write_table(table, fh))
+
+
+def read_part(path: str | Path) -> tuple[pa.Table, PartInfo]:
+    """Read and validate one visible part; raise PartError naming the file and the fault."""
+    path = Path(path)
+    try:
+        file_schema = pq.read_schema(path)
+        # Explicit schema: a column an older part lacks reads as null instead of vanishing.
+        table = pq.read_table(path, schema=ROW_SCHEMA)
+    except (OSError, pa.ArrowException) as exc:
+        raise PartError(
+            f"{path}: unreadable part ({exc}); hint: delete it and rerun to recompute that case"
+        ) from exc
+    unknown = sorted(set(file_schema.names) - set(ROW_SCHEMA.names))
+    if unknown:
+        raise PartError(f"{path}: columns {unknown} are not in ROW_SCHEMA")
+    raw = file_schema.metadata or {}
+    if META_KEY not in raw:
+        raise PartError(f"{path}: not a part file (no {META_KEY.decode()} metadata)")
+    meta = json.loads(raw[META_KEY])
+    key = str(meta.get("key"))
+    if path.name != f"{key}{PART_SUFFIX}":
+        raise PartError(f"{path}: holds the rows of key {key!r}, not of its file name")
+    if meta.get("n_rows") != table.num_rows:
+        raise PartError(f"{path}: {table.num_rows} rows, its metadata says {meta.get('n_rows')}")
+    return table.replace_schema_metadata(None), PartInfo(str(path), key, table.num_rows, meta)
+
+
+def part_exists_and_valid(directory: str | Path, key: str) -> Path | None:
+    """The part's path when the case's part exists and validates, else None."""
+    path = part_path(directory, key)
+    try:
+        read_part(path)
+    except PartError:
+        return None
+    return path
+
+
+def list_parts(directory: str | Path) -> list[Path]:
+    """Visible part files of a directory, sorted by name (temps are hidden and skipped)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob(f"[!._]*{PART_SUFFIX}") if p.is_file())
+
+
+def clean_stale_temps(directory: str | Path) -> list[Path]:
+    """Remove the hidden temps of writers that died mid-write; return what was removed."""
+    removed = []
+    for p in stale_temps(directory):
+        try:
+            p.unlink()
+        except FileNotFoundError:  # another worker cleaned it first
+            continue
+        removed.append(p)
+    return removed
+
+
+@dataclass(frozen=True)
+class CompactResult:
+    """What one compaction wrote."""
+
+    path: str
+    n_rows: int
+    n_parts: int
+    n_duplicates: int
+
+
+def read_parts(directory: str | Path) -> tuple[pa.Table, list[str]]:
+    """Every part of a directory as one ROW_SCHEMA table, plus the file of each row.
+
+    A visible part that does not validate raises PartError naming it (never skipped quietly).
+    Cases that did not pass contribute only their verdict rows, so a failed or inconclusive
+    sanity check is reported as such while its unvalidated measurements stay out.
+    """
+    tables, sources = [ROW_SCHEMA.empty_table()], []
+    done = set()
+    for failed in (False, True):
+        for path in list_parts(Path(directory) / (FAILED_DIR if failed else "")):
+            if failed and path.name in done:
+                continue
+            table, info = read_part(path)
+            if failed:
+                table = table.filter(pc.fill_null(pc.not_equal(table["verdict"], ""), False))
+            done.add(path.name)
+            tables.append(table)
+            sources += [info.path] * table.num_rows
+    return pa.concat_tables(tables), sources
+
+
+def _dedupe(table: pa.Table, sources: list[str]) -> tuple[pa.Table, int]:
+    """Drop exact duplicate rows; raise ConflictingRowsError on disagreeing ones. Each case
+    records its own rows only, so duplicates are rare: the row loop runs only when one exists."""
+    if table.num_rows == 0:
+        return table, 0
+    counts = table.group_by(list(ROW_KEY), use_threads=False).aggregate([([], "count_all")])
+    if pc.max(counts["count_all"]).as_py() <= 1:
+        return table, 0
+    rows = table.to_pylist()
+    kept: dict[tuple[Any, ...], int] = {}
+    for i, row in enumerate(rows):
+        j = kept.setdefault(tuple(row[n] for n in ROW_KEY), i)
+        if rows[j] != row:
+            key = ", ".join(f"{n}={row[n]!r}" for n in ROW_KEY)
+            diffs = "\n".join(f"  {n}: {rows[j][n]!r} != {row[n]!r}"
+                              for n in ROW_SCHEMA.names if rows[j][n] != row[n])  # fmt: skip
+            raise ConflictingRowsError(
+                f"two rows with one row key disagree ({key})\n  in {sources[j]}\n  and "
+                f"{sources[i]}\n{diffs}\nhint: a case recorded the same measurement twice "
+                "with different values; delete one of the parts and rerun that case"
+            )
+    keep = sorted(set(kept.values()))
+    return table.take(pa.array(keep, pa.int64())), len(rows) - len(keep)
+
+
+def compact(parts_directory: str | Path, out: str | Path) -> CompactResult:
+    """Read every part of `parts_directory`, de-duplicate, write `out` atomically, in a
+    canonical row order (independent of workers, part order and case order)."""
+    table, sources = read_parts(parts_directory)
+    table, n_dup = _dedupe(table, sources)
+    table = table.sort_by([(name, "ascending") for name in ROW_KEY]).cast(ROW_SCHEMA)
+    path = atomic_write(out, lambda fh: pq.write_table(table, fh))
+    return CompactResult(str(path), table.num_rows, len(list_parts(parts_directory)), n_dup)

@@ -1,0 +1,59 @@
+"""What a command line selects: bare `pytest` runs the tests, `-m sanity` the experiments, and a
+selection of sweep cases keeps the baseline cases they are compared with."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def collected(*args: str) -> list[str]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:syrupy",
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    return [line for line in out.stdout.splitlines() if "::" in line]
+
+
+@pytest.mark.slow
+def test_bare_pytest_collects_only_the_tests() -> None:
+    ids = collected()
+    assert ids and all(i.startswith("tests/") for i in ids)
+
+
+@pytest.mark.slow
+def test_marker_selection_without_a_path_means_the_experiments() -> None:
+    ids = collected("-m", "sanity")
+    assert ids and all(i.startswith("experiments/test_sanity.py::") for i in ids)
+
+
+@pytest.mark.slow
+def test_a_layer_selection_keeps_the_baseline_it_is_compared_with() -> None:
+    ids = collected("experiments", "-k", "layer12")
+    baseline = [i for i in ids if "::test_baseline[" in i]
+    sweep = [i for i in ids if "::test_sweep[" in i]
+    assert len(baseline) == 3 and sweep and all("layer12" in i for i in sweep)
+    assert ids[: len(baseline)] == baseline  # first: every case reads them
+    assert not [i for i in collected("experiments", "-k", "layer12 and ablate and a4")
+                if "::test_sweep[" in i and "ablate-a4" not in i]  # fmt: skip
