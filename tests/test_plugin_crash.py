@@ -17,9 +17,9 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from steering_reliability.records.parts import read_part
 from steering_reliability.records.schema import ROW_SCHEMA
 from steering_reliability.records.status import run_status
+from steering_reliability.records.store import read_part
 from test_plugin_modes import BASE_ARGS, make_project, results, row_keys, run_inner
 
 pytest_plugins = ["pytester"]

@@ -76,7 +76,7 @@ def pytest_configure(config):
     victim = os.environ.get("SR_KILL_IN_WRITE")
     if victim and hasattr(config, "workerinput"):  # die halfway through writing that part
         import signal
-        from steering_reliability.records import parts
+        from steering_reliability.records import store as parts
 
         write = parts._write_table
 

@@ -8,9 +8,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from steering_reliability.records.compact import ConflictingRowsError, compact
-from steering_reliability.records.parts import PartError, write_part
 from steering_reliability.records.schema import ROW_KEY, ROW_SCHEMA
+from steering_reliability.records.store import ConflictingRowsError, PartError, compact, write_part
 
 
 def rows(case: str, prompts: range, score: float = 0.5) -> list[dict[str, Any]]:

@@ -9,12 +9,11 @@ from typing import Any
 import pytest
 
 from steering_reliability.errors import ResumeError
-from steering_reliability.records import manifest
+from steering_reliability.records import run as manifest
 from steering_reliability.records.__main__ import main as records_main
-from steering_reliability.records.keys import parts_dir
-from steering_reliability.records.parts import write_part
-from steering_reliability.records.runs import RunPlan, plan_run, update_latest
+from steering_reliability.records.run import RunPlan, plan_run, update_latest
 from steering_reliability.records.status import run_status
+from steering_reliability.records.store import parts_dir, write_part
 
 CONFIG: dict[str, Any] = {
     "model": {"name": "a"},
@@ -63,14 +62,6 @@ def test_differences_name_the_keys_that_differ() -> None:
         "file data/prompts/benign.jsonl: sha256 000000000000 != 111111111111",
     ]
     assert manifest.differences(CONFIG, {**CONFIG, "extra": 1}) == ["extra: <absent> != 1"]
-
-
-def test_config_hash_matches_the_config_module() -> None:
-    config = pytest.importorskip("steering_reliability.config")
-    cfg = config.Config()
-    data = cfg.to_dict()
-    data.pop("source", None)
-    assert manifest.config_hash(data) == config.config_hash(cfg)
 
 
 def test_plan_is_plain_and_survives_the_wire(tmp_path: Path) -> None:
@@ -172,7 +163,7 @@ def test_status_works_out_done_and_missing_from_disk(
 
 
 def test_code_fingerprint_names_edited_added_and_removed_files(tmp_path: Path) -> None:
-    from steering_reliability.records.code import changed_files, code_fingerprint
+    from steering_reliability.records.run import changed_files, code_fingerprint
 
     (tmp_path / "experiments" / "__pycache__").mkdir(parents=True)
     (tmp_path / "experiments" / "test_a.py").write_text("A = 1\n")
@@ -182,7 +173,7 @@ def test_code_fingerprint_names_edited_added_and_removed_files(tmp_path: Path) -
     before = code_fingerprint(tmp_path)
     names = set(before["files"])
     assert {"experiments/test_a.py", "conftest.py"} <= names
-    assert "steering_reliability/records/code.py" in names  # the library is always included
+    assert "steering_reliability/records/run.py" in names  # the library is always included
     assert "steering_reliability/metrics/refusal.py" in names
     assert not any(n.startswith(("steering_reliability/analysis/", "steering_reliability/report")) for n in names)  # fmt: skip
     assert not any("__pycache__" in n or n.endswith(".txt") for n in names)

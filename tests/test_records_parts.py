@@ -14,8 +14,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from steering_reliability.records import parts
-from steering_reliability.records.parts import (
+from steering_reliability.records import store as parts
+from steering_reliability.records.schema import COLUMNS, ROW_SCHEMA, normalize_row
+from steering_reliability.records.store import (
     PartError,
     case_key,
     clean_stale_temps,
@@ -24,7 +25,6 @@ from steering_reliability.records.parts import (
     read_part,
     write_part,
 )
-from steering_reliability.records.schema import COLUMNS, ROW_SCHEMA, normalize_row
 
 PLAIN = (str, int, float, bool, type(None))
 

@@ -1,16 +1,40 @@
-"""Publishing files atomically: hidden temp file in the same folder, fsync, os.replace.
+"""Files: published atomically, and named by content hashes. The one home of both.
 
-Readers see the old file or the new one, never a half-written one; a crash leaves at most a
-hidden `.name.<pid>.<uuid>.tmp` that no reader picks up.
+An atomic write goes to a hidden temp file in the same folder (`.name.<pid>.<uuid>.tmp`), is
+fsynced, then `os.replace`d over the target: readers see the old file or the new one, never a
+half-written one, and a killed writer leaves at most a hidden temp that no reader picks up.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+TEMP_SUFFIX = ".tmp"
+
+
+def canonical_json(obj: Any) -> str:
+    """The one JSON spelling of a value: sorted keys, no spaces, no NaN (hash input)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def digest(obj: Any, size: int = 8) -> str:
+    """blake2b hex digest of the canonical JSON of `obj` (never Python's salted `hash()`)."""
+    return hashlib.blake2b(canonical_json(obj).encode(), digest_size=size).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def fsync_dir(directory: str | Path) -> None:
@@ -25,16 +49,11 @@ def fsync_dir(directory: str | Path) -> None:
         os.close(fd)
 
 
-def temp_path(path: Path) -> Path:
-    """A hidden, process-unique temp name next to `path`."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-
-
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
-    """Call `write(handle)` on a temp file, fsync it, then rename it over `path`."""
+    """Call `write(handle)` on a hidden temp file, fsync it, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = temp_path(path)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
     try:
         with open(temp, "wb") as fh:
             write(fh)
@@ -51,3 +70,31 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """atomic_write of a bytes value."""
     return atomic_write(path, lambda fh: fh.write(data))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    """atomic_write of a JSON document (indented, sorted keys, no NaN)."""
+    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def stale_temps(directory: str | Path) -> list[Path]:
+    """Hidden temps of `directory` whose writer process is gone (killed mid-write)."""
+    out = []
+    for p in sorted(Path(directory).glob(f".*{TEMP_SUFFIX}")):
+        fields = p.name[1 : -len(TEMP_SUFFIX)].rsplit(".", 2)
+        pid = int(fields[1]) if len(fields) == 3 and fields[1].isdigit() else -1
+        if pid != os.getpid() and (pid < 0 or not pid_alive(pid)):
+            out.append(p)
+    return out
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with that pid exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True

@@ -9,8 +9,6 @@ The sections are pydantic dataclasses: building one checks the types and each fi
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -211,11 +209,13 @@ _ADAPTER = pydantic.TypeAdapter(Config)
 
 
 def config_hash(cfg: Config) -> str:
-    """blake2b of the canonical JSON of everything that changes results (not `source`)."""
+    """The run identity's hash (`records.run.config_hash`) of everything that changes results
+    (not `source`)."""
+    from .records.run import config_hash as plain_hash
+
     d = cfg.to_dict()
     d.pop("source", None)
-    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
-    return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
+    return plain_hash(d)
 
 
 # ---------------------------------------------------------------- parsing

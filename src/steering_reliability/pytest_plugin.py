@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .records.cases import CaseRecorder, CaseRunner, RunHandle
-    from .records.recorder import Recorder
+    from .records.plugin import CaseRecorder, CaseRunner, Recorder, RunHandle
 
 RECORDER = pytest.StashKey["Recorder"]()
 RUNNER = pytest.StashKey["CaseRunner"]()
@@ -30,27 +29,47 @@ WIRE_KEY = "steering_reliability"  # the plan's key in xdist's workerinput
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Emitted once at startup: register the recorder's command-line options."""
-    from .records.options import add_options
+    from .records.plugin import add_options
 
     add_options(parser)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     """Emitted at registration: add the `pytest_sr_*` hooks a conftest may implement."""
-    from .records import hookspecs
+    from .records.plugin import Hookspecs
 
-    pluginmanager.add_hookspecs(hookspecs)
+    pluginmanager.add_hookspecs(Hookspecs)
+
+
+EXPERIMENT_MARKERS = ("sanity", "experiment")  # markers whose tests live in experiments/
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
+    """Emitted before the initial conftests load: bare `pytest` runs tests/ (testpaths), but
+    `pytest -m sanity` (or `-m experiment`) with no path means the experiments, where those
+    markers live."""
+    ns = early_config.known_args_namespace
+    markexpr = getattr(ns, "markexpr", "") or ""
+    root = early_config.rootpath
+    if (
+        ns.file_or_dir
+        or early_config.invocation_params.dir != root
+        or not any(name in markexpr for name in EXPERIMENT_MARKERS)
+        or not (root / "experiments").is_dir()
+    ):
+        return
+    args.append("experiments")
+    ns.file_or_dir = ["experiments"]
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_sr_load_config(config: pytest.Config, path: str | None, overrides: Any) -> Any:
     """Default config loader: `steering_reliability.config.load_config(path, overrides)`, with
     `model.dtype: auto` resolved for this machine (config.resolved_precision)."""
-    from .config import Config, resolved_precision
-    from .records.resolve import default_load
+    from .config import load_config, resolved_precision
 
-    cfg = default_load(path, overrides)
-    return resolved_precision(cfg) if isinstance(cfg, Config) else cfg
+    return resolved_precision(load_config(path, overrides))
 
 
 class XdistHooks:
@@ -72,16 +91,13 @@ class XdistHooks:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Emitted after option parsing: set up the controller's recorder or a worker's runner."""
-    from .records.cases import CaseRunner
-    from .records.options import Options, resolve_for
-    from .records.runs import RunPlan
+    from .records.plugin import CaseRunner, Options, Recorder, resolve_for
+    from .records.run import RunPlan
 
     options = Options.from_config(config)
     workerinput = getattr(config, "workerinput", None)
     if workerinput is None:
         _check_usage(config)
-        from .records.recorder import Recorder
-
         recorder = Recorder(config, options)
         config.stash[RECORDER] = recorder
         config.pluginmanager.register(recorder, "steering_reliability.recorder")

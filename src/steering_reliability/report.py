@@ -38,7 +38,7 @@ from steering_reliability.analysis.plots import build_figures
 from steering_reliability.analysis.sanity import collapse_at_operating_point
 from steering_reliability.checks import Verdict
 from steering_reliability.errors import SteeringReliabilityError
-from steering_reliability.records.runs import resolve_run_dir
+from steering_reliability.records.run import resolve_run_dir
 
 from .atomic import atomic_write_bytes
 
@@ -63,11 +63,6 @@ class ReportPaths:
     @property
     def failed(self) -> list[Verdict]:
         return [v for v in self.checks if v.verdict == "failed"]
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Atomic write: temp file in the same directory, fsync, then os.replace."""
-    atomic_write_bytes(path, data)
 
 
 def summary_csv_text(summary: pd.DataFrame) -> str:
@@ -107,7 +102,7 @@ def render(run_dir: str | Path) -> ReportPaths:
     for stem, fig in figs.items():
         for fmt in FIGURE_FORMATS:
             path = run_dir / "figures" / f"{stem}.{fmt}"
-            _write_bytes(path, figure_bytes(fig, fmt))
+            atomic_write_bytes(path, figure_bytes(fig, fmt))
             figures.append(path)
     paths = ReportPaths(
         run_dir=run_dir,
@@ -118,14 +113,14 @@ def render(run_dir: str | Path) -> ReportPaths:
         checks=checks,
         headline=headline(report_df, summary, checks, has_parts(df)),
     )
-    _write_bytes(paths.summary_csv, summary_csv_text(summary).encode("utf-8"))
-    _write_bytes(run_dir / "summary_select.csv", summary_csv_text(select_summary).encode("utf-8"))
-    _write_bytes(paths.examples_md, render_examples(report_df, summary).encode("utf-8"))
+    atomic_write_bytes(paths.summary_csv, summary_csv_text(summary).encode("utf-8"))
+    atomic_write_bytes(run_dir / "summary_select.csv", summary_csv_text(select_summary).encode("utf-8"))
+    atomic_write_bytes(paths.examples_md, render_examples(report_df, summary).encode("utf-8"))
     findings = render_findings(
         report_df, summary, info, select_summary=select_summary, parts=has_parts(df),
         analysis_checks=checks,
     )  # fmt: skip
-    _write_bytes(paths.findings_md, findings.encode("utf-8"))
+    atomic_write_bytes(paths.findings_md, findings.encode("utf-8"))
     return paths
 
 

@@ -35,7 +35,7 @@ from steering_reliability.analysis.stats import (
     per_prompt,
 )
 from steering_reliability.checks import Verdict
-from steering_reliability.records.code import session_code_versions
+from steering_reliability.records.run import session_code_versions
 
 
 def _config(info: Mapping[str, Any], dotted: str, fallback: str = "not recorded") -> str:

@@ -1,6 +1,2 @@
-"""Recording: row schema, atomic per-case parts, compaction, run manifest, resume, status.
-
-Modules: schema (ROW_SCHEMA), keys (hashes, paths), parts (atomic part files), compact
-(results.parquet), manifest (run.json), runs (run planning, `latest`), status (done/missing),
-resolve/options/identity/cases/recorder (the pytest plugin's logic). No import here is heavy.
-"""
+"""Recording: the row schema, parts and results (store), run identity and provenance (run),
+the pytest side (plugin), live progress and status. No import here is heavy."""

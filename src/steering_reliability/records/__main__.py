@@ -27,8 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         st = run_status(args.run_dir)
         if args.command == "compact":
-            from .compact import RESULTS_NAME, compact
-            from .keys import parts_dir
+            from .store import RESULTS_NAME, compact, parts_dir
 
             res = compact(parts_dir(st.run_dir, st.config_hash), f"{st.run_dir}/{RESULTS_NAME}")
             print(f"{res.path}: {res.n_rows} rows from {res.n_parts} parts")

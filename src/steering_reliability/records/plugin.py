@@ -50,16 +50,15 @@ class Hookspecs:
 
 
 def add_options(parser: pytest.Parser) -> None:
-    """Register the recorder's command-line options."""
-    from ..config import DTYPES
-
+    """Register the recorder's command-line options (values are checked with the config they
+    override, so that loading pytest never imports the config's validation)."""
     group = parser.getgroup("steering_reliability", "steering-reliability recording")
     group.addoption("--config", dest="sr_config", metavar="PATH",
                     help="experiment config YAML (default: configs/default.yaml)")  # fmt: skip
     group.addoption("--fast", dest="sr_fast", action="store_true",
                     help=f"use {FAST_CONFIG} (smoke-sized)")  # fmt: skip
     group.addoption("--model", dest="sr_model", metavar="NAME", help="override model.name")
-    group.addoption("--dtype", dest="sr_dtype", choices=DTYPES,
+    group.addoption("--dtype", dest="sr_dtype", metavar="auto|float32|bfloat16",
                     help="override model.dtype (auto: bfloat16 only where the hardware has it "
                     "and the project's agreement report allows it)")  # fmt: skip
     group.addoption("--run-id", dest="sr_run_id", metavar="ID",

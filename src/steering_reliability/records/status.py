@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .code import session_code_versions
-from .keys import failed_part_path, parts_dir
-from .manifest import MANIFEST_NAME, read_manifest
+from ..atomic import pid_alive
 from .progress import running_cases
-from .runs import resolve_run_dir
+from .run import MANIFEST_NAME, read_manifest, resolve_run_dir, session_code_versions
+from .store import part_path, parts_dir
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,8 @@ class RunStatus:
 
 def run_status(run_dir: str | Path) -> RunStatus:
     """Read a run directory (or `runs/latest`) and classify its cases."""
-    from .parts import PartError, list_parts, read_part, stale_temps
+    from ..atomic import stale_temps
+    from .store import PartError, list_parts, read_part
 
     run_dir = resolve_run_dir(run_dir)
     data = read_manifest(run_dir)
@@ -95,7 +95,9 @@ def run_status(run_dir: str | Path) -> RunStatus:
         running=tuple(running_cases(run_dir)),
         not_passed=tuple(
             sorted(
-                k for k in expected if k not in valid and failed_part_path(directory, k).exists()
+                k
+                for k in expected
+                if k not in valid and part_path(directory, k, failed=True).exists()
             )
         ),  # fmt: skip
         case_seconds=tuple(seconds),
@@ -135,7 +137,12 @@ def format_status(status: RunStatus, *, show_done: bool = False) -> str:
         gen = r.get("generation")
         where = f", generating {gen[0]}/{gen[1]} prompts" if isinstance(gen, list) else ""
         age = time.time() - float(r.get("updated", r.get("started", 0.0)))
-        gone = "" if _alive(r.get("pid")) else "; its process is gone: the case reruns next time"
+        pid = r.get("pid")
+        gone = (
+            ""
+            if not isinstance(pid, int) or pid_alive(pid)
+            else "; its process is gone: the case reruns next time"
+        )
         lines.append(f"  running on {r.get('worker')}: {r.get('case_id')} for "
                      f"{_clock(time.time() - float(r.get('started', 0.0)))}{where} "
                      f"(heartbeat {_clock(age)} ago{gone})")  # fmt: skip
@@ -157,18 +164,3 @@ def format_status(status: RunStatus, *, show_done: bool = False) -> str:
     for path in status.stale_temps:
         lines.append(f"stale temp (removed at the next start): {path}")
     return "\n".join(lines)
-
-
-def _alive(pid: Any) -> bool:
-    """Whether a process of this machine with that pid exists (unknown pid: assume so)."""
-    import os
-
-    if not isinstance(pid, int):
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
