@@ -21,9 +21,7 @@ from torch import Tensor
 from ..errors import DirectionError, InterventionError
 from ..models import LoadedModel
 from ..models import encode_prompt as encode
-from ..models.sites import check_hook_point, check_layer, decoder_layers
-
-HOOK_POINTS: tuple[str, ...] = ("resid_pre", "resid_post")
+from ..models.sites import check_hook_point, check_layer, decoder_layers, model_device
 
 Span = tuple[int, int]  # [start, stop) token indices of one row, averaged over
 SpanFn = Callable[[int, int], Sequence[Span]]  # (row index, row length) -> that row's spans
@@ -55,11 +53,6 @@ def check_site(layer: int, hook_point: str, model: LoadedModel) -> None:
         raise DirectionError(
             exc.problem, field=exc.field, value=exc.value, expected=exc.expected, hint=exc.hint
         ) from None
-
-
-def model_device(model: LoadedModel) -> torch.device:
-    """Device of the model's parameters (inputs go there)."""
-    return next(model.hf_model.parameters()).device
 
 
 def _check_spans(spans: Sequence[Span], row: int, length: int, n_spans: int | None) -> list[Span]:

@@ -18,14 +18,13 @@ import json
 import math
 import os
 import re
-import uuid
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
+from ..atomic import atomic_write, atomic_write_bytes, digest
 from ..config import REPO_ROOT
 from ..errors import DirectionError
 from ..models import default_cache_dir
@@ -39,17 +38,9 @@ _VARIANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 K = TypeVar("K", bound=Hashable)
 
 
-def canonical_json(fields: Mapping[str, Any]) -> str:
-    """Sorted keys, no whitespace, tuples as lists: the same fields always give the same text."""
-    return json.dumps(
-        fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-
-
 def direction_key(fields: Mapping[str, Any]) -> str:
     """32 hex chars of blake2b over the canonical JSON of the key fields + CODE_VERSION."""
-    blob = canonical_json({**fields, "code_version": CODE_VERSION})
-    return hashlib.blake2b(blob.encode("utf-8"), digest_size=16).hexdigest()
+    return digest({**fields, "code_version": CODE_VERSION}, size=16)
 
 
 def texts_sha256(texts: Sequence[str]) -> str:
@@ -106,20 +97,6 @@ def from_state(state: Mapping[str, Any]) -> Direction:
         key=state["key"],
         meta=state["meta"],
     )
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write to a dot-temp file in the same folder, fsync, then os.replace (readers never see half)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def load_cached(key: str, cache_dir: str | Path | None = None) -> Direction | None:
@@ -202,7 +179,7 @@ def file_meta(name: str, path: str | Path | None) -> dict[str, Any]:
     """{name: portable path, name_sha256: sha256 of the bytes}, both None without a file."""
     if path is None:
         return {name: None, f"{name}_sha256": None}
-    from ..prompts import file_sha256
+    from ..atomic import file_sha256
 
     try:
         digest = file_sha256(path)
@@ -260,14 +237,11 @@ def export(
         "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
     }
-    _atomic_write(folder / "v.pt", partial(_save, d.vector.detach().cpu().contiguous()))
+    vector = d.vector.detach().cpu().contiguous()
+    atomic_write(folder / "v.pt", lambda fh: torch.save(vector, fh))
     text = json.dumps(meta, indent=2, sort_keys=False, default=str) + "\n"
-    _atomic_write(folder / "meta.json", lambda p: _write_text(p, text))
+    atomic_write_bytes(folder / "meta.json", text.encode("utf-8"))
     return folder
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.write_text(text, encoding="utf-8")
 
 
 def _jsonable(x: Any) -> Any:
@@ -343,9 +317,8 @@ def get_or_compute_many(
                 computed = compute_fn(todo)
                 for i in todo:
                     d = _with_key(computed[i], keys[i], fields_by_id[i])
-                    _atomic_write(
-                        root / f"{keys[i]}.pt", partial(_save, to_state(d, fields_by_id[i]))
-                    )
+                    state = to_state(d, fields_by_id[i])
+                    atomic_write(root / f"{keys[i]}.pt", lambda fh, st=state: torch.save(st, fh))
                     out[i] = d
     if human_copy:
         for i, d in out.items():
@@ -353,10 +326,6 @@ def get_or_compute_many(
             if plan is not None:
                 export(d, fields_by_id[i], cache_dir, plan)
     return {i: out[i] for i in fields_by_id}
-
-
-def _save(obj: Any, path: Path) -> None:
-    torch.save(obj, path)
 
 
 def _with_key(d: Direction, key: str, fields: Mapping[str, Any]) -> Direction:

@@ -10,9 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..config import ALPHA_SCALES
 from ..errors import DirectionError, suggest
-
-ALPHA_SCALES: tuple[str, ...] = ("raw", "unit", "resid_norm")
 
 
 @dataclass(frozen=True, eq=False)

@@ -24,7 +24,8 @@ from ..interventions import Steering, full_ablation, steer
 from ..metrics.divergence import kl_divergence
 from ..metrics.first_token import first_token_refusal_prob, refusal_token_ids
 from ..models import LoadedModel, format_prompt
-from .activations import encode, model_device
+from ..models.sites import model_device
+from .activations import encode
 from .direction import Direction
 
 TABLE_COLUMNS: tuple[str, ...] = (

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_bytes, file_sha256
 from ..errors import ModelLoadError
 from .formatting import prompt_format
 from .registry import DEFAULT_MODEL, EMBEDDED, EmbeddedModel
@@ -63,14 +64,6 @@ class LoadedModel:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _file_digest(path: Path, cache_dir: Path) -> str:
     """sha256 of a weights file, memoised by (path, size, mtime) so reloads skip the read."""
     st = path.stat()
@@ -86,11 +79,8 @@ def _file_digest(path: Path, cache_dir: Path) -> str:
             return str(saved["sha256"])
     except (OSError, ValueError):
         pass
-    digest = _sha256(path)
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_name(f".{memo.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps({"key": key, "sha256": digest}))
-    os.replace(tmp, memo)
+    digest = file_sha256(path)
+    atomic_write_bytes(memo, json.dumps({"key": key, "sha256": digest}).encode())
     return digest
 
 
