@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -23,24 +24,53 @@ pytestmark = [pytest.mark.sanity, pytest.mark.experiment]
 # ---------------------------------------------------------------- helpers
 
 
-def _subset(splits: dict[str, Any], cfg: Config, split: str) -> tuple[Any, ...]:
-    return tuple(splits[split][: cfg.sanity.n_prompts])
+@dataclass(frozen=True)
+class Sanity:
+    """What every check reads: the run's config, model, prompts, main directions, its layer."""
+
+    record: Any
+    cfg: Config
+    run_id: str
+    model: Any
+    splits: dict[str, Any]
+    directions: dict[int, Any]
+
+    @property
+    def layer(self) -> int:
+        return sanity_layer(self.cfg)
+
+    def subset(self, split: str) -> tuple[Any, ...]:
+        return tuple(self.splits[split][: self.cfg.sanity.n_prompts])
+
+    def generate(
+        self, prompts: Sequence[Any], steerings: Sequence[Any] = (), cfg: Config | None = None
+    ) -> list[Any]:
+        """The config's decoding settings (or `cfg`'s) at the sanity length."""
+        from steering_reliability.experiment import generate_for
+
+        return generate_for(self.model, cfg or self.cfg, prompts, steerings,
+                            max_new_tokens=self.cfg.sanity.max_new_tokens)  # fmt: skip
+
+    def add(self, vector: Any, alpha: float | None = None, layer: int | None = None) -> Any:
+        """Activation addition of `vector` at the sanity layer, at the sanity alpha by default."""
+        a = self.cfg.sanity.alpha if alpha is None else alpha
+        return steering_for(self.cfg, "add", self.layer if layer is None else layer, vector, a)
+
+    def conclude(self, v: Verdict, **extra: Any) -> None:
+        """Record the verdict row, then make the pytest outcome say the same thing: a failed
+        check fails, an inconclusive one is skipped with its reason (never shown as passed)."""
+        self.record.rows([_summary_row(self.cfg, self.run_id, v, self.layer, **extra)])
+        if v.verdict == "failed":
+            pytest.fail(f"{v.name} failed: {v.reason}", pytrace=False)
+        if v.verdict == "inconclusive":
+            pytest.skip(f"{v.name} inconclusive: {v.reason}")
 
 
-def _generate(
-    model: Any,
-    cfg: Config,
-    prompts: Sequence[Any],
-    steerings: Sequence[Any] = (),
-    *,
-    max_new_tokens: int | None = None,
-) -> list[Any]:
-    """The config's decoding settings at the sanity length."""
-    from steering_reliability.experiment import generate_for
-
-    return generate_for(
-        model, cfg, prompts, steerings, max_new_tokens=max_new_tokens or cfg.sanity.max_new_tokens
-    )
+@pytest.fixture
+def sanity(
+    record: Any, sr_config: Config, sr_run: Any, model: Any, splits: Any, directions: Any
+) -> Sanity:
+    return Sanity(record, sr_config, sr_run.run_id, model, splits, directions)
 
 
 def _refusal_flags(cfg: Config, prompts: Sequence[Any], gens: Sequence[Any]) -> Any:
@@ -81,16 +111,6 @@ def _summary_row(cfg: Config, run_id: str, v: Verdict, layer: int, **extra: Any)
     }
 
 
-def _conclude(record: Any, cfg: Config, run_id: str, v: Verdict, layer: int, **extra: Any) -> None:
-    """Record the verdict row, then make the pytest outcome say the same thing: a failed check
-    fails, an inconclusive one is skipped with its reason (never shown as passed)."""
-    record.rows([_summary_row(cfg, run_id, v, layer, **extra)])
-    if v.verdict == "failed":
-        pytest.fail(f"{v.name} failed: {v.reason}", pytrace=False)
-    if v.verdict == "inconclusive":
-        pytest.skip(f"{v.name} inconclusive: {v.reason}")
-
-
 def _refusal_measure(model: Any, cfg: Config, prompts: Sequence[Any]) -> Any:
     """measure(steerings) = mean first-token refusal probability over the prompts (one forward)."""
     from steering_reliability.directions.selection import last_logits
@@ -108,11 +128,13 @@ def _refusal_measure(model: Any, cfg: Config, prompts: Sequence[Any]) -> Any:
     return measure
 
 
-def _generated_refusal_measure(model: Any, cfg: Config, prompts: Sequence[Any]) -> Any:
+def _generated_refusal_measure(sanity: Sanity, prompts: Sequence[Any]) -> Any:
     """measure(steerings) = refusal rate of the generations (the config's decoding settings)."""
 
     def measure(steerings: Sequence[Any]) -> float:
-        return float(_refusal_flags(cfg, prompts, _generate(model, cfg, prompts, steerings)).mean())
+        return float(
+            _refusal_flags(sanity.cfg, prompts, sanity.generate(prompts, steerings)).mean()
+        )
 
     return measure
 
@@ -120,77 +142,45 @@ def _generated_refusal_measure(model: Any, cfg: Config, prompts: Sequence[Any]) 
 # ---------------------------------------------------------------- checks
 
 
-def test_ablation_removes_the_projection(
-    record: Any,
-    sr_config: Config,
-    sr_run: Any,
-    model: Any,
-    splits: dict[str, Any],
-    directions: dict[int, Any],
-) -> None:
+def test_ablation_removes_the_projection(sanity: Sanity) -> None:
     """Ablation at alpha = 1 leaves |resid . v| ~ 0 at the configured site, read by a separate
     read hook on real prompts (not the steering hook's own output)."""
-    cfg, layer = sr_config, sanity_layer(sr_config)
-    prompts = _subset(splits, cfg, "harm_test")
-    ablation = steering_for(cfg, "ablate", layer, directions[layer].vector, 1.0)
-    v = checks.ablation_projection(
-        model, [p.prompt for p in prompts], ablation, system_prompt=cfg.model.system_prompt
+    cfg = sanity.cfg
+    ablation = steering_for(
+        cfg, "ablate", sanity.layer, sanity.directions[sanity.layer].vector, 1.0
     )
-    _conclude(record, cfg, sr_run.run_id, v, layer)
+    prompts = [p.prompt for p in sanity.subset("harm_test")]
+    sanity.conclude(
+        checks.ablation_projection(
+            sanity.model, prompts, ablation, system_prompt=cfg.model.system_prompt
+        )
+    )
 
 
-def test_alpha_zero_reproduces_the_baseline(
-    record: Any,
-    sr_config: Config,
-    sr_run: Any,
-    model: Any,
-    splits: dict[str, Any],
-    directions: dict[int, Any],
-) -> None:
+def test_alpha_zero_reproduces_the_baseline(sanity: Sanity) -> None:
     """Steering with alpha = 0 gives exactly the unsteered tokens and log-probabilities."""
-    cfg, layer = sr_config, sanity_layer(sr_config)
-    prompts = _subset(splits, cfg, "benign")
-    vec = directions[layer].vector
-    v = checks.identical_outputs(
-        _generate(model, cfg, prompts),
-        _generate(model, cfg, prompts, [steering_for(cfg, "add", layer, vec, 0.0)]),
-        _generate(model, cfg, prompts, [steering_for(cfg, "ablate", layer, vec, 0.0)]),
-    )
-    _conclude(record, cfg, sr_run.run_id, v, layer)
+    prompts, vec = sanity.subset("benign"), sanity.directions[sanity.layer].vector
+    sanity.conclude(checks.identical_outputs(
+        sanity.generate(prompts),
+        sanity.generate(prompts, [sanity.add(vec, 0.0)]),
+        sanity.generate(prompts, [steering_for(sanity.cfg, "ablate", sanity.layer, vec, 0.0)]),
+    ))  # fmt: skip
 
 
-def test_downstream_ablation_cancels_induced_refusal(
-    record: Any,
-    sr_config: Config,
-    sr_run: Any,
-    model: Any,
-    splits: dict[str, Any],
-    directions: dict[int, Any],
-) -> None:
+def test_downstream_ablation_cancels_induced_refusal(sanity: Sanity) -> None:
     """Refusals induced by adding v at layer L go away when v is ablated at every later layer;
     inconclusive when the addition induces little refusal (nothing to cancel)."""
-    cfg, layer = sr_config, sanity_layer(sr_config)
-    d = directions[layer]
-    prompts = _subset(splits, cfg, "benign")
-    add = steering_for(cfg, "add", layer, d.scaled(cfg.direction.alpha_scale), cfg.sanity.alpha)
-    later = [
-        steering_for(cfg, "ablate", lyr, d.vector, 1.0)
-        for lyr in range(layer + 1, model.info.n_layers)
-    ]
-    v = checks.downstream_cancels(
-        _generated_refusal_measure(model, cfg, prompts), add, later, min_induced=0.2
-    )
-    _conclude(record, cfg, sr_run.run_id, v, layer, measure="refusal rate of generations")
+    cfg, layer = sanity.cfg, sanity.layer
+    d = sanity.directions[layer]
+    later = [steering_for(cfg, "ablate", lyr, d.vector, 1.0)
+             for lyr in range(layer + 1, sanity.model.info.n_layers)]  # fmt: skip
+    measure = _generated_refusal_measure(sanity, sanity.subset("benign"))
+    v = checks.downstream_cancels(measure, sanity.add(d.scaled(cfg.direction.alpha_scale)), later,
+                                  min_induced=0.2)  # fmt: skip
+    sanity.conclude(v, measure="refusal rate of generations")
 
 
-def test_direction_is_stable_under_template_change(
-    record: Any,
-    sr_config: Config,
-    sr_run: Any,
-    model: Any,
-    splits: dict[str, Any],
-    directions: dict[int, Any],
-) -> None:
+def test_direction_is_stable_under_template_change(sanity: Sanity) -> None:
     """Alternate refusal/compliance prefixes give a related direction with the same effect.
 
     Failed when the cosine is below 0.3 (two random directions in d_model >= 500 have |cos| ~
@@ -200,26 +190,24 @@ def test_direction_is_stable_under_template_change(
     otherwise (including when the main direction raises refusal by < 0.2). Prefix-mean
     directions partly encode the prefix tokens, so the cosine is well below 1.
     """
-
     from steering_reliability.directions import directions_for_layers
     from steering_reliability.experiment import direction_prompts
 
-    cfg, layer = sr_config, sanity_layer(sr_config)
-    alt = directions_for_layers(model, cfg, direction_prompts(cfg), [layer], variant="alt")[layer]
-    main = directions[layer]
-    prompts = _subset(splits, cfg, "harm_test")
-    scale, a = cfg.direction.alpha_scale, cfg.sanity.alpha
+    cfg, layer = sanity.cfg, sanity.layer
+    alt = directions_for_layers(sanity.model, cfg, direction_prompts(cfg), [layer], variant="alt")[
+        layer
+    ]
+    main = sanity.directions[layer]
+    prompts, scale = sanity.subset("harm_test"), cfg.direction.alpha_scale
 
     def flags(steerings: Sequence[Any]) -> Any:
-        return _refusal_flags(cfg, prompts, _generate(model, cfg, prompts, steerings))
+        return _refusal_flags(cfg, prompts, sanity.generate(prompts, steerings))
 
     v = checks.template_agreement(
         main.vector, alt.vector, flags([]),
-        flags([steering_for(cfg, "add", layer, main.scaled(scale), a)]),
-        flags([steering_for(cfg, "add", layer, alt.scaled(scale), a)]),
+        flags([sanity.add(main.scaled(scale))]), flags([sanity.add(alt.scaled(scale))]),
     )  # fmt: skip
-    rates = {"norm_main": main.norm, "norm_alt": alt.norm}
-    _conclude(record, cfg, sr_run.run_id, v, layer, **rates)
+    sanity.conclude(v, norm_main=main.norm, norm_alt=alt.norm)
 
 
 def test_direction_is_stable_under_seed_change(
@@ -231,7 +219,8 @@ def test_direction_is_stable_under_seed_change(
     from steering_reliability.directions import directions_for_layers
     from steering_reliability.experiment import direction_prompts
 
-    cfg, layer = sr_config, sanity_layer(sr_config)
+    cfg = sr_config
+    sanity = Sanity(record, cfg, sr_run.run_id, model, {}, {})  # needs no main direction
     pool = list(direction_prompts(cfg))
     seed = cfg.sanity.seeds[0]
     order = list(range(len(pool)))
@@ -239,25 +228,18 @@ def test_direction_is_stable_under_seed_change(
     halves = [sorted(order[: len(pool) // 2]), sorted(order[len(pool) // 2 :])]
     vecs = [
         directions_for_layers(
-            model, cfg, [pool[i] for i in half], [layer], variant=f"seed{seed}-half{k}"
-        )[layer]
+            model, cfg, [pool[i] for i in half], [sanity.layer], variant=f"seed{seed}-half{k}"
+        )[sanity.layer]
         for k, half in enumerate(halves)
     ]
     v = checks.direction_agreement(
         "seed_robustness", vecs[0].vector, vecs[1].vector, min_cosine=0.8,
         what=f"directions from two disjoint halves (seed {seed}) of the direction prompts",
     )  # fmt: skip
-    _conclude(record, cfg, sr_run.run_id, v, layer, norms=[d.norm for d in vecs])
+    sanity.conclude(v, norms=[d.norm for d in vecs])
 
 
-def test_rates_are_stable_under_sampling_seed_change(
-    record: Any,
-    sr_config: Config,
-    sr_run: Any,
-    model: Any,
-    splits: dict[str, Any],
-    directions: dict[int, Any],
-) -> None:
+def test_rates_are_stable_under_sampling_seed_change(sanity: Sanity) -> None:
     """The steered refusal rate does not hinge on the sampling seed (temperature 0.7, top_p 0.9).
 
     The same prompts are sampled under two seeds; the 95% interval of the paired per-prompt
@@ -268,50 +250,34 @@ def test_rates_are_stable_under_sampling_seed_change(
 
     from steering_reliability.analysis.stats import diff_ci
 
-    cfg, layer = sr_config, sanity_layer(sr_config)
+    cfg = sanity.cfg
     sampled = dataclasses.replace(
         cfg, generation=dataclasses.replace(cfg.generation, temperature=0.7, top_p=0.9)
     )
-    prompts = _subset(splits, cfg, "harm_test")
-    steering = steering_for(
-        cfg, "add", layer, directions[layer].scaled(cfg.direction.alpha_scale), cfg.sanity.alpha
-    )
+    prompts = sanity.subset("harm_test")
+    steering = sanity.add(sanity.directions[sanity.layer].scaled(cfg.direction.alpha_scale))
     seeds = list(cfg.sanity.seeds[:2])
-    flags = []
-    for seed in seeds:
-        from steering_reliability.experiment import generate_for
-
-        gens = generate_for(
-            model, dataclasses.replace(sampled, seed=seed), prompts, [steering],
-            max_new_tokens=cfg.sanity.max_new_tokens,
-        )  # fmt: skip
-        flags.append(_refusal_flags(cfg, prompts, gens))
+    flags = [
+        _refusal_flags(
+            cfg,
+            prompts,
+            sanity.generate(prompts, [steering], dataclasses.replace(sampled, seed=seed)),
+        )
+        for seed in seeds
+    ]
     rates = [float(f.mean()) for f in flags]
     said = f"refusal rate {rates[0]:.2f} (seed {seeds[0]}) vs {rates[1]:.2f} (seed {seeds[1]})"
     v = checks.equivalence("sampling_seed", diff_ci(flags[0], flags[1]), 0.25, said)
-    _conclude(record, cfg, sr_run.run_id, v, layer, seeds=seeds, rates=rates,
-              temperature=0.7, top_p=0.9)  # fmt: skip
+    sanity.conclude(v, seeds=seeds, rates=rates, temperature=0.7, top_p=0.9)
 
 
-def test_random_direction_of_equal_norm_has_no_effect(
-    record: Any,
-    sr_config: Config,
-    sr_run: Any,
-    model: Any,
-    splits: dict[str, Any],
-    directions: dict[int, Any],
-) -> None:
+def test_random_direction_of_equal_norm_has_no_effect(sanity: Sanity) -> None:
     """The direction's effect on first-token refusal probability against K = 20 random
     directions of the same norm at the same site (its percentile in that null)."""
-    cfg, layer = sr_config, sanity_layer(sr_config)
-    prompts = _subset(splits, cfg, "harm_test") + _subset(splits, cfg, "benign")
-    vec = directions[layer].scaled(cfg.direction.alpha_scale)
+    cfg = sanity.cfg
+    prompts = sanity.subset("harm_test") + sanity.subset("benign")
+    vec = sanity.directions[sanity.layer].scaled(cfg.direction.alpha_scale)
     v = checks.random_null(
-        _refusal_measure(model, cfg, prompts),
-        lambda x: steering_for(cfg, "add", layer, x, cfg.sanity.alpha),
-        vec,
-        k=20,
-        seed=cfg.seed,
+        _refusal_measure(sanity.model, cfg, prompts), sanity.add, vec, k=20, seed=cfg.seed
     )
-    _conclude(record, cfg, sr_run.run_id, v, layer,
-              measure="mean first-token refusal probability, harm_test + benign subsets")  # fmt: skip
+    sanity.conclude(v, measure="mean first-token refusal probability, harm_test + benign subsets")

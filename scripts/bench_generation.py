@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from steering_reliability.generation import encode, eos_ids, generate
-    from steering_reliability.generation.runtime import _shared_prefix
+    from steering_reliability.generation.runtime import shared_prefix
     from steering_reliability.interventions import Steering
     from steering_reliability.models import format_prompt, load
 
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     # The floor: the engine's own work (prompt tokens after the shared prefix, every new token)
     # costed at the matmul-only rate. Attention, norms, sampling and Python come on top.
     seqs = [encode(tok, t) for t in texts]
-    n_prefill = sum(len(q) for q in seqs) - (len(seqs) - 1) * _shared_prefix(seqs)
+    n_prefill = sum(len(q) for q in seqs) - (len(seqs) - 1) * shared_prefix(seqs)
     n_new = count_new(outputs["engine steered"], eos)
     floor = Ceiling(min(c.decode for c in ceilings), min(c.prefill for c in ceilings))
     ceiling = n_new / floor.job_seconds(n_prefill, n_new)

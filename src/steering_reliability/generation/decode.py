@@ -15,19 +15,19 @@ from ..listeners import GENERATION_PROGRESS
 from ..models import LoadedModel, format_prompt
 from ..models import encode_prompt as encode
 from .runtime import (
-    _KV,
     KV_BUDGET_BYTES,
     PREFILL_TOKENS,
     PREFILL_TOKENS_DEFAULT,
-    _check_args,
-    _prefill_mask,
-    _Prefix,
-    _run_prefix,
-    _Runner,
-    _shared_prefix,
-    _steering,
+    KVCache,
+    Prefix,
+    Runner,
+    check_generation_args,
     eos_ids,
+    prefill_mask,
     prompt_seed,
+    run_prefix,
+    shared_prefix,
+    steering_of,
 )
 
 
@@ -94,10 +94,10 @@ class _Row:
 
 
 def _prefill(
-    run: _Runner,
-    prefix: _Prefix,
+    run: Runner,
+    prefix: Prefix,
     suf: list[list[int]],
-    cache: _KV,
+    cache: KVCache,
     valid: Tensor,
     out: list[_Row],
     probe: SteerProbe | None,
@@ -120,7 +120,7 @@ def _prefill(
         # The chunk's columns end where the batch's suffix region ends (decode starts there for
         # every row); the columns in between stay masked.
         q0 = p + s_max - s_c
-        mask = _prefill_mask(valid[r0:r1, : p + s_max], q0, s_c)
+        mask = prefill_mask(valid[r0:r1, : p + s_max], q0, s_c)
         if probe is not None:
             probe.clear()
         with forward_phase("prompt"):
@@ -139,8 +139,8 @@ def _prefill(
 
 
 def _decode(
-    run: _Runner,
-    cache: _KV,
+    run: Runner,
+    cache: KVCache,
     valid: Tensor,
     pos: Tensor,
     logits: Tensor,
@@ -193,8 +193,8 @@ def _decode(
 
 
 def _batch(
-    run: _Runner,
-    prefix: _Prefix,
+    run: Runner,
+    prefix: Prefix,
     rows: list[int],
     seqs: list[list[int]],
     *,
@@ -219,7 +219,7 @@ def _batch(
             expected=f"<= {run.max_len} tokens",
         )
     # Layout per row: [shared prefix | left padding | own suffix | generated tokens].
-    cache = _KV.zeros(run, n, cap)
+    cache = KVCache.zeros(run, n, cap)
     if prefix.cache is not None:
         cache.fill_prefix(prefix.cache, p)
     valid = torch.zeros(n, cap, dtype=torch.bool, device=run.device)
@@ -256,7 +256,7 @@ def _batch(
     return out
 
 
-def _rows_within_budget(run: _Runner, batch_size: int, seq_len: int) -> int:
+def _rows_within_budget(run: Runner, batch_size: int, seq_len: int) -> int:
     """batch_size, lowered so that the batch's KV cache fits KV_BUDGET_BYTES."""
     per_row = 2 * run.n_layers * run.n_kv_heads * run.head_dim * seq_len * run.dtype.itemsize
     return max(1, min(batch_size, KV_BUDGET_BYTES // per_row))
@@ -296,13 +296,13 @@ def generate(
     """Complete raw user requests (formatted with format_prompt) under steerings; input order."""
     from tqdm.auto import tqdm
 
-    _check_args(prompts, prompt_ids, max_new_tokens, temperature, top_p, batch_size)
+    check_generation_args(prompts, prompt_ids, max_new_tokens, temperature, top_p, batch_size)
     if not prompts:
         return []
-    run = _Runner(model)
+    run = Runner(model)
     tok = model.tokenizer
     seqs = [encode(tok, format_prompt(tok, p, system_prompt=system_prompt)) for p in prompts]
-    p = _shared_prefix(seqs)
+    p = shared_prefix(seqs)
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     batch_size = _rows_within_budget(run, batch_size, len(seqs[order[0]]) + max_new_tokens)
     gens: list[torch.Generator | None] = [None] * len(seqs)
@@ -317,12 +317,12 @@ def generate(
     rows: list[_Row] = []
     with (
         torch.inference_mode(),
-        _steering(model, steerings) as probe,
+        steering_of(model, steerings) as probe,
         tqdm(total=len(seqs), disable=not progress, unit="prompt", desc="generate") as tq,
     ):
         bar = _Progress(tq, len(seqs))
         with forward_phase("prompt"):
-            prefix = _run_prefix(run, seqs[0][:p], probe)
+            prefix = run_prefix(run, seqs[0][:p], probe)
         for b0 in range(0, len(order), batch_size):
             rows += _batch(
                 run,

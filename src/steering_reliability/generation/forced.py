@@ -17,13 +17,13 @@ from ..interventions.steer import Steering, forward_phase, steer
 from ..models import LoadedModel, format_prompt
 from ..models import encode_prompt as encode
 from .runtime import (
-    _KV,
-    _check_args,
-    _prefill_mask,
-    _Prefix,
-    _run_prefix,
-    _Runner,
-    _shared_prefix,
+    KVCache,
+    Prefix,
+    Runner,
+    check_generation_args,
+    prefill_mask,
+    run_prefix,
+    shared_prefix,
 )
 
 
@@ -36,18 +36,18 @@ class TeacherForced:
 
 
 def _forced_hidden(
-    run: _Runner,
+    run: Runner,
     prompt_seqs: list[list[int]],
     completions: list[list[int]],
     p: int,
     rows: list[int],
-    prefix: _Prefix,
+    prefix: Prefix,
 ) -> list[Tensor]:
     """Hidden states [len(completion), d] predicting each completion token, per row of one batch."""
     dev = run.device
     full = [prompt_seqs[i][p:] + completions[i] for i in rows]
     n, width = len(rows), max(len(f) for f in full)
-    cache = _KV.zeros(run, n, p + width)
+    cache = KVCache.zeros(run, n, p + width)
     if prefix.cache is not None:
         cache.fill_prefix(prefix.cache, p)
     pad = int(run.model.tokenizer.pad_token_id or 0)
@@ -63,7 +63,7 @@ def _forced_hidden(
         valid[r, p + width - k :] = True
         generated[r, width - c :] = True
     with forward_phase("mixed", generated.to(dev)):
-        h = run.hidden(ids.to(dev), pos.to(dev), _prefill_mask(valid.to(dev), p, width), cache)
+        h = run.hidden(ids.to(dev), pos.to(dev), prefill_mask(valid.to(dev), p, width), cache)
     out = []
     for r in range(n):
         c = len(completions[rows[r]])
@@ -78,18 +78,18 @@ _BASELINES: OrderedDict[tuple[Any, ...], dict[int, Tensor]] = OrderedDict()
 _BASELINES_KEPT = 2
 
 
-def _has_foreign_hooks(run: _Runner) -> bool:
+def _has_foreign_hooks(run: Runner) -> bool:
     """Whether hooks someone else installed (an enclosing steer()) would change a forward."""
     return any(m._forward_hooks or m._forward_pre_hooks for m in run.raw.modules())
 
 
 def _forced_pass(
-    run: _Runner, seqs: list[list[int]], comps: list[list[int]], p: int, batch_size: int
+    run: Runner, seqs: list[list[int]], comps: list[list[int]], p: int, batch_size: int
 ) -> dict[int, Tensor]:
     """Hidden states predicting each completion token, per prompt index, under the hooks in place."""
     order = sorted(range(len(seqs)), key=lambda i: -(len(seqs[i]) + len(comps[i])))
     with forward_phase("prompt"):
-        prefix = _run_prefix(run, seqs[0][:p], None)
+        prefix = run_prefix(run, seqs[0][:p], None)
     out: dict[int, Tensor] = {}
     for b0 in range(0, len(order), batch_size):
         rows = order[b0 : b0 + batch_size]
@@ -114,7 +114,7 @@ def teacher_forced_scores(
     """
     from ..metrics.divergence import cross_entropy, kl_divergence
 
-    _check_args(prompts, prompt_ids, 1, 0.0, 1.0, batch_size)
+    check_generation_args(prompts, prompt_ids, 1, 0.0, 1.0, batch_size)
     if len(completions_token_ids) != len(prompts):
         raise InputError(
             "prompts and completions differ in length",
@@ -124,11 +124,11 @@ def teacher_forced_scores(
         )
     if not prompts:
         return []
-    run = _Runner(model)
+    run = Runner(model)
     tok = model.tokenizer
     seqs = [encode(tok, format_prompt(tok, q, system_prompt=system_prompt)) for q in prompts]
     comps = [[int(t) for t in c] for c in completions_token_ids]
-    p = _shared_prefix(seqs)
+    p = shared_prefix(seqs)
     with torch.inference_mode():
         key = (id(model.hf_model), model.info.weights_sha256, _digest(seqs, comps))
         cacheable = not _has_foreign_hooks(run)

@@ -33,7 +33,7 @@ def prompt_seed(seed: int, prompt_id: str) -> int:
     return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
-class _KV:
+class KVCache:
     """Per-layer K/V buffers [batch, kv_heads, capacity, head_dim], written in place.
 
     Duck-types the part of transformers' Cache that the decoder layers call (update,
@@ -45,7 +45,7 @@ class _KV:
         self.k, self.v, self.at = k, v, [at] * len(k)
 
     @classmethod
-    def zeros(cls, run: _Runner, batch: int, capacity: int) -> _KV:
+    def zeros(cls, run: Runner, batch: int, capacity: int) -> KVCache:
         # Zeros, not empty: masked key columns must hold finite values (0 * NaN is NaN in SDPA).
         shape = (batch, run.n_kv_heads, capacity, run.head_dim)
         k = [torch.zeros(shape, dtype=run.dtype, device=run.device) for _ in range(run.n_layers)]
@@ -66,10 +66,10 @@ class _KV:
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.at[layer_idx]
 
-    def rows(self, r0: int, r1: int, at: int) -> _KV:
-        return _KV([t[r0:r1] for t in self.k], [t[r0:r1] for t in self.v], at)
+    def rows(self, r0: int, r1: int, at: int) -> KVCache:
+        return KVCache([t[r0:r1] for t in self.k], [t[r0:r1] for t in self.v], at)
 
-    def fill_prefix(self, prefix: _KV, n: int) -> None:
+    def fill_prefix(self, prefix: KVCache, n: int) -> None:
         """Copy a one-row prefix cache into the first n columns of every row; next write at n."""
         for mine, theirs in ((self.k, prefix.k), (self.v, prefix.v)):
             for t, p in zip(mine, theirs, strict=False):
@@ -111,7 +111,7 @@ def _packed_head(w: Tensor) -> Tensor | None:
     return packed
 
 
-class _Runner:
+class Runner:
     """Forward passes of the HF model with explicit masks and positions."""
 
     def __init__(self, model: LoadedModel) -> None:
@@ -136,7 +136,7 @@ class _Runner:
             _packed_head(self.head.weight) if isinstance(self.head, torch.nn.Linear) else None
         )
 
-    def hidden(self, ids: Tensor, pos: Tensor, mask: Tensor, cache: _KV) -> Tensor:
+    def hidden(self, ids: Tensor, pos: Tensor, mask: Tensor, cache: KVCache) -> Tensor:
         """Final-norm hidden states [b, s, d] of ids [b, s] at positions pos, attending per mask [b,1,s,k]."""
         out = self.base(
             input_ids=ids,
@@ -158,7 +158,7 @@ class _Runner:
         return z
 
 
-def _prefill_mask(valid: Tensor, q0: int, s: int) -> Tensor:
+def prefill_mask(valid: Tensor, q0: int, s: int) -> Tensor:
     """[b, 1, s, k] bool: query i (column q0+i) sees valid keys at columns <= its own, and itself."""
     k = valid.shape[1]
     cols = torch.arange(k, device=valid.device)
@@ -168,7 +168,7 @@ def _prefill_mask(valid: Tensor, q0: int, s: int) -> Tensor:
     return ((valid[:, None, None, :] & causal[None, None]) | own[None, None]).contiguous()
 
 
-def _check_args(
+def check_generation_args(
     prompts: Sequence[str],
     prompt_ids: Sequence[str],
     max_new_tokens: int,
@@ -214,7 +214,7 @@ def eos_ids(model: LoadedModel) -> set[int]:
     return ids
 
 
-def _shared_prefix(seqs: list[list[int]]) -> int:
+def shared_prefix(seqs: list[list[int]]) -> int:
     """Length of the common token prefix, leaving every sequence at least one token of its own."""
     n = min(len(s) for s in seqs) - 1
     first = seqs[0]
@@ -227,33 +227,33 @@ def _shared_prefix(seqs: list[list[int]]) -> int:
 
 
 @dataclass
-class _Prefix:
+class Prefix:
     """The shared prefix's KV (one row) and the probe's projection sums over it."""
 
     n: int
-    cache: _KV | None
+    cache: KVCache | None
     proj_sum: tuple[float, float] = (0.0, 0.0)
 
 
-def _run_prefix(run: _Runner, ids: list[int], probe: SteerProbe | None) -> _Prefix:
+def run_prefix(run: Runner, ids: list[int], probe: SteerProbe | None) -> Prefix:
     if not ids:
-        return _Prefix(0, None)
-    cache = _KV.zeros(run, 1, len(ids))
+        return Prefix(0, None)
+    cache = KVCache.zeros(run, 1, len(ids))
     x = torch.tensor([ids], device=run.device)
     pos = torch.arange(len(ids), device=run.device)[None]
     valid = torch.ones(1, len(ids), dtype=torch.bool, device=run.device)
     if probe is not None:
         probe.clear()
-    run.hidden(x, pos, _prefill_mask(valid, 0, len(ids)), cache)
+    run.hidden(x, pos, prefill_mask(valid, 0, len(ids)), cache)
     sums = (0.0, 0.0)
     if probe is not None and probe.records:
         rec = probe.records[-1]
         sums = (float(rec.before.sum()), float(rec.after.sum()))
-    return _Prefix(len(ids), cache, sums)
+    return Prefix(len(ids), cache, sums)
 
 
 @contextmanager
-def _steering(model: LoadedModel, steerings: Sequence[Steering]) -> Iterator[SteerProbe | None]:
+def steering_of(model: LoadedModel, steerings: Sequence[Steering]) -> Iterator[SteerProbe | None]:
     if not steerings:
         yield None
         return
