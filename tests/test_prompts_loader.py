@@ -178,6 +178,20 @@ def test_wrong_types_and_keys_are_refused(tmp_path: Path, obj: object, needle: s
     assert needle in str(refused(write(tmp_path, "p.jsonl", json.dumps(obj))))
 
 
+def test_line_is_where_a_record_was_read_not_a_key_of_it(tmp_path: Path) -> None:
+    line = json.dumps({"id": "a", "prompt": "x", "meta": {"family": "f", "style": "s"}, "line": 7})
+    err = refused(write(tmp_path, "p.jsonl", GOOD + "\n" + line))
+    assert "unknown key 'line'" in str(err) and (err.line, err.field, err.value) == (2, "line", 7)
+
+
+def test_a_bad_meta_key_is_named_as_written(tmp_path: Path) -> None:
+    line = json.dumps(
+        {"id": "a", "prompt": "x", "meta": {"family": "f", "style": "s", "k\ud800": "v"}}
+    )
+    err = refused(write(tmp_path, "p.jsonl", line))
+    assert "surrogate" in str(err) and err.field == "meta.k\ud800"
+
+
 def test_json_list_items_know_their_lines(tmp_path: Path) -> None:
     text = "[\n  " + record("a1") + ",\n\n  " + record("a2") + "\n]\n"
     assert [p.line for p in load_prompts(write(tmp_path, "p.json", text))] == [2, 4]
@@ -263,7 +277,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp(
     def boom(*args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("steering_reliability.prompts.io.os.replace", boom)
+    monkeypatch.setattr("steering_reliability.atomic.os.replace", boom)
     with pytest.raises(OSError, match="disk full"):
         write_prompts([Prompt("z", "New?", {"family": "f", "style": "s"})], path)
     assert path.read_text(encoding="utf-8") == GOOD + "\n"

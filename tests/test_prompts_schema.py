@@ -6,6 +6,7 @@ import dataclasses
 import pickle
 
 import pytest
+from pydantic import ValidationError
 
 from steering_reliability.prompts import FrozenMeta, Prompt
 
@@ -49,6 +50,21 @@ def test_equal_hashable_and_picklable_ignoring_the_source_line() -> None:
 def test_meta_values_must_be_strings() -> None:
     with pytest.raises(TypeError):
         Prompt("x", "y", {"family": 1})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize(
+    ("pid", "text", "meta"),
+    [
+        (" ", "y", {"family": "f", "style": "s"}),
+        ("x", "", {"family": "f", "style": "s"}),
+        ("x", "y", {"family": "f"}),
+        ("x", "y", {"family": "f", "style": " "}),
+        (7, "y", {}),
+    ],
+)
+def test_a_prompt_built_in_python_is_checked_like_a_record(pid: str, text: str, meta: dict) -> None:
+    with pytest.raises(ValidationError):
+        Prompt(pid, text, meta)
 
 
 def test_to_record_is_the_jsonl_schema() -> None:

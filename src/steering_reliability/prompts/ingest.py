@@ -11,7 +11,7 @@ from typing import Any
 from steering_reliability.errors import PromptFileError, suggest
 
 from .io import write_prompts
-from .readers import read_rows
+from .readers import Row, read_rows
 from .schema import Prompt, prompt_from_record
 
 TEXT_COLUMNS = ("prompt", "instruction", "goal", "Behavior", "forbidden_prompt", "question", "text")
@@ -33,7 +33,7 @@ def _find_column(columns: Sequence[str], wanted: Sequence[str]) -> str | None:
     return None
 
 
-def _cell(obj: Mapping[str, Any], column: str, *, file: str, line: int, unit: str) -> str:
+def _cell(obj: Mapping[str, Any], column: str, *, file: str, line: int) -> str:
     value = obj.get(column)
     if value is None:
         return ""
@@ -70,7 +70,7 @@ def ingest(
             expected="letters, digits, _ . - (not starting with . _ or -)",
             hint="e.g. harmbench",
         )
-    name, rows, unit = read_rows(source)
+    name, unit, rows, _ = read_rows(source)
     if not rows:
         raise PromptFileError(
             "no records",
@@ -93,16 +93,14 @@ def ingest(
     assert text is not None  # _pick raised otherwise
     family = _pick(columns, family_col, FAMILY_COLUMNS, "--family-col", name, required=False)
     ident = _pick(columns, id_col, ID_COLUMNS, "--id-col", name, required=False)
-    source_ids = [
-        _cell(obj, ident, file=name, line=ln, unit=unit) if ident else "" for ln, obj in rows
-    ]
+    source_ids = [_cell(obj, ident, file=name, line=ln) if ident else "" for ln, obj in rows]
     ids = _make_ids(split, source_ids, explicit=id_col is not None, rows=rows, file=name)
     source_name = Path(source).name
     prompts: list[Prompt] = []
     for (line, obj), pid, source_id in zip(rows, ids, source_ids, strict=True):
         body = _request_text(obj, text, file=name, line=line, unit=unit)
         own = obj["meta"] if isinstance(obj.get("meta"), dict) else {}
-        label = _cell(obj, family, file=name, line=line, unit=unit).strip() if family else ""
+        label = _cell(obj, family, file=name, line=line).strip() if family else ""
         meta = {
             "family": label or str(own.get("family") or "").strip() or "unknown",
             "style": str(own.get("style") or obj.get("style") or "").strip() or DEFAULT_STYLE,
@@ -113,7 +111,7 @@ def ingest(
         if source_id:
             meta["source_id"] = source_id
         record = {"id": pid, "prompt": body, "meta": meta}
-        prompts.append(prompt_from_record(record, file=name, line=line, what=unit))
+        prompts.append(prompt_from_record(record, file=name, line=line, unit=unit))
     return tuple(prompts)
 
 
@@ -151,7 +149,7 @@ def _pick(
 
 
 def _request_text(obj: Mapping[str, Any], column: str, *, file: str, line: int, unit: str) -> str:
-    body = _cell(obj, column, file=file, line=line, unit=unit).strip()
+    body = _cell(obj, column, file=file, line=line).strip()
     if not body:
         raise PromptFileError(
             f"empty prompt in column {column!r}",
@@ -162,10 +160,10 @@ def _request_text(obj: Mapping[str, Any], column: str, *, file: str, line: int, 
             expected="a non-empty request",
             hint=f"fill in or delete {unit} {line}",
         )
-    extra = _cell(obj, "input", file=file, line=line, unit=unit).strip()
+    extra = _cell(obj, "input", file=file, line=line).strip()
     if column.lower() == "instruction" and extra:  # Alpaca: the request is instruction + input
         return f"{body}\n\n{extra}"
-    context = _cell(obj, "ContextString", file=file, line=line, unit=unit).strip()
+    context = _cell(obj, "ContextString", file=file, line=line).strip()
     if column == "Behavior" and context:  # HarmBench contextual behaviours: context, then request
         return f"{context}\n\n---\n\n{body}"
     return body
@@ -176,7 +174,7 @@ def _make_ids(
     source_ids: Sequence[str],
     *,
     explicit: bool,
-    rows: Sequence[tuple[int, Any]],
+    rows: Sequence[Row],
     file: str,
 ) -> list[str]:
     cleaned = [re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_.-") for s in source_ids]

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import hashlib
 import json
-import os
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
+from steering_reliability.atomic import atomic_write
 from steering_reliability.errors import PromptFileError
 
-from .readers import parse_csv_table, read_rows, read_text
+from .readers import Row, read_rows
 from .schema import REQUIRED_META, Prompt, prompt_from_record
 
 
@@ -23,15 +22,13 @@ def load_prompts(path: str | Path, *, split: str | None = None) -> tuple[Prompt,
     With `split`, records whose meta.split names another split are skipped (one file may hold
     several) and every returned prompt carries meta.split = split.
     """
-    if Path(path).suffix.lower() == ".csv":
-        name, text = read_text(path)
-        unit, rows = "row", _csv_records(*parse_csv_table(text, file=name), file=name)
-    else:
-        name, rows, unit = read_rows(path)
+    name, unit, rows, header = read_rows(path)
+    if header is not None:
+        rows = _csv_records(rows, header, file=name)
     prompts: list[Prompt] = []
     first_line: dict[str, int] = {}
     for line, obj in rows:
-        prompt = prompt_from_record(obj, file=name, line=line, what=unit)
+        prompt = prompt_from_record(obj, file=name, line=line, unit=unit)
         if prompt.id in first_line:
             raise PromptFileError(
                 f"duplicate id {prompt.id!r} on {unit}s {first_line[prompt.id]} and {line}",
@@ -59,14 +56,12 @@ def load_prompts(path: str | Path, *, split: str | None = None) -> tuple[Prompt,
 def _with_split(prompt: Prompt, split: str) -> Prompt:
     if prompt.meta.get("split") == split:
         return prompt
-    meta = {**prompt.meta, "split": split}
-    return Prompt(id=prompt.id, prompt=prompt.prompt, meta=meta, line=prompt.line)
+    return dataclasses.replace(prompt, meta={**prompt.meta, "split": split})
 
 
-def _csv_records(
-    header_line: int, columns: list[str], rows: list[tuple[int, Any]], *, file: str
-) -> list[tuple[int, Any]]:
+def _csv_records(rows: list[Row], header: tuple[int, list[str]], *, file: str) -> list[Row]:
     """CSV rows in our schema: columns id, prompt, and meta columns (`family` or `meta.family`)."""
+    header_line, columns = header
     meta_cols = {c: c.removeprefix("meta.") for c in columns if c not in ("id", "prompt")}
     for needed in ("id", "prompt", *REQUIRED_META):
         if needed not in columns and needed not in meta_cols.values():
@@ -80,7 +75,7 @@ def _csv_records(
                 hint="the first row is read as the header; add it, or ingest foreign layouts "
                 "with `python -m steering_reliability.prompts ingest`",
             )
-    out: list[tuple[int, Any]] = []
+    out: list[Row] = []
     for line, cells in rows:
         meta = {key: cells[col] for col, key in meta_cols.items() if cells[col] != ""}
         for key in REQUIRED_META:
@@ -135,44 +130,42 @@ def dumps_prompts(prompts: Iterable[Prompt]) -> str:
 
 
 def write_prompts(prompts: Sequence[Prompt], path: str | Path) -> Path:
-    """Write one JSONL file atomically (temp file in the same folder, fsync, os.replace)."""
+    """Write one JSONL file atomically (see steering_reliability.atomic)."""
     return write_many({Path(path): prompts})[0]
 
 
 def write_many(files: Mapping[Path, Sequence[Prompt]]) -> list[Path]:
-    """Write several JSONL files, all temp files first, so a failure leaves no file changed."""
-    _check_unique(files)
-    temps: list[tuple[Path, Path]] = []
-    try:
-        for path, prompts in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-            temps.append((temp, path))
-            with open(temp, "w", encoding="utf-8", newline="\n") as handle:
-                handle.write(dumps_prompts(prompts))
-                handle.flush()
-                os.fsync(handle.fileno())
-        for temp, path in temps:
-            os.replace(temp, path)
-    finally:
-        for temp, _ in temps:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-    return [path for _, path in temps]
+    """Write several JSONL files, each with atomic_write, nested so that every temp file is
+    written before any is renamed: a failure while writing changes no file."""
+    pending = [(Path(path), _unique_jsonl(Path(path), ps)) for path, ps in files.items()]
+
+    def write_from(index: int) -> None:
+        if index == len(pending):
+            return
+        path, data = pending[index]
+
+        def write(handle: BinaryIO) -> None:
+            handle.write(data)
+            write_from(index + 1)  # the next temp file, before this one is renamed
+
+        atomic_write(path, write)
+
+    write_from(0)
+    return [path for path, _ in pending]
 
 
-def _check_unique(files: Mapping[Path, Sequence[Prompt]]) -> None:
-    for path, prompts in files.items():
-        seen: set[str] = set()
-        for index, prompt in enumerate(prompts, start=1):
-            if prompt.id in seen:
-                raise PromptFileError(
-                    f"refusing to write duplicate id {prompt.id!r}",
-                    file=str(path),
-                    line=index,
-                    field="id",
-                    value=prompt.id,
-                    expected="ids unique per file",
-                    hint="make ids unique before writing",
-                )
-            seen.add(prompt.id)
+def _unique_jsonl(path: Path, prompts: Sequence[Prompt]) -> bytes:
+    seen: set[str] = set()
+    for index, prompt in enumerate(prompts, start=1):
+        if prompt.id in seen:
+            raise PromptFileError(
+                f"refusing to write duplicate id {prompt.id!r}",
+                file=str(path),
+                line=index,
+                field="id",
+                value=prompt.id,
+                expected="ids unique per file",
+                hint="make ids unique before writing",
+            )
+        seen.add(prompt.id)
+    return dumps_prompts(prompts).encode("utf-8")

@@ -11,7 +11,7 @@ import io
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from steering_reliability.errors import PromptFileError
 
@@ -19,16 +19,21 @@ SUFFIXES = (".jsonl", ".json", ".csv")
 Row = tuple[int, Any]  # (1-based line of the record's start, parsed value)
 
 
+class Rows(NamedTuple):
+    """A parsed prompt file: display name, unit ("line" or "row"), rows, and CSV header."""
+
+    file: str
+    unit: str
+    rows: list[Row]
+    header: tuple[int, list[str]] | None = None  # (line, column names) of a CSV file
+
+
 class _DuplicateKeyError(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
+    pass
 
 
 class _ConstantError(ValueError):
-    def __init__(self, literal: str) -> None:
-        super().__init__(literal)
-        self.literal = literal
+    pass
 
 
 def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -49,11 +54,11 @@ _CONSTANT_KEY = re.compile(r'(?:"((?:[^"\\]|\\.)*)"\s*:\s*)?(-?Infinity|NaN)\b')
 _DECODER = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_constant=_parse_constant)
 
 
-def read_text(path: str | Path) -> tuple[str, str]:
-    """(display name, decoded text) of a prompt file; refuses unknown suffixes, bad bytes, empty."""
+def read_rows(path: str | Path) -> Rows:
+    """Read and parse a prompt file by suffix; refuses unknown suffixes, bad bytes, empty files."""
     path = Path(path)
-    name = str(path)
-    if path.suffix.lower() not in SUFFIXES:
+    name, suffix = str(path), path.suffix.lower()
+    if suffix not in SUFFIXES:
         raise PromptFileError(
             "unknown file extension",
             file=name,
@@ -73,216 +78,183 @@ def read_text(path: str | Path) -> tuple[str, str]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
         raise PromptFileError(
             f"not valid UTF-8 at byte offset {exc.start}",
             file=name,
-            line=line,
+            line=raw.count(b"\n", 0, exc.start) + 1,
             value=raw[exc.start : exc.start + 8],
             expected="UTF-8 text",
             hint="re-save the file as UTF-8 (e.g. iconv -t UTF-8)",
         ) from None
     if not text.strip():
-        raise PromptFileError(
-            "file is empty",
-            file=name,
-            expected="at least one prompt record",
-            hint="write records into it, or point at the right file",
-        )
-    return name, text
-
-
-def read_rows(path: str | Path) -> tuple[str, list[Row], str]:
-    """Parse a file by suffix: (display name, rows, unit name "line" or "row")."""
-    name, text = read_text(path)
-    suffix = Path(path).suffix.lower()
-    if suffix == ".jsonl":
-        return name, parse_jsonl(text, file=name), "line"
+        raise _empty(name)
+    if suffix == ".csv":
+        return _csv(text, file=name)
     if suffix == ".json":
-        return name, parse_json_list(text, file=name), "line"
-    return name, parse_csv(text, file=name), "row"
-
-
-def _decode_error(exc: Exception, *, file: str, line: int, text: str) -> PromptFileError:
-    if isinstance(exc, _DuplicateKeyError):
-        return PromptFileError(
-            f"duplicate key {exc.key!r} in one object",
-            file=file,
-            line=line,
-            field=exc.key,
-            expected="each key once per object",
-            hint="delete or rename one of the two keys",
-        )
-    if isinstance(exc, _ConstantError):
-        key = _CONSTANT_KEY.search(text)
-        return PromptFileError(
-            f"{exc.literal} is not valid JSON",
-            file=file,
-            line=line,
-            field=key.group(1) if key and key.group(1) is not None else None,
-            value=exc.literal,
-            expected="strings, objects and finite numbers only",
-            hint='quote it ("NaN") or remove it; strict JSON has no NaN/Infinity',
-        )
-    assert isinstance(exc, json.JSONDecodeError)
-    return PromptFileError(
-        f"malformed JSON: {exc.msg} (column {exc.colno})",
-        file=file,
-        line=line,
-        value=text.strip()[:80],
-        expected="one complete JSON value",
-        hint="check quotes, commas and braces; a JSONL record must fit on one line",
+        return Rows(name, "line", _json_list(text, file=name))
+    # split on "\n" only: str.splitlines would also break inside strings holding U+2028 etc.
+    lines = enumerate(text.split("\n"), start=1)
+    return Rows(
+        name, "line", [(n, _decode(s, file=name, line=n)[0]) for n, s in lines if s.strip()]
     )
 
 
-def parse_jsonl(text: str, *, file: str) -> list[Row]:
-    """One JSON value per non-blank line."""
-    rows: list[Row] = []
-    # split on "\n" only: str.splitlines would also break inside strings holding U+2028 etc.
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((number, _DECODER.decode(line)))
-        except (json.JSONDecodeError, _DuplicateKeyError, _ConstantError) as exc:
-            raise _decode_error(exc, file=file, line=number, text=line) from None
-    return rows
+def _empty(file: str) -> PromptFileError:
+    return PromptFileError(
+        "file is empty",
+        file=file,
+        expected="at least one prompt record",
+        hint="write records into it, or point at the right file",
+    )
 
 
-def parse_json_list(text: str, *, file: str) -> list[Row]:
+def _decode(text: str, *, file: str, line: int = 1, start: int | None = None) -> tuple[Any, int]:
+    """(value, end) of the JSON value at `start`, or of all of `text` (a line of a JSONL file)
+    without it; errors name their line, counted from `line`."""
+    try:
+        if start is None:
+            return _DECODER.decode(text), len(text)
+        return _DECODER.raw_decode(text, start)
+    except _DuplicateKeyError as exc:
+        line += text.count("\n", 0, start or 0)
+        raise PromptFileError(
+            f"duplicate key {exc.args[0]!r} in one object",
+            file=file,
+            line=line,
+            field=exc.args[0],
+            expected="each key once per object",
+            hint="delete or rename one of the two keys",
+        ) from None
+    except _ConstantError as exc:
+        found = _CONSTANT_KEY.search(text, start or 0)
+        line += text.count("\n", 0, found.start(2) if found else start or 0)
+        raise PromptFileError(
+            f"{exc.args[0]} is not valid JSON",
+            file=file,
+            line=line,
+            field=found.group(1) if found else None,
+            value=exc.args[0],
+            expected="strings, objects and finite numbers only",
+            hint='quote it ("NaN") or remove it; strict JSON has no NaN/Infinity',
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise PromptFileError(
+            f"malformed JSON: {exc.msg} (column {exc.colno})",
+            file=file,
+            line=line + exc.lineno - 1,
+            value=(text if start is None else text[exc.pos : exc.pos + 80]).strip()[:80],
+            expected="one complete JSON value",
+            hint="check quotes, commas and braces; a JSONL record must fit on one line",
+        ) from None
+
+
+def _json_list(text: str, *, file: str) -> list[Row]:
     """A JSON list, decoded item by item so every item knows the line it starts on."""
-
-    def line_at(pos: int) -> int:
-        return text.count("\n", 0, pos) + 1
 
     def skip_ws(pos: int) -> int:
         while pos < len(text) and text[pos] in " \t\r\n":
             pos += 1
         return pos
 
+    def refuse(problem: str, pos: int, expected: str, hint: str) -> PromptFileError:
+        line = text.count("\n", 0, min(pos, len(text) - 1)) + 1
+        value = text[pos : pos + 40]
+        return PromptFileError(
+            problem, file=file, line=line, value=value, expected=expected, hint=hint
+        )
+
     pos = skip_ws(0)
-    if text[pos] != "[":
-        raise PromptFileError(
+    if not text.startswith("[", pos):
+        raise refuse(
             "a .json prompt file must hold a list",
-            file=file,
-            line=line_at(pos),
-            value=text[pos : pos + 40],
-            expected="[ {record}, {record}, ... ]",
-            hint="wrap the records in [...], or use .jsonl for one record per line",
+            pos,
+            "[ {record}, {record}, ... ]",
+            "wrap the records in [...], or use .jsonl for one record per line",
         )
     rows: list[Row] = []
     pos = skip_ws(pos + 1)
-    while True:
-        if pos < len(text) and text[pos] == "]" and not rows:
-            pos += 1
-            break
-        try:
-            value, end = _DECODER.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            where = line_at(exc.pos)
-            raise _decode_error(exc, file=file, line=where, text=text[exc.pos :][:80]) from None
-        except _DuplicateKeyError as exc:
-            raise _decode_error(exc, file=file, line=line_at(pos), text="") from None
-        except _ConstantError as exc:
-            found = _CONSTANT_KEY.search(text, pos)
-            where = line_at(found.start(2)) if found else line_at(pos)
-            raise _decode_error(
-                exc, file=file, line=where, text=found.group(0) if found else ""
-            ) from None
-        rows.append((line_at(pos), value))
+    while rows or not text.startswith("]", pos):
+        value, end = _decode(text, file=file, start=pos)
+        rows.append((text.count("\n", 0, pos) + 1, value))
         pos = skip_ws(end)
-        if pos < len(text) and text[pos] == ",":
-            pos = skip_ws(pos + 1)
-            continue
-        if pos < len(text) and text[pos] == "]":
-            pos += 1
+        if not text.startswith(",", pos):
             break
-        raise PromptFileError(
+        pos = skip_ws(pos + 1)
+    if not text.startswith("]", pos):
+        raise refuse(
             "malformed JSON: expected ',' or ']' after a list item",
-            file=file,
-            line=line_at(min(pos, len(text) - 1)),
-            value=text[pos : pos + 40],
-            expected="items separated by commas, the list closed by ]",
-            hint="check for a missing comma or an unclosed list",
+            pos,
+            "items separated by commas, the list closed by ]",
+            "check for a missing comma or an unclosed list",
         )
-    if text[skip_ws(pos) :]:
-        raise PromptFileError(
+    pos = skip_ws(pos + 1)
+    if pos < len(text):
+        raise refuse(
             "extra data after the closing ]",
-            file=file,
-            line=line_at(skip_ws(pos)),
-            value=text[skip_ws(pos) :][:40],
-            expected="nothing after the list",
-            hint="merge the values into the one list",
+            pos,
+            "nothing after the list",
+            "merge the values into the one list",
         )
     return rows
 
 
-def parse_csv(text: str, *, file: str) -> list[Row]:
-    """Data rows of a CSV as {column: cell} dicts (see parse_csv_table)."""
-    return parse_csv_table(text, file=file)[2]
-
-
-def parse_csv_table(text: str, *, file: str) -> tuple[int, list[str], list[Row]]:
-    """(header line, column names, data rows): all cells strings; ragged rows refused."""
+def _csv(text: str, *, file: str) -> Rows:
+    """Data rows as {column: cell} dicts, every cell a string; ragged rows are refused."""
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: tuple[int, list[str]] | None = None
+    rows: list[Row] = []
+    start = 1
     try:
-        header = next(reader)
-        while not any(cell.strip() for cell in header):
-            header = next(reader)
-    except StopIteration:  # pragma: no cover - read_text already refused blank files
-        raise PromptFileError("file is empty", file=file) from None
+        for cells in reader:
+            line, start = start, reader.line_num + 1  # a quoted cell may span lines
+            if not any(cell.strip() for cell in cells):
+                continue
+            if header is None:
+                end = reader.line_num  # the header is named by the line it ends on
+                header = (end, _column_names(cells, file=file, line=end))
+            elif len(cells) != len(header[1]):
+                raise PromptFileError(
+                    f"CSV row has {len(cells)} cells but the header has {len(header[1])}",
+                    file=file,
+                    line=line,
+                    value=cells,
+                    expected=f"{len(header[1])} cells: " + ",".join(header[1]),
+                    hint='quote cells that contain commas, e.g. "a, b"',
+                )
+            else:
+                rows.append((line, dict(zip(header[1], cells, strict=True))))
     except csv.Error as exc:
         raise PromptFileError(
             f"malformed CSV: {exc}",
             file=file,
             line=reader.line_num,
             expected="RFC 4180 CSV",
-            hint="check for an unclosed quote or a stray NUL byte",
+            hint="check for an unclosed quote" + ("" if header else " or a stray NUL byte"),
         ) from None
-    header_line = reader.line_num
-    names = [cell.strip() for cell in header]
-    for index, cell in enumerate(names):
-        if not cell:
+    if header is None:
+        raise _empty(file)
+    return Rows(file, "row", rows, header)
+
+
+def _column_names(cells: list[str], *, file: str, line: int) -> list[str]:
+    names = [cell.strip() for cell in cells]
+    for index, name in enumerate(names):
+        if not name:
             raise PromptFileError(
                 "CSV header has an empty column name",
                 file=file,
-                line=header_line,
+                line=line,
                 field=f"column {index + 1}",
                 expected="a name for every column",
                 hint="the first row is read as the header: name every column",
             )
-        if names.index(cell) != index:
+        if names.index(name) != index:
             raise PromptFileError(
-                f"CSV header repeats column {cell!r}",
+                f"CSV header repeats column {name!r}",
                 file=file,
-                line=header_line,
-                field=cell,
+                line=line,
+                field=name,
                 expected="distinct column names",
                 hint="rename or drop one of the two columns",
             )
-    rows: list[Row] = []
-    previous = reader.line_num
-    try:
-        for cells in reader:
-            start, previous = previous + 1, reader.line_num  # a quoted cell may span lines
-            if not any(cell.strip() for cell in cells):
-                continue
-            if len(cells) != len(names):
-                raise PromptFileError(
-                    f"CSV row has {len(cells)} cells but the header has {len(names)}",
-                    file=file,
-                    line=start,
-                    value=cells,
-                    expected=f"{len(names)} cells: " + ",".join(names),
-                    hint='quote cells that contain commas, e.g. "a, b"',
-                )
-            rows.append((start, dict(zip(names, cells, strict=True))))
-    except csv.Error as exc:
-        raise PromptFileError(
-            f"malformed CSV: {exc}",
-            file=file,
-            line=reader.line_num,
-            expected="RFC 4180 CSV",
-            hint="check for an unclosed quote",
-        ) from None
-    return header_line, names, rows
+    return names
