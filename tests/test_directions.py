@@ -251,29 +251,18 @@ def test_zero_direction_is_refused() -> None:
         _direction(torch.zeros(3))
 
 
+def _with_batches(diffs: torch.Tensor) -> Any:
+    return make_direction(method="m", layer=0, hook_point="resid_pre", position="prefix_mean",
+                          diffs=diffs, mean_resid_norm=1.0, batch_size=8)  # fmt: skip
+
+
 def test_split_half_and_batch_cosines() -> None:
     gen = torch.Generator().manual_seed(0)
     noise = torch.randn(40, 16, generator=gen)
-    d = make_direction(
-        method="m",
-        layer=0,
-        hook_point="resid_pre",
-        position="prefix_mean",
-        diffs=noise,
-        mean_resid_norm=1.0,
-        batch_size=8,
-    )
+    d = _with_batches(noise)
     assert -1.0 <= d.split_half_cosine <= 1.0 and len(d.batch_cosines) == 5
     signal = torch.ones(16) * 3 + 0.1 * noise
-    d2 = make_direction(
-        method="m",
-        layer=0,
-        hook_point="resid_pre",
-        position="prefix_mean",
-        diffs=signal,
-        mean_resid_norm=1.0,
-        batch_size=8,
-    )
+    d2 = _with_batches(signal)
     assert d2.split_half_cosine > 0.99 and min(d2.batch_cosines) > 0.99
     flipped = torch.cat([torch.ones(20, 16), -2 * torch.ones(20, 16)])
     d3 = make_direction(

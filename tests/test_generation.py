@@ -189,19 +189,9 @@ def test_apply_to_generated_leaves_the_first_token_alone(tiny: Any) -> None:
 
 def test_projection_probe_matches_the_bridge_cache(tiny: Any) -> None:
     v = _v()
-    outs = generate(
-        tiny,
-        PROMPTS[:3],
-        prompt_ids=IDS[:3],
-        max_new_tokens=4,
-        steerings=[Steering("add", 2, v, 2.5)],
-    )
-    abl = generate(
-        tiny,
-        PROMPTS[:3],
-        prompt_ids=IDS[:3],
-        max_new_tokens=4,
-        steerings=[Steering("ablate", 2, v, 1.0)],
+    outs, abl = (
+        generate(tiny, PROMPTS[:3], prompt_ids=IDS[:3], max_new_tokens=4, steerings=[steering])
+        for steering in (Steering("add", 2, v, 2.5), Steering("ablate", 2, v, 1.0))
     )
     assert generate(tiny, PROMPTS[:1], prompt_ids=IDS[:1], max_new_tokens=2)[0].proj_before is None
     tok = tiny.tokenizer
@@ -326,7 +316,7 @@ def test_a_small_kv_budget_shrinks_batches_not_results(
     tiny: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ref = generate(tiny, PROMPTS, prompt_ids=IDS, max_new_tokens=NEW)
-    run = runtime_mod._Runner(tiny)
+    run = runtime_mod.Runner(tiny)
     assert decode_mod._rows_within_budget(run, 64, 100) == 64
     monkeypatch.setattr(decode_mod, "KV_BUDGET_BYTES", 1)
     assert decode_mod._rows_within_budget(run, 64, 100) == 1

@@ -18,8 +18,8 @@ from .atomic import atomic_write
 from .config import Config, config_hash
 from .models import LoadedModel, encode_prompt, format_prompt
 from .prompts import Prompt, check_prompt_lengths, load_prompts
+from .prompts.generate import SPLITS
 
-SPLITS: tuple[str, ...] = ("harm_train", "harm_test", "benign")
 # Every prompt set is split once into a part where choices are made (operating point, best
 # layer, thresholds) and a part the headline numbers are reported on (VALIDITY.md section 1).
 PARTS: tuple[str, ...] = ("select", "report")

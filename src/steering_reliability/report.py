@@ -114,7 +114,9 @@ def render(run_dir: str | Path) -> ReportPaths:
         headline=headline(report_df, summary, checks, has_parts(df)),
     )
     atomic_write_bytes(paths.summary_csv, summary_csv_text(summary).encode("utf-8"))
-    atomic_write_bytes(run_dir / "summary_select.csv", summary_csv_text(select_summary).encode("utf-8"))
+    atomic_write_bytes(
+        run_dir / "summary_select.csv", summary_csv_text(select_summary).encode("utf-8")
+    )
     atomic_write_bytes(paths.examples_md, render_examples(report_df, summary).encode("utf-8"))
     findings = render_findings(
         report_df, summary, info, select_summary=select_summary, parts=has_parts(df),

@@ -15,9 +15,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from steering_reliability.errors import InputError
+from steering_reliability.prompts.generate import SPLITS as SPLITS  # one home: the prompt sets
 from steering_reliability.records.schema import COLUMNS
 
-SPLITS: tuple[str, ...] = ("harm_train", "harm_test", "benign")
 BASELINE = "baseline"
 SWEEP = "sweep"
 SANITY_PREFIX = "sanity:"

@@ -19,8 +19,9 @@ import math
 import os
 import re
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import torch
 
@@ -317,8 +318,9 @@ def get_or_compute_many(
                 computed = compute_fn(todo)
                 for i in todo:
                     d = _with_key(computed[i], keys[i], fields_by_id[i])
-                    state = to_state(d, fields_by_id[i])
-                    atomic_write(root / f"{keys[i]}.pt", lambda fh, st=state: torch.save(st, fh))
+                    atomic_write(
+                        root / f"{keys[i]}.pt", partial(_save, to_state(d, fields_by_id[i]))
+                    )
                     out[i] = d
     if human_copy:
         for i, d in out.items():
@@ -326,6 +328,10 @@ def get_or_compute_many(
             if plan is not None:
                 export(d, fields_by_id[i], cache_dir, plan)
     return {i: out[i] for i in fields_by_id}
+
+
+def _save(obj: Any, fh: BinaryIO) -> None:
+    torch.save(obj, fh)
 
 
 def _with_key(d: Direction, key: str, fields: Mapping[str, Any]) -> Direction:

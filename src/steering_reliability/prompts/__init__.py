@@ -3,9 +3,10 @@ shift, a leakage check, and ingest of public sets' layouts."""
 
 from __future__ import annotations
 
+from ..atomic import file_sha256
 from .generate import SPLITS, generate_sets, generate_split, make_sets
 from .ingest import ingest, ingest_file
-from .io import check_prompt_lengths, dumps_prompts, file_sha256, load_prompts, write_prompts
+from .io import check_prompt_lengths, dumps_prompts, load_prompts, write_prompts
 from .leakage import JACCARD_THRESHOLD, LeakagePair, format_report, leakage_report
 from .schema import FrozenMeta, Prompt
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from steering_reliability.errors import InputError, PromptFileError
 
+from ..atomic import file_sha256
 from .generate import DEFAULT_SIZES, make_sets
 from .ingest import ingest_file
-from .io import file_sha256, load_prompts
+from .io import load_prompts
 from .readers import SUFFIXES
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -113,15 +112,6 @@ def check_prompt_lengths(
                 expected=f"at most {max_tokens} tokens",
                 hint="shorten or drop this prompt, or lower max_new_tokens to leave it room",
             )
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes (prompt files are part of cache keys and run manifests)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def dumps_prompts(prompts: Iterable[Prompt]) -> str:

@@ -446,9 +446,11 @@ class Recorder:
 
     def _say(self, line: str, **markup: bool) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if line and reporter is None:  # a plan made at configure time: said in the header
+        if not line:
+            return
+        if reporter is None:  # a plan made at configure time: said in the header
             self._header.append(f"steering_reliability: {line}")
-        elif line:
+        else:
             reporter.write_line(f"steering_reliability: {line}", **markup)
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
