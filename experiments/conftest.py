@@ -14,6 +14,7 @@ import pytest
 
 from steering_reliability.config import Config, sanity_layer, validate_for_model
 from steering_reliability.experiment import SPLITS, sweep_cases
+from steering_reliability.models.loader import layer_count
 
 
 def _config_at_collection(config: pytest.Config) -> Config:
@@ -85,6 +86,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("case", cases, ids=[c.id for c in cases])
     if "split" in metafunc.fixturenames:
         metafunc.parametrize("split", SPLITS)
+    if "rd_layer" in metafunc.fixturenames:  # the refusal-direction scan: every layer
+        from steering_reliability.refusal_direction import candidate_layers
+
+        cfg = _config_at_collection(metafunc.config)
+        layers = candidate_layers(layer_count(cfg.model.name), cfg.direction.hook_point)
+        metafunc.parametrize("rd_layer", layers, ids=[f"layer{i}-scan" for i in layers])
 
 
 def _pin_threads() -> None:

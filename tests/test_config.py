@@ -33,12 +33,13 @@ def test_shipped_configs_load_and_differ() -> None:
     assert config_hash(default) == config_hash(load_config(CONFIG_DIR / "default.yaml"))
 
 
-# What the hand-written loader (before the pydantic sections) hashed the shipped configs to: the
-# run identity of existing run directories. Per config: as loaded, and with model.dtype float32
-# (what `resolved_precision` gives where auto means float32). Changing one starts new runs.
+# The run identity of the shipped configs (the pydantic loader reproduced the hand-written one's
+# hashes; the refusal_direction section then changed them once). Per config: as loaded, and with
+# model.dtype float32 (what `resolved_precision` gives where auto means float32). A change here
+# starts new runs: change the literals only with the config.
 PINNED_HASHES = [
-    ("default", "a39533be122de321", "79162cb4e8bf658c"),
-    ("fast", "fc770f9bbf6cae6a", "af04a8cbb4ad8dec"),
+    ("default", "8d64337c11b3fbd7", "178b8f668c21531a"),
+    ("fast", "6768320659a5a22c", "bb3b109268734c40"),
 ]
 
 

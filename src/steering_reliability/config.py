@@ -182,6 +182,24 @@ class SanityConfig:
 
 
 @dataclass(frozen=True, config=_NO_UNKNOWN_KEYS)
+class RefusalDirectionConfig:
+    """The refusal-direction pipeline (Arditi et al. 2024; experiments/test_refusal_direction.py):
+    defaults as the paper where it says, sizes for a CPU."""
+
+    # Selection: KL of harmless next-token distributions under addition, and the layer cut-off.
+    kl_max: Annotated[Number, _rule("> 0", lambda v: v > 0)] = 0.1
+    max_layer_frac: Fraction = 0.8
+    # Select-part prompts that score each candidate (harmless: induce and KL; harmful: bypass).
+    n_score: Positive = 32
+    # Report-part prompts per split that the evaluation settings generate for (None: all).
+    n_eval: Count = 64
+    # General text for CE, read as plain paragraphs; shipped: data/text/general.txt.
+    ce_text: StrictStr = "data/text/general.txt"
+    # Report prompts of harm_test whose greedy outputs compare orthogonalised weights with hooks.
+    n_orthogonal_check: Positive = 16
+
+
+@dataclass(frozen=True, config=_NO_UNKNOWN_KEYS)
 class Config:
     """The whole resolved configuration of one run."""
 
@@ -192,6 +210,7 @@ class Config:
     generation: Annotated[GenerationConfig, Section] = GenerationConfig()
     metrics: Annotated[MetricsConfig, Section] = MetricsConfig()
     sanity: Annotated[SanityConfig, Section] = SanityConfig()
+    refusal_direction: Annotated[RefusalDirectionConfig, Section] = RefusalDirectionConfig()
     seed: StrictInt = 0
     source: StrictStr = ""  # the file it was read from (not part of the hash)
 

@@ -41,7 +41,11 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(Hookspecs)
 
 
-EXPERIMENT_MARKERS = ("sanity", "experiment")  # markers whose tests live in experiments/
+EXPERIMENT_MARKERS = (
+    "sanity",
+    "experiment",
+    "refusal_direction",
+)  # markers whose tests live in experiments/
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -179,12 +179,22 @@ def score_candidates(
 
 
 def select_direction(
-    candidates_table: pd.DataFrame, kl_max: float, max_layer_frac: float = 0.8
+    candidates_table: pd.DataFrame,
+    kl_max: float,
+    max_layer_frac: float = 0.8,
+    *,
+    require_induce: bool = False,
+    by: str = "induce",
 ) -> pd.Series:
-    """The row with the highest induce score among candidates with KL <= kl_max and
-    layer < max_layer_frac * n_layers (late layers steer the output, not the decision)."""
+    """The best candidate among those with KL <= kl_max and layer < max_layer_frac * n_layers
+    (late layers steer the output, not the decision) and, with `require_induce`, whose addition
+    raises the benign refusal probability above baseline. `by`: "induce" ranks by the induce
+    score, "bypass" by the drop in refusal under all-layer ablation (then KL, lower first)."""
     t = candidates_table
-    missing = [c for c in ("layer", "n_layers", "kl", "induce_score") if c not in t.columns]
+    score = {"induce": "induce_score", "bypass": "bypass_score"}.get(by)
+    if score is None:
+        raise DirectionError("unknown ranking", field="by", value=by, expected="induce or bypass")
+    missing = [c for c in ("layer", "n_layers", "kl", "induce_score", score) if c not in t.columns]
     if missing:
         raise DirectionError(
             "candidate table lacks columns",
@@ -192,21 +202,21 @@ def select_direction(
             value=missing,
             hint="build it with score_candidates",
         )
-    ok = t[
-        (t["kl"] <= kl_max)
-        & (t["layer"] < max_layer_frac * t["n_layers"])
-        & t["induce_score"].notna()
-    ]
+    keep = (t["kl"] <= kl_max) & (t["layer"] < max_layer_frac * t["n_layers"]) & t[score].notna()
+    if require_induce:
+        keep &= t["induce_score"] > t["baseline_refusal_prob_benign"]
+    ok = t[keep]
     if ok.empty:
         best = t.sort_values("kl").head(3)[["candidate", "kl", "induce_score"]].to_dict("records")
         raise DirectionError(
-            "no candidate passes the KL bound and layer cut-off",
+            "no candidate passes the KL bound, the layer cut-off"
+            + (" and the induce filter" if require_induce else ""),
             field="kl_max",
             value=kl_max,
             expected=f"a bound some candidate meets (lowest KL: {best})",
             hint=f"raise kl_max, or max_layer_frac (now {max_layer_frac})",
         )
-    ranked = ok.sort_values(["induce_score", "kl"], ascending=[False, True], kind="stable")
+    ranked = ok.sort_values([score, "kl"], ascending=[False, True], kind="stable")
     return ranked.iloc[0]
 
 

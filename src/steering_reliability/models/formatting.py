@@ -36,3 +36,23 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     """Token ids of a formatted prompt; BOS is added only where the text does not carry it."""
     bos = getattr(tokenizer, "bos_token", None)
     return list(tokenizer(text, add_special_tokens=not (bos and text.startswith(bos))).input_ids)
+
+
+# Two user messages that share no final characters: what their formatted prompts share at the
+# end is what the template adds after any message.
+_PROBES = ("Name three colours", "How tall is a giraffe?")
+
+
+def post_instruction_positions(
+    tokenizer: Any, *, system_prompt: str | None = None
+) -> tuple[int, ...]:
+    """Positions (negative, from the end of a formatted prompt) of the tokens the prompt format
+    puts after the user's message (Arditi et al.'s post-instruction tokens): the common token
+    suffix of two prompts formatted with different messages. Derived from the template, so it
+    holds for any chat model (SmolLM2: `<|im_end|>`, newline, `<|im_start|>`, `assistant`, newline)."""
+    a, b = (encode_prompt(tokenizer, format_prompt(tokenizer, p, system_prompt=system_prompt))
+            for p in _PROBES)  # fmt: skip
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return tuple(range(-n, 0))

@@ -284,3 +284,25 @@ def boot_bridge(hub_id: str, model: Any, tokenizer: Any) -> Any:
     return TransformerBridge.boot_transformers(
         hub_id, hf_model=shadow_tree(model), tokenizer=tokenizer
     )
+
+
+def layer_count(name: str) -> int:
+    """The number of decoder layers of a model, without loading its weights (for collection:
+    one case per layer): the registry's for an embedded model, else its config.json."""
+    known = EMBEDDED.get(name)
+    if known is not None and known.n_layers is not None:
+        return known.n_layers
+    check_model_name(name)
+    try:
+        from transformers import AutoConfig
+
+        path = Path(name).expanduser()
+        source = path.parent if path.suffix == ".gguf" else name
+        kwargs = {"gguf_file": path.name} if path.suffix == ".gguf" else {}
+        cfg = AutoConfig.from_pretrained(source, local_files_only=True, **kwargs)
+        n = getattr(cfg.get_text_config(), "num_hidden_layers", None)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read the layer count of {name!r}: {exc}") from exc
+    if not isinstance(n, int):
+        raise ModelLoadError(f"{name!r}: its config has no num_hidden_layers")
+    return n

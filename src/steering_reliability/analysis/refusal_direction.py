@@ -1,0 +1,146 @@
+"""The refusal-direction pipeline's report: the Arditi-style table and the scan figure.
+
+Rows: baseline (test_baseline's rows of the same report prompts), all-layer ablation, activation
+addition (-v on harmful prompts, +v on harmless). Columns: refusal rate and first-token refusal
+probability on the harmful splits, refusal rate on the harmless split, CE on the baseline's own
+benign completions and on the general text, each mean with its 95% bootstrap interval.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+
+from steering_reliability.analysis.data import BASELINE
+from steering_reliability.analysis.stats import Estimate, diff_ci, mean_ci
+
+EXPERIMENT = "refusal_direction"
+ORDER = ("baseline", "ablation", "actadd")
+HARMFUL = ("harm_train", "harm_test")
+
+
+def has_rows(df: pd.DataFrame) -> bool:
+    return bool(df["experiment"].astype(str).str.startswith(EXPERIMENT).any())
+
+
+def _prompt_rows(df: pd.DataFrame, setting: str, split: str) -> pd.DataFrame:
+    """One setting's prompt rows of a split; the baseline's are restricted to the prompts the
+    evaluation settings generated for (the same report prompts)."""
+    if setting == "baseline":
+        ids = set(df[(df["experiment"] == EXPERIMENT) & (df["split"] == split)]["prompt_id"])
+        rows = df[(df["experiment"] == BASELINE) & (df["split"] == split)]
+        return rows[rows["prompt_id"].isin(ids)]
+    return df[
+        (df["experiment"] == EXPERIMENT)
+        & (df["case_id"] == f"rd-{setting}")
+        & (df["split"] == split)
+    ]
+
+
+def _by_prompt(rows: pd.DataFrame, column: str) -> pd.Series:
+    return rows.set_index("prompt_id")[column].astype("float64")
+
+
+def table(df: pd.DataFrame) -> dict[str, dict[str, Estimate]]:
+    """setting -> column -> Estimate (NaN estimates where a setting was not run)."""
+    out: dict[str, dict[str, Estimate]] = {}
+    ce_text = df[df["experiment"] == f"{EXPERIMENT}:ce_text"].set_index("case_id")["value"]
+    for setting in ORDER:
+        cols: dict[str, Estimate] = {}
+        for split in HARMFUL:
+            rows = _prompt_rows(df, setting, split)
+            cols[f"{split} refusal"] = mean_ci(_by_prompt(rows, "is_refusal"))
+            cols[f"{split} first-token p"] = mean_ci(_by_prompt(rows, "first_token_refusal_prob"))
+        benign = _prompt_rows(df, setting, "benign")
+        cols["benign refusal"] = mean_ci(_by_prompt(benign, "is_refusal"))
+        if setting == "baseline":
+            benign = df[df["experiment"] == f"{EXPERIMENT}:ce_baseline"]
+        ce = _by_prompt(benign, "ce_on_baseline")
+        cols["CE benign completions"] = mean_ci(ce)
+        v = float(ce_text.get(f"rd-{setting}", float("nan")))
+        cols["CE general text"] = Estimate(v, float("nan"), float("nan"), 1)
+        out[setting] = cols
+    return out
+
+
+def _fmt(e: Estimate) -> str:
+    if e.n == 0 or pd.isna(e.value):
+        return "-"
+    if pd.isna(e.lo):
+        return f"{e.value:.3f}"
+    return f"{e.value:.2f} [{e.lo:.2f}, {e.hi:.2f}]"
+
+
+def section(df: pd.DataFrame) -> str:
+    """The findings section: what was selected, the table, and which half is measurable."""
+    sel = df[df["experiment"] == f"{EXPERIMENT}:select"]
+    lines = ["## The refusal direction (Arditi et al. 2024 pipeline)", ""]
+    if not sel.empty:
+        meta = json.loads(sel.iloc[0]["extra_json"])
+        s = meta.get("scores", {})
+        lines += [
+            f"Selected on *select* prompts: layer {meta.get('layer')}, position {meta.get('position')} "
+            f"(post-instruction token, counted from the end), ranked by {meta.get('criterion')} "
+            f"among candidates with KL <= {meta['thresholds']['kl_max']} in the first "
+            f"{meta['thresholds']['max_layer_frac']:.0%} of layers that induce refusal. Its scores: "
+            f"induce {s.get('induce_score', float('nan')):.3f} (benign baseline "
+            f"{s.get('baseline_refusal_prob_benign', float('nan')):.3f}), KL {s.get('kl', float('nan')):.3f}, "
+            f"harmful select prompts refusing at baseline: {s.get('n_refusing_baseline')}.",
+            "",
+        ]
+    t = table(df)
+    cols = list(next(iter(t.values())))
+    lines += ["Measured on *report* prompts (95% bootstrap intervals over prompts; CE on the general "
+              "text is one number over all its tokens):", "",
+              "| setting | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]  # fmt: skip
+    lines += [f"| {name} | " + " | ".join(_fmt(t[name][c]) for c in cols) + " |" for name in ORDER]
+    lines += ["", _measurable(df), ""]
+    return "\n".join(lines)
+
+
+def _measurable(df: pd.DataFrame) -> str:
+    """Which half of the question the model can show, from its baseline refusal rates."""
+    induce = _paired(df, "actadd", "benign")
+    said = (f"Induction: activation addition of +v on harmless report prompts changes their refusal "
+            f"rate by {induce.value:+.2f} [{induce.lo:+.2f}, {induce.hi:+.2f}] (paired). ")  # fmt: skip
+    return said + _bypass(df)
+
+
+def _paired(df: pd.DataFrame, setting: str, split: str) -> Estimate:
+    """The paired difference in refusal rate, setting minus baseline, on the same prompts."""
+    return diff_ci(_by_prompt(_prompt_rows(df, setting, split), "is_refusal"),
+                   _by_prompt(_prompt_rows(df, "baseline", split), "is_refusal"))  # fmt: skip
+
+
+def _bypass(df: pd.DataFrame) -> str:
+    base = _prompt_rows(df, "baseline", "harm_train")
+    rate = float(base["is_refusal"].astype(float).mean()) if len(base) else float("nan")
+    if pd.isna(rate) or rate < 0.2:
+        return (f"Bypass is not measurable on this model: it refuses {rate:.2f} of harm_train report "
+                "prompts at baseline, so ablation has little refusal to remove; induction is the "
+                "half this model can show.")  # fmt: skip
+    d = _paired(df, "ablation", "harm_train")
+    return (
+        f"Bypass: all-layer ablation changes harm_train refusal by {d.value:+.2f} "
+        f"[{d.lo:+.2f}, {d.hi:+.2f}] (paired, from {rate:.2f} at baseline)."
+    )
+
+
+def scan_figure(df: pd.DataFrame) -> Any:
+    """Induce score and KL against layer, one line per post-instruction position."""
+    import matplotlib.pyplot as plt
+
+    scan = df[df["experiment"] == f"{EXPERIMENT}:scan"].copy()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for pos, rows in scan.groupby("position"):
+        rows = rows.sort_values("layer")
+        a.plot(rows["layer"], rows["value"], marker=".", label=f"pos {pos}")
+        b.plot(rows["layer"], rows["kl_to_baseline"], marker=".", label=f"pos {pos}")
+    a.set(xlabel="layer", ylabel="first-token refusal p under +v (harmless)", title="induce")
+    b.set(xlabel="layer", ylabel="KL on harmless prompts", title="KL", yscale="log")
+    a.legend(fontsize=7)
+    fig.suptitle("refusal-direction candidates, select prompts")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,257 @@
+"""The refusal-direction pipeline of Arditi et al. (2024), on any model, from the library's parts.
+
+1. candidates: difference in means, harmful vs harmless prompts, at every layer x every
+   post-instruction position (the tokens the prompt format puts after the user's message,
+   derived from the template), one forward pass per batch for all layers;
+2. a cheap scan without generation: per candidate, the first-token refusal probability under
+   addition on harmless prompts (induce), its drop under all-layer ablation on harmful prompts
+   that refuse at baseline (bypass) and the KL on harmless prompts (`selection.score_candidates`);
+3. selection on *select* prompts: KL bound, layer cut-off, must induce; the best bypass where the
+   model refuses enough to measure it, else the best induce score;
+4. evaluation settings on *report* prompts: all-layer directional ablation, and activation
+   addition (-v on harmful prompts, +v on harmless ones) at the selected layer;
+5. CE on a general text sample, and the weight-orthogonalised model as a loadable export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from .atomic import atomic_write, digest
+from .config import Config
+from .directions import Direction
+from .errors import ConfigError
+from .interventions import Steering, full_ablation, orthogonalize_weights
+from .models import LoadedModel
+from .models.formatting import post_instruction_positions
+from .prompts import Prompt
+
+SCAN_VERSION = 1  # bump when the scan's numerics change: cached layer tables are recomputed
+MIN_REFUSING = 5  # harmful select prompts that must refuse at baseline for bypass to decide
+SETTINGS = ("baseline", "ablation", "actadd")
+_FLOATS = ("alpha", "norm", "split_half_cosine", "induce_score", "baseline_refusal_prob_benign",
+           "kl", "bypass_score")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PipelinePrompts:
+    """Which prompts each step reads; none of them is a report prompt."""
+
+    harmful: tuple[Prompt, ...]  # the direction's harmful mean (harm_train, select part)
+    harmless: tuple[Prompt, ...]  # its harmless mean (benign prompts that are never scored)
+    harmful_val: tuple[Prompt, ...]  # bypass scoring (harm_train select part, not in `harmful`)
+    harmless_val: tuple[Prompt, ...]  # induce and KL scoring (benign select part)
+
+
+def pipeline_prompts(cfg: Config, splits: Mapping[str, Sequence[Prompt]]) -> PipelinePrompts:
+    """The prompts of the candidate and selection steps, all from the *select* parts."""
+    from .experiment import direction_prompts, file_parts, harmless_prompts
+
+    parts = file_parts(cfg)
+    n = cfg.refusal_direction.n_score
+    built = direction_prompts(cfg)
+    seen = {p.id for p in built}
+
+    def select(split: str) -> tuple[Prompt, ...]:
+        return tuple(p for p in splits[split] if parts[split].get(p.id) == "select")
+
+    harmful_val = tuple(p for p in select("harm_train") if p.id not in seen) or select("harm_test")
+    return PipelinePrompts(built, harmless_prompts(cfg), harmful_val[:n], select("benign")[:n])
+
+
+def positions(model: LoadedModel, cfg: Config) -> tuple[int, ...]:
+    """The post-instruction positions of the model's prompt format (refused when there are none)."""
+    found = post_instruction_positions(model.tokenizer, system_prompt=cfg.model.system_prompt)
+    if not found:
+        raise ConfigError(
+            "the prompt format puts no tokens after the user's message, so there are no "
+            "post-instruction positions to read",
+            field="model.name",
+            value=model.info.name,
+            hint="use a chat model, or a model whose prompt format ends in an assistant cue",
+        )
+    return found
+
+
+def candidate_layers(n_layers: int, hook_point: str) -> range:
+    """Every layer whose residual can differ between prompts at a template token: at layer 0's
+    block input (resid_pre) the residual is the token's embedding, the same for every prompt."""
+    return range(1 if hook_point == "resid_pre" else 0, n_layers)
+
+
+def candidates(
+    model: LoadedModel, cfg: Config, prompts: PipelinePrompts, at: Sequence[int]
+) -> dict[tuple[int, int], Direction]:
+    """Difference-in-means candidates at every candidate layer x position in `at`."""
+    from .directions.builders import diff_in_means
+
+    return diff_in_means(
+        model,
+        [p.prompt for p in prompts.harmful],
+        [p.prompt for p in prompts.harmless],
+        layers=candidate_layers(model.info.n_layers, cfg.direction.hook_point),
+        hook_point=cfg.direction.hook_point,
+        positions=at,
+        system_prompt=cfg.model.system_prompt,
+        batch_size=cfg.direction.batch_size,
+    )
+
+
+def scan_layer(
+    model: LoadedModel,
+    cfg: Config,
+    cands: Mapping[tuple[int, int], Direction],
+    layer: int,
+    prompts: PipelinePrompts,
+) -> pd.DataFrame:
+    """The scan table of one layer's candidates, cached on disk by everything it depends on (so
+    the per-layer cases and the selection share one computation across workers)."""
+    from filelock import FileLock
+
+    from .directions.selection import score_candidates
+    from .models import default_cache_dir
+
+    mine = {k: d for k, d in sorted(cands.items()) if k[0] == layer}
+    key = digest({
+        "version": SCAN_VERSION, "weights": model.info.weights_sha256, "dtype": model.info.dtype,
+        "directions": [vector_sha(d) for d in mine.values()], "system_prompt": cfg.model.system_prompt,
+        "harmful_val": [p.prompt for p in prompts.harmful_val],
+        "harmless_val": [p.prompt for p in prompts.harmless_val],
+        "threshold": cfg.metrics.refusal_threshold,
+    }, size=16)  # fmt: skip
+    path = default_cache_dir() / "refusal_direction" / f"{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        if path.is_file():
+            table = pd.DataFrame(json.loads(path.read_text(encoding="utf-8")))
+            return table.astype(dict.fromkeys(_FLOATS, "float64"))  # JSON null -> NaN
+        table = score_candidates(
+            model,
+            mine,
+            benign=[p.prompt for p in prompts.harmless_val],
+            harmful=[p.prompt for p in prompts.harmful_val],
+            alpha=1.0,
+            alpha_scale="raw",
+            system_prompt=cfg.model.system_prompt,
+            refusal_threshold=cfg.metrics.refusal_threshold,
+            batch_size=cfg.direction.batch_size,
+        )
+        text = table.to_json(orient="records", double_precision=15)
+        atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+    return table
+
+
+def select(table: pd.DataFrame, cfg: Config) -> tuple[pd.Series, str]:
+    """The selected candidate and the criterion that ranked it ("bypass" or "induce")."""
+    from .directions.selection import select_direction
+
+    rd = cfg.refusal_direction
+    by = "bypass" if int(table["n_refusing_baseline"].max()) >= MIN_REFUSING else "induce"
+    row = select_direction(table, rd.kl_max, rd.max_layer_frac, require_induce=True, by=by)
+    return row, by
+
+
+@contextlib.contextmanager
+def setting(
+    model: LoadedModel, name: str, direction: Direction, *, harmful: bool
+) -> Iterator[list[Steering]]:
+    """The hooks of one evaluation setting; yields the steerings to hand to generate().
+
+    ablation: v̂ removed from every layer's residual input and attention/MLP outputs;
+    actadd: -v added at the selected layer on harmful prompts (bypass), +v on harmless (induce).
+    """
+    if name == "ablation":
+        with full_ablation(model, direction.vector):
+            yield []
+    elif name == "actadd":
+        sign = -1.0 if harmful else 1.0
+        yield [
+            Steering(
+                "add", direction.layer, direction.vector, sign, hook_point=direction.hook_point
+            )
+        ]
+    else:
+        yield []
+
+
+def read_text(path: Path) -> list[str]:
+    """The paragraphs of a plain text file (blank-line separated)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the CE text: {exc}", field="refusal_direction.ce_text",
+                          value=str(path), hint="point it at a UTF-8 text file") from None  # fmt: skip
+    paragraphs = [" ".join(p.split()) for p in text.split("\n\n") if p.strip()]
+    if not paragraphs:
+        raise ConfigError(
+            "the CE text is empty", field="refusal_direction.ce_text", value=str(path)
+        )
+    return paragraphs
+
+
+def text_ce(
+    model: LoadedModel, paragraphs: Sequence[str], steerings: Sequence[Steering] = ()
+) -> tuple[float, int]:
+    """Mean next-token cross-entropy (nats) over every token of the paragraphs, read as plain
+    text (no prompt format), under the hooks in place and `steerings`; and the token count."""
+    from .interventions import steer
+    from .models.sites import model_device
+
+    tok, net = model.tokenizer, model.hf_model
+    total, count = 0.0, 0
+    with steer(model, list(steerings)), torch.inference_mode():
+        for text in paragraphs:
+            ids = torch.tensor([tok(text).input_ids], device=model_device(model))
+            logits = net(input_ids=ids, use_cache=False).logits[0, :-1].float()
+            loss = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum")
+            total, count = total + float(loss), count + ids.shape[1] - 1
+    return total / max(count, 1), count
+
+
+def export_orthogonalized(model: LoadedModel, direction: Direction, folder: Path) -> Any:
+    """The weight-orthogonalised copy of the model, written to `folder` (safetensors, config,
+    tokenizer: loadable with AutoModelForCausalLM.from_pretrained) and returned."""
+    ortho = orthogonalize_weights(model, direction.vector)
+    temp = folder.with_name(f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    net = ortho.hf_model
+    # A model read from a GGUF file keeps its (dequantising) quantizer; its weights are plain
+    # floats by now, so the export is an ordinary checkpoint.
+    net.hf_quantizer = None
+    if hasattr(net.config, "quantization_config"):
+        del net.config.quantization_config
+    try:
+        net.save_pretrained(temp, safe_serialization=True)
+        model.tokenizer.save_pretrained(temp)
+        (temp / "direction_metadata.json").write_text(
+            json.dumps(direction_metadata(direction), indent=2)
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(temp, folder)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    return ortho
+
+
+def vector_sha(direction: Direction) -> str:
+    """sha256 of the direction's fp32 vector bytes: its content identity."""
+    import hashlib
+
+    return hashlib.sha256(direction.vector.detach().float().cpu().numpy().tobytes()).hexdigest()
+
+
+def direction_metadata(direction: Direction, **extra: Any) -> dict[str, Any]:
+    """What the selected direction is: site, sizes, the key of its cached computation."""
+    return {"layer": direction.layer, "position": direction.position, "hook_point": direction.hook_point,
+            "method": direction.method, "norm": direction.norm, "vector_sha256": vector_sha(direction),
+            "n_prompts": direction.n_prompts, **extra}  # fmt: skip
