@@ -32,7 +32,7 @@ def pytest_configure(config: pytest.Config) -> None:
     model lacks."""
     if hasattr(config, "workerinput") or config.option.help or config.option.version:
         return
-    from steering_reliability.errors import SteeringReliabilityError
+    from steering_reliability.errors import ConfigError, SteeringReliabilityError
     from steering_reliability.experiment import select_prompts
     from steering_reliability.models.loader import check_model_name
     from steering_reliability.models.registry import EMBEDDED
@@ -41,6 +41,11 @@ def pytest_configure(config: pytest.Config) -> None:
         cfg = _config_at_collection(config)
         check_model_name(cfg.model.name)
         select_prompts(cfg)  # reads and validates every prompt file
+        ce_text = cfg.resolve_path(cfg.refusal_direction.ce_text)
+        if not ce_text.is_file():
+            raise ConfigError("the general text for CE is not a file", file=cfg.source or None,
+                              field="refusal_direction.ce_text", value=str(ce_text),
+                              hint="point it at a UTF-8 text file (shipped: data/text/general.txt)")  # fmt: skip
         known = EMBEDDED.get(cfg.model.name)
         if known is not None and known.n_layers is not None:
             validate_for_model(cfg, model_name=known.name, n_layers=known.n_layers)

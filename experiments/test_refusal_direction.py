@@ -25,8 +25,11 @@ EXPERIMENT = "refusal_direction"
 
 
 @pytest.fixture(scope="session")
-def rd_prompts(sr_config: Config, splits: dict[str, Any]) -> rd.PipelinePrompts:
-    return rd.pipeline_prompts(sr_config, splits)
+def rd_prompts(sr_config: Config, sr_run: Any) -> rd.PipelinePrompts:
+    prompts = rd.pipeline_prompts(sr_config)
+    sr_run.annotate("refusal_direction_prompts", {name: [p.id for p in getattr(prompts, name)]
+                    for name in ("harmful", "harmless", "harmful_val", "harmless_val")})  # fmt: skip
+    return prompts
 
 
 @pytest.fixture(scope="session")

@@ -46,28 +46,38 @@ _FLOATS = ("alpha", "norm", "split_half_cosine", "induce_score", "baseline_refus
 
 @dataclass(frozen=True)
 class PipelinePrompts:
-    """Which prompts each step reads; none of them is a report prompt."""
+    """Which prompts each step reads: all from the *select* parts of the prompt files, the ones
+    that build the means apart from the ones that score the candidates."""
 
-    harmful: tuple[Prompt, ...]  # the direction's harmful mean (harm_train, select part)
-    harmless: tuple[Prompt, ...]  # its harmless mean (benign prompts that are never scored)
-    harmful_val: tuple[Prompt, ...]  # bypass scoring (harm_train select part, not in `harmful`)
-    harmless_val: tuple[Prompt, ...]  # induce and KL scoring (benign select part)
+    harmful: tuple[Prompt, ...]  # the harmful mean: the sweep's direction prompts (harm_train)
+    harmless: tuple[Prompt, ...]  # the harmless mean: benign, after the scoring ones
+    harmful_val: tuple[Prompt, ...]  # bypass scoring: harm_train not in `harmful`, else harm_test
+    harmless_val: tuple[Prompt, ...]  # induce and KL scoring: the first n_score of benign
 
 
-def pipeline_prompts(cfg: Config, splits: Mapping[str, Sequence[Prompt]]) -> PipelinePrompts:
-    """The prompts of the candidate and selection steps, all from the *select* parts."""
-    from .experiment import direction_prompts, file_parts, harmless_prompts
+def pipeline_prompts(cfg: Config) -> PipelinePrompts:
+    """The prompts of the candidate and selection steps (never a report prompt)."""
+    from .experiment import direction_prompts, file_parts, split_files
+    from .prompts import load_prompts
 
-    parts = file_parts(cfg)
+    parts, files = file_parts(cfg), split_files(cfg)
     n = cfg.refusal_direction.n_score
-    built = direction_prompts(cfg)
-    seen = {p.id for p in built}
 
     def select(split: str) -> tuple[Prompt, ...]:
-        return tuple(p for p in splits[split] if parts[split].get(p.id) == "select")
+        return tuple(p for p in load_prompts(files[split], split=split)
+                     if parts[split].get(p.id) == "select")  # fmt: skip
 
+    harmful = direction_prompts(cfg)
+    seen = {p.id for p in harmful}
     harmful_val = tuple(p for p in select("harm_train") if p.id not in seen) or select("harm_test")
-    return PipelinePrompts(built, harmless_prompts(cfg), harmful_val[:n], select("benign")[:n])
+    benign = select("benign")
+    if len(benign) <= n:
+        raise ConfigError(
+            "too few benign select prompts to both score candidates and build the harmless mean",
+            field="refusal_direction.n_score", value=n,
+            expected=f"fewer than the {len(benign)} select-part prompts of {files['benign']}",
+        )  # fmt: skip
+    return PipelinePrompts(harmful, benign[n:][: len(harmful)], harmful_val[:n], benign[:n])
 
 
 def positions(model: LoadedModel, cfg: Config) -> tuple[int, ...]:
