@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from steering_reliability import refusal_direction as rd
-from steering_reliability.config import Config, config_hash
+from steering_reliability.config import Config
 from steering_reliability.experiment import SPLITS, score_rows
 
 pytestmark = [pytest.mark.refusal_direction, pytest.mark.experiment]
@@ -27,9 +27,12 @@ EXPERIMENT = "refusal_direction"
 @pytest.fixture(scope="session")
 def rd_prompts(sr_config: Config, sr_run: Any) -> rd.PipelinePrompts:
     prompts = rd.pipeline_prompts(sr_config)
-    sr_run.annotate("refusal_direction_prompts", {name: [p.id for p in getattr(prompts, name)]
-                    for name in ("harmful", "harmless", "harmful_val", "harmless_val")})  # fmt: skip
+    sr_run.annotate("refusal_direction_prompts", _ids(prompts))
     return prompts
+
+
+def _ids(prompts: rd.PipelinePrompts) -> dict[str, list[str]]:
+    return {role: [p.id for p in getattr(prompts, role)] for role in rd.PROMPT_ROLES}
 
 
 @pytest.fixture(scope="session")
@@ -45,22 +48,28 @@ def rd_folder(sr_run: Any) -> Path:
 
 
 @pytest.fixture(scope="session")
-def rd_selected(
+def rd_selection(
     sr_config: Config, model: Any, rd_candidates: dict[Any, Any], rd_prompts: Any, rd_folder: Path
-) -> tuple[Any, dict[str, Any]]:
-    """The selected direction and its metadata; writes candidates.parquet, direction.pt and
-    direction_metadata.json into the run (the scan tables come from the per-layer cache)."""
+) -> tuple[Any, dict[str, Any]] | str:
+    """The selected direction and its metadata, or why no candidate passed selection. Writes
+    candidates.parquet, and direction.pt and direction_metadata.json when one was selected, into
+    the run (the scan tables come from the per-layer cache)."""
     import pandas as pd
     import torch
 
     from steering_reliability.atomic import atomic_write, atomic_write_json
+    from steering_reliability.errors import ConfigError
 
     table = pd.concat(
         [rd.scan_layer(model, sr_config, rd_candidates, layer, rd_prompts)
          for layer in rd.candidate_layers(model.info.n_layers, sr_config.direction.hook_point)],
         ignore_index=True,
     )  # fmt: skip
-    row, by = rd.select(table, sr_config)
+    atomic_write(rd_folder / "candidates.parquet", lambda fh: table.to_parquet(fh, index=False))
+    try:
+        row, by = rd.select(table, sr_config)
+    except ConfigError as exc:
+        return str(exc)
     chosen = rd_candidates[(int(row["layer"]), int(row["position"]))]
     meta = rd.direction_metadata(
         chosen,
@@ -70,13 +79,19 @@ def rd_selected(
         thresholds={"kl_max": sr_config.refusal_direction.kl_max,
                     "max_layer_frac": sr_config.refusal_direction.max_layer_frac,
                     "must_induce": True, "bypass_needs_refusing": rd.MIN_REFUSING},
-        prompts={name: [p.id for p in getattr(rd_prompts, name)]
-                 for name in ("harmful", "harmless", "harmful_val", "harmless_val")},
+        prompts=_ids(rd_prompts),
     )  # fmt: skip
-    atomic_write(rd_folder / "candidates.parquet", lambda fh: table.to_parquet(fh, index=False))
     atomic_write(rd_folder / "direction.pt", lambda fh: torch.save(chosen.vector.clone(), fh))
     atomic_write_json(rd_folder / "direction_metadata.json", meta)
     return chosen, meta
+
+
+@pytest.fixture
+def rd_selected(rd_selection: tuple[Any, dict[str, Any]] | str) -> tuple[Any, dict[str, Any]]:
+    """The selected direction; the cases that need one skip when selection found none."""
+    if isinstance(rd_selection, str):
+        pytest.skip(f"inconclusive: no direction selected: {rd_selection}")
+    return rd_selection
 
 
 def _plain(value: Any) -> Any:
@@ -85,9 +100,9 @@ def _plain(value: Any) -> Any:
     return None if isinstance(value, float) and value != value else value
 
 
-def _row(cfg: Config, run_id: str, model: Any, **fields: Any) -> dict[str, Any]:
+def _row(cfg: Config, model: Any, **fields: Any) -> dict[str, Any]:
     """A non-prompt row of this experiment."""
-    return {"run_id": run_id, "config_hash": config_hash(cfg), "experiment": EXPERIMENT,
+    return {"experiment": EXPERIMENT,
             "model": model.info.name, "split": "", "prompt_id": "", "hook_point": cfg.direction.hook_point,
             "direction_method": "diff_in_means", "alpha_scale": "raw", "seed": cfg.seed, **fields}  # fmt: skip
 
@@ -108,7 +123,7 @@ def test_scan(
     assert len(table) == len([k for k in rd_candidates if k[0] == rd_layer]) > 0
     assert table["kl"].ge(0).all() and table["induce_score"].between(0, 1).all()
     record.rows(
-        _row(sr_config, sr_run.run_id, model, experiment=f"{EXPERIMENT}:scan",
+        _row(sr_config, model, experiment=f"{EXPERIMENT}:scan",
              case_id=f"layer{rd_layer}-scan", layer=rd_layer, position=str(r["position"]),
              intervention="add", alpha=1.0, direction_variant=f"pos{r['position']}",
              value=r["induce_score"], first_token_refusal_prob=r["induce_score"],
@@ -120,19 +135,30 @@ def test_scan(
     )  # fmt: skip
 
 
-def test_select(
-    record: Any, sr_config: Config, sr_run: Any, model: Any, rd_selected: tuple[Any, Any]
-) -> None:
-    """The selected candidate: it passed the KL bound, the layer cut-off and the induce filter."""
-    chosen, meta = rd_selected
-    rdc = sr_config.refusal_direction
-    assert meta["scores"]["kl"] <= rdc.kl_max
-    assert chosen.layer < rdc.max_layer_frac * model.info.n_layers
-    record.rows([_row(sr_config, sr_run.run_id, model, experiment=f"{EXPERIMENT}:select",
+def test_select(record: Any, sr_config: Config, model: Any, rd_selection: Any) -> None:
+    """The selected candidate, with its scores and thresholds; inconclusive (skipped, with the
+    reason in its row) when no candidate passes the KL bound, the layer cut-off and the induce
+    filter, so the settings that need a direction are not run."""
+    if isinstance(rd_selection, str):
+        record.rows([_row(sr_config, model, experiment=f"{EXPERIMENT}:select", case_id="rd-select",
+                          layer=-1, intervention="", alpha=0.0, direction_variant="rd",
+                          verdict="inconclusive", extra_json=json.dumps({"reason": rd_selection}))])  # fmt: skip
+        pytest.skip(f"inconclusive: {rd_selection}")
+    chosen, meta = rd_selection
+    record.rows([_row(sr_config, model, experiment=f"{EXPERIMENT}:select",
                       case_id="rd-select", layer=chosen.layer, position=chosen.position,
                       intervention="", alpha=0.0, direction_variant="rd",
                       value=meta["scores"][f"{meta['criterion']}_score"],
                       extra_json=json.dumps(meta, default=float))])  # fmt: skip
+
+
+def _report(cfg: Config, splits: dict[str, Any], split: str) -> list[int]:
+    """Indices of the split's evaluated prompts that are in the report part (the first n_eval)."""
+    from steering_reliability.experiment import file_parts
+
+    parts = file_parts(cfg)[split]
+    idx = [i for i, p in enumerate(splits[split]) if parts.get(p.id) == "report"]
+    return idx[: cfg.refusal_direction.n_eval]
 
 
 @pytest.mark.parametrize("rd_setting", rd.SETTINGS)
@@ -144,124 +170,93 @@ def test_evaluate(
     model: Any,
     splits: dict[str, Any],
     baseline: dict[str, list[Any]],
-    rd_selected: tuple[Any, Any],
+    rd_selection: Any,
 ) -> None:
     """One setting on *report* prompts: generations (substring refusal, first-token refusal
     probability), CE and KL on the baseline's own benign completions, and CE on the general text.
-    The baseline's prompt rows are test_baseline's; this case adds its CE on the text."""
-    from steering_reliability.experiment import file_parts, generate_for
+    The baseline's prompt rows are test_baseline's; its case adds the unsteered CE on the same
+    completions and on the text."""
+    from steering_reliability.experiment import generate_for
     from steering_reliability.generation import teacher_forced_scores
     from steering_reliability.metrics import refusal_token_ids
 
-    cfg, (chosen, _) = sr_config, rd_selected
-    parts = file_parts(cfg)
-    text = rd.read_text(cfg.resolve_path(cfg.refusal_direction.ce_text))
+    cfg = sr_config
+    if rd_setting != "baseline" and isinstance(rd_selection, str):
+        pytest.skip(f"inconclusive: no direction selected: {rd_selection}")
+    chosen = None if isinstance(rd_selection, str) else rd_selection[0]
+    site = (
+        {"layer": -1, "position": ""}
+        if chosen is None
+        else {"layer": chosen.layer, "position": chosen.position}
+    )
     rows: list[dict[str, Any]] = []
-    for split in SPLITS if rd_setting != "baseline" else ():
-        idx = [i for i, p in enumerate(splits[split]) if parts[split].get(p.id) == "report"]
-        idx = idx[: cfg.refusal_direction.n_eval]
+    for split in SPLITS:
+        idx = _report(cfg, splits, split)
         prompts = [splits[split][i] for i in idx]
+        if rd_setting == "baseline" and split != "benign":
+            continue  # test_baseline's rows are the baseline
         with rd.setting(model, rd_setting, chosen, harmful=split != "benign") as steerings:
-            gens = generate_for(model, cfg, prompts, steerings,
-                                track_token_ids=refusal_token_ids(model.tokenizer))  # fmt: skip
+            gens = None
+            if rd_setting != "baseline":
+                gens = generate_for(model, cfg, prompts, steerings,
+                                    track_token_ids=refusal_token_ids(model.tokenizer))  # fmt: skip
             tf = None
-            if split == "benign":
+            if split == "benign":  # CE / KL on the unsteered model's own completions
                 tf = teacher_forced_scores(
                     model, [p.prompt for p in prompts], [baseline[split][i].token_ids for i in idx],
                     prompt_ids=[p.id for p in prompts], steerings=steerings,
                     system_prompt=cfg.model.system_prompt,
                 )  # fmt: skip
+        if gens is None:  # the baseline: only its CE on the completions
+            rows += [_row(cfg, model, experiment=f"{EXPERIMENT}:ce_baseline", case_id="rd-baseline",
+                          split=split, prompt_id=p.id, intervention="baseline", alpha=0.0,
+                          direction_variant="rd", ce_on_baseline=t.ce, **site)
+                     for p, t in zip(prompts, tf or [], strict=True)]  # fmt: skip
+            continue
         alpha = 1.0 if rd_setting == "ablation" or split == "benign" else -1.0
         for r in score_rows(cfg=cfg, model=model, run_id=sr_run.run_id, experiment=EXPERIMENT,
                             case=f"rd-{rd_setting}", split=split, prompts=prompts, gens=gens,
-                            layer=chosen.layer, intervention=rd_setting, alpha=alpha,
-                            direction_variant="rd", teacher_forced=tf):  # fmt: skip
-            rows.append({**r, "position": chosen.position, "direction_method": "diff_in_means",
-                         "alpha_scale": "raw"})  # fmt: skip
-    if rd_setting == "baseline":  # the unsteered CE on the same benign completions
-        idx = [i for i, p in enumerate(splits["benign"]) if parts["benign"].get(p.id) == "report"]
-        idx = idx[: cfg.refusal_direction.n_eval]
-        prompts = [splits["benign"][i] for i in idx]
-        tf = teacher_forced_scores(
-            model, [p.prompt for p in prompts], [baseline["benign"][i].token_ids for i in idx],
-            prompt_ids=[p.id for p in prompts], steerings=[], system_prompt=cfg.model.system_prompt,
-        )  # fmt: skip
-        rows += [_row(cfg, sr_run.run_id, model, experiment=f"{EXPERIMENT}:ce_baseline",
-                      case_id="rd-baseline", split="benign", prompt_id=p.id, layer=chosen.layer,
-                      position=chosen.position, intervention="baseline", alpha=0.0,
-                      direction_variant="rd", ce_on_baseline=t.ce, kl_to_baseline=t.kl_to_baseline)
-                 for p, t in zip(prompts, tf, strict=True)]  # fmt: skip
+                            intervention=rd_setting, alpha=alpha, direction_variant="rd",
+                            teacher_forced=tf, layer=site["layer"]):  # fmt: skip
+            rows.append({**r, **site, "direction_method": "diff_in_means", "alpha_scale": "raw"})
     # CE on the general text: actadd subtracts v (its bypass form) on every token.
+    text = rd.read_text(cfg.resolve_path(cfg.refusal_direction.ce_text))
     with rd.setting(model, rd_setting, chosen, harmful=True) as steerings:
         ce, n_tokens = rd.text_ce(model, text, steerings)
-    rows.append(_row(cfg, sr_run.run_id, model, experiment=f"{EXPERIMENT}:ce_text",
-                     case_id=f"rd-{rd_setting}", layer=chosen.layer, position=chosen.position,
+    rows.append(_row(cfg, model, experiment=f"{EXPERIMENT}:ce_text", case_id=f"rd-{rd_setting}",
                      intervention=rd_setting, alpha=0.0, direction_variant="rd", value=ce,
                      extra_json=json.dumps({"text": cfg.refusal_direction.ce_text,
-                                            "n_tokens": n_tokens})))  # fmt: skip
+                                            "n_tokens": n_tokens}), **site))  # fmt: skip
     record.rows(rows)
 
 
 def test_orthogonalized_weights_equal_hook_ablation(
     record: Any,
     sr_config: Config,
-    sr_run: Any,
     model: Any,
     splits: dict[str, Any],
     rd_selected: tuple[Any, Any],
     rd_folder: Path,
 ) -> None:
-    """The exported orthogonalised model (safetensors, loadable by from_pretrained) reproduces
-    all-layer hook ablation: its greedy outputs on report prompts of harm_test equal the hooks'.
-    Passed when every sequence is identical; failed when fewer than half are; inconclusive in
-    between (fp32 rounding of the baked weights can flip a near-tie)."""
-    import dataclasses
-
-    from steering_reliability.checks import Verdict
-    from steering_reliability.experiment import file_parts, generate_for
+    """The exported orthogonalised checkpoint, loaded back with from_pretrained, computes
+    all-layer hook ablation: its next-token logits on report prompts of harm_test are within
+    1e-4 of the largest logit of the hooks' (`refusal_direction.orthogonal_verdict`)."""
+    from steering_reliability.experiment import file_parts
 
     cfg, (chosen, _) = sr_config, rd_selected
-    ortho = rd.export_orthogonalized(model, chosen, rd_folder / "orthogonalized")
-    loaded = _reload_logits_gap(rd_folder / "orthogonalized", ortho)
+    folder, exported = rd.export_orthogonalized(model, chosen)
+    link = rd_folder / "orthogonalized"
+    if link.is_symlink() or not link.exists():  # the run points at the cached checkpoint
+        link.unlink(missing_ok=True)
+        link.symlink_to(folder, target_is_directory=True)
     parts = file_parts(cfg)["harm_test"]
-    prompts = [p for p in splits["harm_test"] if parts.get(p.id) == "report"]
-    prompts = prompts[: cfg.refusal_direction.n_orthogonal_check]
-    short = dataclasses.replace(
-        cfg,
-        generation=dataclasses.replace(cfg.generation, max_new_tokens=cfg.sanity.max_new_tokens),
-    )
-    with rd.setting(model, "ablation", chosen, harmful=True):
-        hooked = generate_for(model, short, prompts)
-    baked = generate_for(ortho, short, prompts)
-    same = sum(a.token_ids == b.token_ids for a, b in zip(hooked, baked, strict=True))
-    frac = same / len(prompts)
-    verdict = "passed" if same == len(prompts) else "failed" if frac < 0.5 else "inconclusive"
-    v = Verdict("orthogonalized_equals_ablation", verdict, frac,
-                f"{same}/{len(prompts)} greedy outputs identical over {cfg.sanity.max_new_tokens} "
-                f"tokens; reloaded export's logits within {loaded:.2e} of the in-memory copy",
-                {"identical": same, "n": len(prompts), "reload_max_abs_logit_diff": loaded})  # fmt: skip
-    record.rows([_row(cfg, sr_run.run_id, model, experiment="sanity:orthogonalized_equals_ablation",
+    prompts = [p.prompt for p in splits["harm_test"] if parts.get(p.id) == "report"]
+    v = rd.orthogonal_verdict(model, exported, chosen, prompts[: cfg.refusal_direction.n_orthogonal_check],
+                              system_prompt=cfg.model.system_prompt)  # fmt: skip
+    record.rows([_row(cfg, model, experiment="sanity:orthogonalized_equals_ablation",
                       case_id="rd-orthogonalized", layer=chosen.layer, position=chosen.position,
                       intervention="orthogonalize", alpha=1.0, direction_variant="rd",
-                      value=frac, passed=v.passed, verdict=v.verdict,
-                      extra_json=json.dumps({"reason": v.reason, **v.details}))])  # fmt: skip
-    assert loaded < 1e-3, f"the reloaded export differs from the orthogonalised model: {loaded}"
+                      value=v.value, passed=v.passed, verdict=v.verdict,
+                      extra_json=json.dumps({"reason": v.reason, "checkpoint": str(folder), **v.details}))])  # fmt: skip
     if v.verdict == "failed":
         pytest.fail(v.reason, pytrace=False)
-    if v.verdict == "inconclusive":
-        pytest.skip(f"inconclusive: {v.reason}")
-
-
-def _reload_logits_gap(folder: Path, ortho: Any) -> float:
-    """Max |logit| difference between the export loaded with from_pretrained and the copy."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    net = AutoModelForCausalLM.from_pretrained(
-        folder, dtype=next(ortho.hf_model.parameters()).dtype
-    )
-    ids = torch.tensor([ortho.tokenizer("The river begins in the hills.").input_ids])
-    with torch.inference_mode():
-        a = net(input_ids=ids).logits
-        b = ortho.hf_model(input_ids=ids).logits
-    return float((a - b).abs().max())

@@ -9,7 +9,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import torch
 
 from steering_reliability import refusal_direction as rd
 from steering_reliability.config import Config
@@ -105,24 +104,31 @@ def test_scan_select_ce_and_orthogonalised_export_on_the_tiny_model(
         )
     assert ablated_ce != base_ce
 
-    folder = tmp_path / "ortho"
-    ortho = rd.export_orthogonalized(tiny, best, folder)
-    from transformers import AutoModelForCausalLM
-
-    reloaded = AutoModelForCausalLM.from_pretrained(folder)
-    ids = torch.tensor([tiny.tokenizer("How do I pick a lock?").input_ids])
-    with torch.inference_mode():
-        with full_ablation(tiny, best.vector):
-            hooked = tiny.hf_model(input_ids=ids).logits
-        baked = reloaded(input_ids=ids).logits
-        same_copy = ortho.hf_model(input_ids=ids).logits
-    # The baked weights compute hook ablation up to fp32 rounding (tolerance: 1e-4 of the logits' scale).
-    scale = float(hooked.abs().max())
-    assert float((baked - hooked).abs().max()) <= 1e-4 * max(scale, 1.0)
-    assert torch.equal(baked, same_copy)
+    folder, exported = rd.export_orthogonalized(tiny, best)
+    assert folder.parent == tmp_path / "cache" / "orthogonalized"
     assert (folder / "model.safetensors").is_file() and (
         folder / "direction_metadata.json"
     ).is_file()
+    texts = ["How do I pick a lock?", "Name a river in France."]
+    v = rd.orthogonal_verdict(tiny, exported, best, texts)
+    assert v.verdict == "passed" and v.details["ablation_effect"] > 100 * v.value, v.reason
+    assert rd.export_orthogonalized(tiny, best)[0] == folder  # written once per (weights, vector)
+
+
+def test_the_orthogonalisation_check_fails_on_a_broken_export(
+    tiny: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mutations: an export that orthogonalised nothing, and one made for another vector."""
+    monkeypatch.setenv("STEERING_RELIABILITY_CACHE", str(tmp_path / "cache"))
+    cfg = Config()
+    prompts = rd.PipelinePrompts(_prompts(HARMFUL, "h"), _prompts(HARMLESS, "b"),
+                                 _prompts(HARMFUL[:3], "hv"), _prompts(HARMLESS[:3], "bv"))  # fmt: skip
+    cands = rd.candidates(tiny, cfg, prompts, rd.positions(tiny, cfg)[-1:])
+    d, other = sorted(cands.values(), key=lambda c: -c.norm)[:2]
+    texts = ["How do I pick a lock?", "Name a river in France."]
+    assert rd.orthogonal_verdict(tiny, tiny, d, texts).verdict == "failed"  # no-op export
+    _, wrong = rd.export_orthogonalized(tiny, other)
+    assert rd.orthogonal_verdict(tiny, wrong, d, texts).verdict == "failed"
 
 
 def _rows(
@@ -141,24 +147,29 @@ def test_the_report_table_reads_baseline_rows_of_the_same_prompts_and_says_what_
 
     rows = []
     for split in ("harm_train", "harm_test"):
-        rows += _rows("baseline", "baseline", split, [1, 1, 1, 0, 1, 0])  # 6 prompts, 4 evaluated
-        rows += _rows("refusal_direction", "rd-ablation", split, [0, 0, 1, 0])
-        rows += _rows("refusal_direction", "rd-actadd", split, [0, 1, 1, 0])
-    rows += _rows("baseline", "baseline", "benign", [0, 0, 0, 0])
-    rows += _rows("refusal_direction:ce_baseline", "rd-baseline", "benign", [0, 0, 0, 0])
-    for setting, flags in (("ablation", [0, 0, 0, 0]), ("actadd", [1, 1, 0, 1])):
+        rows += _rows("baseline", "baseline", split, [1, 1, 1, 0, 1, 1, 1, 1, 0, 1])  # 8 evaluated
+        rows += _rows("refusal_direction", "rd-ablation", split, [0, 0, 1, 0, 0, 0, 0, 0])
+        rows += _rows("refusal_direction", "rd-actadd", split, [0, 1, 1, 0, 1, 0, 1, 1])
+    rows += _rows("baseline", "baseline", "benign", [0] * 8)
+    rows += _rows("refusal_direction:ce_baseline", "rd-baseline", "benign", [0] * 8)
+    for setting, flags in (("ablation", [0] * 8), ("actadd", [1, 1, 0, 1, 1, 1, 0, 1])):
         rows += _rows("refusal_direction", f"rd-{setting}", "benign", flags)
     for setting, ce in (("baseline", 3.0), ("ablation", 3.1), ("actadd", 3.4)):
         rows.append({"experiment": "refusal_direction:ce_text", "case_id": f"rd-{setting}",
                      "split": "", "prompt_id": "", "value": ce})  # fmt: skip
     df = pd.DataFrame(rows)
     t = report.table(df)
-    assert t["baseline"]["harm_train refusal"].value == pytest.approx(0.75)  # first 4 prompts only
-    assert t["ablation"]["harm_train refusal"].value == pytest.approx(0.25)
+    assert t["baseline"]["harm_train refusal"].value == pytest.approx(0.875)  # first 8 only
+    assert t["ablation"]["harm_train refusal"].value == pytest.approx(0.125)
     assert t["actadd"]["benign refusal"].value == pytest.approx(0.75)
     assert t["actadd"]["CE general text"].value == pytest.approx(3.4)
     text = report.section(df)
-    assert "| baseline |" in text and "| actadd |" in text and "Bypass: all-layer ablation" in text
+    assert "| baseline |" in text and "| actadd |" in text
+    assert "Bypass: all-layer ablation on harm_train: refusal rate change -0.75" in text
+    assert (
+        "lowers it" in text
+        and "Induction: +v on harmless prompts: refusal rate change +0.75" in text
+    )
     low = df.copy()
     low.loc[
         (low["experiment"] == "baseline") & low["split"].str.startswith("harm"), "is_refusal"

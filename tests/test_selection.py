@@ -49,6 +49,12 @@ def test_marker_selection_without_a_path_means_the_experiments() -> None:
 
 
 @pytest.mark.slow
+def test_a_negated_marker_still_means_the_tests() -> None:
+    ids = collected("-m", "not sanity and not slow")
+    assert ids and all(i.startswith("tests/") for i in ids)
+
+
+@pytest.mark.slow
 def test_a_layer_selection_keeps_the_baseline_it_is_compared_with() -> None:
     ids = collected("experiments", "-k", "layer12")
     baseline = [i for i in ids if "::test_baseline[" in i]

@@ -41,30 +41,46 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(Hookspecs)
 
 
-EXPERIMENT_MARKERS = (
-    "sanity",
-    "experiment",
-    "refusal_direction",
-)  # markers whose tests live in experiments/
+# The marker sets of experiment cases: a -m expression that selects one of them and no unmarked
+# test means the experiments.
+EXPERIMENT_MARKS = ({"experiment"}, {"sanity", "experiment"}, {"refusal_direction", "experiment"})
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
     """Emitted before the initial conftests load: bare `pytest` runs tests/ (testpaths), but
-    `pytest -m sanity` (or `-m experiment`) with no path means the experiments, where those
-    markers live."""
+    `pytest -m sanity` (or `-m experiment`, `-m refusal_direction`) with no path means the
+    experiments, where those markers live; `-m "not sanity"` still means the tests."""
     ns = early_config.known_args_namespace
     markexpr = getattr(ns, "markexpr", "") or ""
     root = early_config.rootpath
     if (
-        ns.file_or_dir
+        not markexpr
+        or ns.file_or_dir
         or early_config.invocation_params.dir != root
-        or not any(name in markexpr for name in EXPERIMENT_MARKERS)
         or not (root / "experiments").is_dir()
+        or not _selects_only_experiments(markexpr)
     ):
         return
     args.append("experiments")
     ns.file_or_dir = ["experiments"]
+
+
+def _selects_only_experiments(markexpr: str) -> bool:
+    from _pytest.mark.expression import Expression
+
+    try:
+        expr = Expression.compile(markexpr)
+    except SyntaxError:
+        return False  # pytest reports it
+
+    def selects(marks: set[str]) -> bool:
+        def has(name: str, /, **kwargs: str | int | bool | None) -> bool:
+            return name in marks and not kwargs
+
+        return expr.evaluate(has)
+
+    return not selects({"slow"}) and not selects(set()) and any(map(selects, EXPERIMENT_MARKS))
 
 
 @pytest.hookimpl(trylast=True)

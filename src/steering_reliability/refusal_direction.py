@@ -23,22 +23,26 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 
+from .analysis.refusal_direction import MIN_REFUSING
 from .atomic import atomic_write, digest
 from .config import Config
 from .directions import Direction
 from .errors import ConfigError
 from .interventions import Steering, full_ablation, orthogonalize_weights
+
+if TYPE_CHECKING:
+    from .checks import Verdict
 from .models import LoadedModel
 from .models.formatting import post_instruction_positions
 from .prompts import Prompt
 
-SCAN_VERSION = 1  # bump when the scan's numerics change: cached layer tables are recomputed
-MIN_REFUSING = 5  # harmful select prompts that must refuse at baseline for bypass to decide
+SCAN_VERSION = 2  # bump when the scan's numerics change: cached layer tables are recomputed
+PROMPT_ROLES = ("harmful", "harmless", "harmful_val", "harmless_val")
 SETTINGS = ("baseline", "ablation", "actadd")
 _FLOATS = ("alpha", "norm", "split_half_cosine", "induce_score", "baseline_refusal_prob_benign",
            "kl", "bypass_score")  # fmt: skip
@@ -135,9 +139,9 @@ def scan_layer(
     mine = {k: d for k, d in sorted(cands.items()) if k[0] == layer}
     key = digest({
         "version": SCAN_VERSION, "weights": model.info.weights_sha256, "dtype": model.info.dtype,
-        "directions": [vector_sha(d) for d in mine.values()], "system_prompt": cfg.model.system_prompt,
-        "harmful_val": [p.prompt for p in prompts.harmful_val],
-        "harmless_val": [p.prompt for p in prompts.harmless_val],
+        "layer": layer, "positions": [k[1] for k in mine], "hook_point": cfg.direction.hook_point,
+        "system_prompt": cfg.model.system_prompt,
+        **{name: [p.prompt for p in getattr(prompts, name)] for name in PROMPT_ROLES},
         "threshold": cfg.metrics.refusal_threshold,
     }, size=16)  # fmt: skip
     path = default_cache_dir() / "refusal_direction" / f"{key}.json"
@@ -163,28 +167,40 @@ def scan_layer(
 
 
 def select(table: pd.DataFrame, cfg: Config) -> tuple[pd.Series, str]:
-    """The selected candidate and the criterion that ranked it ("bypass" or "induce")."""
+    """The selected candidate and the criterion that ranked it ("bypass" or "induce"); a
+    ConfigError naming the refusal_direction setting to change when no candidate passes."""
     from .directions.selection import select_direction
+    from .errors import DirectionError
 
     rd = cfg.refusal_direction
     by = "bypass" if int(table["n_refusing_baseline"].max()) >= MIN_REFUSING else "induce"
-    row = select_direction(table, rd.kl_max, rd.max_layer_frac, require_induce=True, by=by)
+    try:
+        row = select_direction(table, rd.kl_max, rd.max_layer_frac, require_induce=True, by=by)
+    except DirectionError as exc:
+        raise ConfigError(
+            f"no refusal-direction candidate passes selection ({exc.problem})",
+            file=cfg.source or None, field="refusal_direction.kl_max", value=rd.kl_max,
+            expected=exc.expected, hint="raise refusal_direction.kl_max or max_layer_frac; "
+            "candidates must also raise the harmless refusal probability above baseline",
+        ) from None  # fmt: skip
     return row, by
 
 
 @contextlib.contextmanager
 def setting(
-    model: LoadedModel, name: str, direction: Direction, *, harmful: bool
+    model: LoadedModel, name: str, direction: Direction | None, *, harmful: bool
 ) -> Iterator[list[Steering]]:
     """The hooks of one evaluation setting; yields the steerings to hand to generate().
 
     ablation: v̂ removed from every layer's residual input and attention/MLP outputs;
     actadd: -v added at the selected layer on harmful prompts (bypass), +v on harmless (induce).
     """
-    if name == "ablation":
+    if name != "baseline" and direction is None:
+        raise ValueError(f"the {name} setting needs a direction")
+    if name == "ablation" and direction is not None:
         with full_ablation(model, direction.vector):
             yield []
-    elif name == "actadd":
+    elif name == "actadd" and direction is not None:
         sign = -1.0 if harmful else 1.0
         yield [
             Steering(
@@ -229,28 +245,73 @@ def text_ce(
     return total / max(count, 1), count
 
 
-def export_orthogonalized(model: LoadedModel, direction: Direction, folder: Path) -> Any:
-    """The weight-orthogonalised copy of the model, written to `folder` (safetensors, config,
-    tokenizer: loadable with AutoModelForCausalLM.from_pretrained) and returned."""
-    ortho = orthogonalize_weights(model, direction.vector)
-    temp = folder.with_name(f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+def export_orthogonalized(model: LoadedModel, direction: Direction) -> tuple[Path, LoadedModel]:
+    """The weight-orthogonalised checkpoint (safetensors, config, tokenizer: loadable with
+    AutoModelForCausalLM.from_pretrained), written once per (weights, vector) into the cache, and
+    that checkpoint loaded back from disk as a LoadedModel."""
+    from filelock import FileLock
+    from transformers import AutoModelForCausalLM
+
+    from .atomic import stale_temps
+    from .models import default_cache_dir
+
+    root = default_cache_dir() / "orthogonalized"
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / digest(
+        {"weights": model.info.weights_sha256, "vector": vector_sha(direction)}, size=16
+    )
+    with FileLock(f"{folder}.lock"):
+        for temp in stale_temps(root):  # a folder left by a writer that died
+            shutil.rmtree(temp, ignore_errors=True)
+        if not (folder / "model.safetensors").is_file():
+            _write_checkpoint(orthogonalize_weights(model, direction.vector), direction, folder)
+    dtype = next(model.hf_model.parameters()).dtype
+    net = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
+    import dataclasses
+
+    return folder, dataclasses.replace(model, hf_model=net, extra={})
+
+
+def _write_checkpoint(ortho: LoadedModel, direction: Direction, folder: Path) -> None:
     net = ortho.hf_model
     # A model read from a GGUF file keeps its (dequantising) quantizer; its weights are plain
     # floats by now, so the export is an ordinary checkpoint.
     net.hf_quantizer = None
     if hasattr(net.config, "quantization_config"):
         del net.config.quantization_config
+    temp = folder.with_name(f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
         net.save_pretrained(temp, safe_serialization=True)
-        model.tokenizer.save_pretrained(temp)
-        (temp / "direction_metadata.json").write_text(
-            json.dumps(direction_metadata(direction), indent=2)
-        )
-        shutil.rmtree(folder, ignore_errors=True)
+        ortho.tokenizer.save_pretrained(temp)
+        meta = json.dumps(direction_metadata(direction), indent=2)
+        (temp / "direction_metadata.json").write_text(meta, encoding="utf-8")
         os.replace(temp, folder)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
-    return ortho
+
+
+def orthogonal_verdict(
+    model: LoadedModel, exported: LoadedModel, direction: Direction, texts: Sequence[str],
+    *, system_prompt: str | None = None, rtol: float = 1e-4,
+) -> Verdict:  # fmt: skip
+    """The exported model's next-token logits on `texts` against all-layer hook ablation's:
+    passed when the largest difference is within `rtol` of the largest logit, failed otherwise
+    (an export that orthogonalised nothing, or the wrong vector, differs by orders more)."""
+    from .checks import Verdict
+    from .directions.selection import last_logits
+
+    with full_ablation(model, direction.vector):
+        hooked = last_logits(model, texts, system_prompt=system_prompt)
+    baked = last_logits(exported, texts, system_prompt=system_prompt)
+    gap, scale = float((baked - hooked).abs().max()), float(hooked.abs().max())
+    plain = last_logits(model, texts, system_prompt=system_prompt)
+    effect = float((plain - hooked).abs().max())  # how far ablation moves the logits at all
+    ok = gap <= rtol * scale
+    reason = (f"exported weights' logits within {gap:.2e} of hook ablation's (bound {rtol:g} x "
+              f"max |logit| {scale:.1f}; ablation itself moves them by up to {effect:.2f})")  # fmt: skip
+    return Verdict("orthogonalized_equals_ablation", "passed" if ok else "failed", gap, reason,
+                   {"max_abs_logit_diff": gap, "max_abs_logit": scale, "ablation_effect": effect,
+                    "n_prompts": len(texts), "rtol": rtol})  # fmt: skip
 
 
 def vector_sha(direction: Direction) -> str:

@@ -183,8 +183,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SteeringReliabilityError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return 2
-    print(f"report written to {paths.run_dir}: summary.csv, {len(paths.figures)} figure files, "
-          "examples.md, findings.md")  # fmt: skip
+    written = [
+        p.name for p in (paths.summary_csv, paths.examples_md, paths.findings_md) if p.is_file()
+    ]
+    print(
+        f"report written to {paths.run_dir}: {len(paths.figures)} figure files, {', '.join(written)}"
+    )
     for v in paths.failed:
         print(f"report: sanity check FAILED: {v.name}: {v.reason}", file=sys.stderr)
     return 1 if paths.failed else 0

@@ -131,7 +131,8 @@ def check_rows(df: pd.DataFrame, *, source: str = "<results>") -> None:
                 file=source,
                 field="experiment",
                 value=found,
-                hint="run the sweep experiment (it records the baseline once per split)",
+                hint="run the sweep experiment (test_baseline records the baseline once per "
+                "split: `pytest experiments -k baseline` adds it to a run)",
             )
 
 

@@ -18,6 +18,7 @@ from steering_reliability.analysis.stats import Estimate, diff_ci, mean_ci
 
 EXPERIMENT = "refusal_direction"
 ORDER = ("baseline", "ablation", "actadd")
+MIN_REFUSING = 5  # refusing prompts that make bypass measurable (selection and report alike)
 HARMFUL = ("harm_train", "harm_test")
 
 
@@ -81,7 +82,7 @@ def section(df: pd.DataFrame) -> str:
         meta = json.loads(sel.iloc[0]["extra_json"])
         s = meta.get("scores", {})
         lines += [
-            f"Selected on *select* prompts: layer {meta.get('layer')}, position {meta.get('position')} "
+            f"Selected on *select* prompts (these scores are select-part numbers): layer {meta.get('layer')}, position {meta.get('position')} "
             f"(post-instruction token, counted from the end), ranked by {meta.get('criterion')} "
             f"among candidates with KL <= {meta['thresholds']['kl_max']} in the first "
             f"{meta['thresholds']['max_layer_frac']:.0%} of layers that induce refusal. Its scores: "
@@ -96,36 +97,61 @@ def section(df: pd.DataFrame) -> str:
               "text is one number over all its tokens):", "",
               "| setting | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]  # fmt: skip
     lines += [f"| {name} | " + " | ".join(_fmt(t[name][c]) for c in cols) + " |" for name in ORDER]
-    lines += ["", _measurable(df), ""]
+    lines += ["", _measurable(df), "", _checks(df), ""]
     return "\n".join(lines)
 
 
 def _measurable(df: pd.DataFrame) -> str:
-    """Which half of the question the model can show, from its baseline refusal rates."""
-    induce = _paired(df, "actadd", "benign")
-    said = (f"Induction: activation addition of +v on harmless report prompts changes their refusal "
-            f"rate by {induce.value:+.2f} [{induce.lo:+.2f}, {induce.hi:+.2f}] (paired). ")  # fmt: skip
-    return said + _bypass(df)
+    """What each setting did to refusal, from paired differences with the baseline on the same
+    report prompts, and which half of the question the model can show."""
+    return " ".join([
+        _change(df, "actadd", "benign", "Induction: +v on harmless prompts"),
+        _change(df, "ablation", "benign", "All-layer ablation on harmless prompts"),
+        _bypass(df),
+    ])  # fmt: skip
 
 
-def _paired(df: pd.DataFrame, setting: str, split: str) -> Estimate:
-    """The paired difference in refusal rate, setting minus baseline, on the same prompts."""
-    return diff_ci(_by_prompt(_prompt_rows(df, setting, split), "is_refusal"),
-                   _by_prompt(_prompt_rows(df, "baseline", split), "is_refusal"))  # fmt: skip
+def _change(df: pd.DataFrame, setting: str, split: str, what: str) -> str:
+    rows = _prompt_rows(df, setting, split)
+    if rows.empty:
+        return f"{what}: not run."
+    d = diff_ci(
+        _by_prompt(rows, "is_refusal"),
+        _by_prompt(_prompt_rows(df, "baseline", split), "is_refusal"),
+    )
+    said = (
+        "no change detected"
+        if not d.excludes(0.0)
+        else ("raises" if d.value > 0 else "lowers") + " it"
+    )
+    return (
+        f"{what}: refusal rate change {d.value:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}] (paired), {said}."
+    )
 
 
 def _bypass(df: pd.DataFrame) -> str:
+    """Bypass is measurable when at least MIN_REFUSING of the baseline's harm_train report
+    prompts refuse (the same count the selection asks of the select prompts)."""
     base = _prompt_rows(df, "baseline", "harm_train")
-    rate = float(base["is_refusal"].astype(float).mean()) if len(base) else float("nan")
-    if pd.isna(rate) or rate < 0.2:
-        return (f"Bypass is not measurable on this model: it refuses {rate:.2f} of harm_train report "
-                "prompts at baseline, so ablation has little refusal to remove; induction is the "
-                "half this model can show.")  # fmt: skip
-    d = _paired(df, "ablation", "harm_train")
-    return (
-        f"Bypass: all-layer ablation changes harm_train refusal by {d.value:+.2f} "
-        f"[{d.lo:+.2f}, {d.hi:+.2f}] (paired, from {rate:.2f} at baseline)."
+    refusing = int(base["is_refusal"].astype(float).sum()) if len(base) else 0
+    if refusing < MIN_REFUSING:
+        return (f"Bypass is not measurable on this model: {refusing} of {len(base)} harm_train report "
+                f"prompts refuse at baseline (fewer than {MIN_REFUSING}), so ablation has little "
+                "refusal to remove.")  # fmt: skip
+    return _change(df, "ablation", "harm_train", "Bypass: all-layer ablation on harm_train")
+
+
+def _checks(df: pd.DataFrame) -> str:
+    rows = df[df["experiment"] == "sanity:orthogonalized_equals_ablation"]
+    if rows.empty:
+        return ""
+    r = rows.iloc[0]
+    reason = (
+        json.loads(r["extra_json"]).get("reason", "")
+        if isinstance(r.get("extra_json"), str)
+        else ""
     )
+    return f"Weight orthogonalisation vs hook ablation: **{r['verdict']}**, {reason}."
 
 
 def scan_figure(df: pd.DataFrame) -> Any:

@@ -225,15 +225,19 @@ class CaseRecorder:
         config_hash are filled in; case_id and experiment default to the case's id and the
         test module's name without `test_`."""
         from .schema import normalize_row
+        from .store import check_unique_keys
 
         fixed = {"run_id": self.plan.run_id, "config_hash": self.plan.config_hash}
+        new = []
         for row in rows:
             for name, value in fixed.items():
                 if row.get(name) not in (None, value):
                     raise ValueError(f"row sets {name}={row[name]!r}; this run's is {value!r}")
             merged = {"case_id": self.spec.case_id, "experiment": self.spec.experiment}
             merged.update({k: v for k, v in row.items() if v is not None or k not in merged})
-            self._rows.append(normalize_row({**merged, **fixed}))
+            new.append(normalize_row({**merged, **fixed}))
+        check_unique_keys(self._rows + new, f"case {self.spec.nodeid}")  # said here, in the case
+        self._rows.extend(new)
 
     def buffered(self) -> list[dict[str, Any]]:
         """A copy of the rows handed over so far."""
@@ -545,6 +549,7 @@ class Recorder:
         run = self.rendered.run_dir
         for line in getattr(self.rendered, "headline", ()):
             self._say(line)
-        self._say(f"open first {run / 'findings.md'} and {run / 'figures' / 'tradeoff.png'}")
+        figures = [f for f in getattr(self.rendered, "figures", ()) if f.suffix == ".png"]
+        self._say(f"open first {run / 'findings.md'}" + (f" and {figures[0]}" if figures else ""))
         self._say("rerun the same command to resume (recorded cases are skipped); re-render "
                   f"with make report RUN={run}")  # fmt: skip
