@@ -10,6 +10,7 @@ against hook ablation. Files land in `<run>/refusal_direction/`; the report adds
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -248,7 +249,7 @@ def test_orthogonalized_weights_equal_hook_ablation(
     link = rd_folder / "orthogonalized"
     if link.is_symlink() or not link.exists():  # the run points at the cached checkpoint
         link.unlink(missing_ok=True)
-        link.symlink_to(folder, target_is_directory=True)
+        link.symlink_to(os.path.relpath(folder, link.parent), target_is_directory=True)
     parts = file_parts(cfg)["harm_test"]
     prompts = [p.prompt for p in splits["harm_test"] if parts.get(p.id) == "report"]
     v = rd.orthogonal_verdict(model, exported, chosen, prompts[: cfg.refusal_direction.n_orthogonal_check],

@@ -549,7 +549,10 @@ class Recorder:
         run = self.rendered.run_dir
         for line in getattr(self.rendered, "headline", ()):
             self._say(line)
-        figures = [f for f in getattr(self.rendered, "figures", ()) if f.suffix == ".png"]
+        figures = sorted(
+            (f for f in getattr(self.rendered, "figures", ()) if f.suffix == ".png"),
+            key=lambda f: f.name != "tradeoff.png",
+        )  # the one to read first, if drawn
         self._say(f"open first {run / 'findings.md'}" + (f" and {figures[0]}" if figures else ""))
         self._say("rerun the same command to resume (recorded cases are skipped); re-render "
                   f"with make report RUN={run}")  # fmt: skip
