@@ -136,7 +136,8 @@ def _rows(
 ) -> list[dict[str, Any]]:
     return [{"experiment": experiment, "case_id": case, "split": split, "prompt_id": f"{split}_{i}",
              "is_refusal": float(r), "first_token_refusal_prob": 0.1 + 0.5 * r,
-             "ce_on_baseline": 1.0 + 0.1 * i, "value": float("nan"), "extra_json": "{}", **extra}
+             "ce_on_baseline": 1.0 + 0.1 * i, "collapsed": float(i == 0), "value": float("nan"),
+             "extra_json": "{}", **extra}
             for i, r in enumerate(refusals)]  # fmt: skip
 
 
@@ -163,6 +164,7 @@ def test_the_report_table_reads_baseline_rows_of_the_same_prompts_and_says_what_
     assert t["ablation"]["harm_train refusal"].value == pytest.approx(0.125)
     assert t["actadd"]["benign refusal"].value == pytest.approx(0.75)
     assert t["actadd"]["CE general text"].value == pytest.approx(3.4)
+    assert t["ablation"]["benign collapsed"].value == pytest.approx(1 / 8)
     text = report.section(df)
     assert "| baseline |" in text and "| actadd |" in text
     assert "Bypass: all-layer ablation on harm_train: refusal rate change -0.75" in text

@@ -2,8 +2,9 @@
 
 Rows: baseline (test_baseline's rows of the same report prompts), all-layer ablation, activation
 addition (-v on harmful prompts, +v on harmless). Columns: refusal rate and first-token refusal
-probability on the harmful splits, refusal rate on the harmless split, CE on the baseline's own
-benign completions and on the general text, each mean with its 95% bootstrap interval.
+probability on the harmful splits, refusal and collapse rates on the harmless split, CE on the
+baseline's own benign completions and on the general text, each mean with its 95% bootstrap
+interval.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def table(df: pd.DataFrame) -> dict[str, dict[str, Estimate]]:
             cols[f"{split} first-token p"] = mean_ci(_by_prompt(rows, "first_token_refusal_prob"))
         benign = _prompt_rows(df, setting, "benign")
         cols["benign refusal"] = mean_ci(_by_prompt(benign, "is_refusal"))
+        cols["benign collapsed"] = mean_ci(_by_prompt(benign, "collapsed"))
         if setting == "baseline":
             benign = df[df["experiment"] == f"{EXPERIMENT}:ce_baseline"]
         ce = _by_prompt(benign, "ce_on_baseline")
