@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
-from .analysis.refusal_direction import MIN_REFUSING
 from .atomic import atomic_write, digest
 from .config import Config
 from .directions import Direction
@@ -44,6 +43,7 @@ from .prompts import Prompt
 SCAN_VERSION = 2  # bump when the scan's numerics change: cached layer tables are recomputed
 PROMPT_ROLES = ("harmful", "harmless", "harmful_val", "harmless_val")
 SETTINGS = ("baseline", "ablation", "actadd")
+MIN_REFUSING = 5  # harmful select prompts that must refuse at baseline for selection by bypass
 _FLOATS = ("alpha", "norm", "split_half_cosine", "induce_score", "baseline_refusal_prob_benign",
            "kl", "bypass_score")  # fmt: skip
 

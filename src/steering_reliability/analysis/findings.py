@@ -300,24 +300,33 @@ def _mechanism(op: pd.Series) -> list[str]:
     return lines
 
 
+def measurable_halves(harm_refusal: float) -> str:
+    """Which half of the refusal-direction question a model can show, from its unsteered refusal
+    rate on harmful prompts (the higher of harm_train and harm_test): the one rule of the report."""
+    if not harm_refusal >= 0.2:
+        return "induce only"
+    return "induce and bypass" if harm_refusal >= 0.5 else "partly both"
+
+
 def _measurable(base: pd.Series) -> tuple[str, str]:
     """Which half of the refusal-direction question the model can show, from baseline rates."""
     harm = max(float(base["harm_train_refusal"]), float(base["harm_test_refusal"]))
+    half = measurable_halves(harm)
     rates = (f"unsteered refusal {md.num(float(base['harm_train_refusal']))} (harm_train), "
              f"{md.num(float(base['harm_test_refusal']))} (harm_test), "
              f"{md.num(float(base['benign_refusal']))} (benign)")  # fmt: skip
-    if harm < 0.2:
-        return "induce only", (
+    if half == "induce only":
+        return half, (
             f"The unsteered model rarely refuses ({rates}). Refusal can be *induced* and its "
             "transfer measured; *bypass* (removing a refusal the model has, Arditi et al.'s "
             "headline) cannot be shown on this model, and no result here claims it."
         )
-    if harm >= 0.5:
-        return "induce and bypass", (
+    if half == "induce and bypass":
+        return half, (
             f"The unsteered model refuses most harmful prompts ({rates}): bypass (ablation "
             "lowering refusal) is measurable, and so is induced refusal on benign prompts."
         )
-    return "partly both", (
+    return half, (
         f"The unsteered model refuses some harmful prompts ({rates}): both halves are measurable, "
         "with limited room in each."
     )

@@ -10,16 +10,18 @@ interval.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pandas as pd
 
+from steering_reliability.analysis import markdown as md
 from steering_reliability.analysis.data import BASELINE
+from steering_reliability.analysis.findings import measurable_halves
 from steering_reliability.analysis.stats import Estimate, diff_ci, mean_ci
 
 EXPERIMENT = "refusal_direction"
 ORDER = ("baseline", "ablation", "actadd")
-MIN_REFUSING = 5  # refusing prompts that make bypass measurable (selection and report alike)
 HARMFUL = ("harm_train", "harm_test")
 
 
@@ -68,12 +70,8 @@ def table(df: pd.DataFrame) -> dict[str, dict[str, Estimate]]:
     return out
 
 
-def _fmt(e: Estimate) -> str:
-    if e.n == 0 or pd.isna(e.value):
-        return "-"
-    if pd.isna(e.lo):
-        return f"{e.value:.3f}"
-    return f"{e.value:.2f} [{e.lo:.2f}, {e.hi:.2f}]"
+def _cell(e: Estimate) -> str:
+    return md.num(e.value, 3) if math.isnan(e.lo) and not math.isnan(e.value) else md.ci(e)
 
 
 def section(df: pd.DataFrame) -> str:
@@ -94,11 +92,10 @@ def section(df: pd.DataFrame) -> str:
             "",
         ]
     t = table(df)
-    cols = list(next(iter(t.values())))
+    cols = list(t["baseline"])
     lines += ["Measured on *report* prompts (95% bootstrap intervals over prompts; CE on the general "
               "text is one number over all its tokens):", "",
-              "| setting | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]  # fmt: skip
-    lines += [f"| {name} | " + " | ".join(_fmt(t[name][c]) for c in cols) + " |" for name in ORDER]
+              md.table(["setting", *cols], [[name, *(_cell(t[name][c]) for c in cols)] for name in ORDER])]  # fmt: skip
     lines += ["", _measurable(df), "", _checks(df), ""]
     return "\n".join(lines)
 
@@ -132,14 +129,13 @@ def _change(df: pd.DataFrame, setting: str, split: str, what: str) -> str:
 
 
 def _bypass(df: pd.DataFrame) -> str:
-    """Bypass is measurable when at least MIN_REFUSING of the baseline's harm_train report
-    prompts refuse (the same count the selection asks of the select prompts)."""
-    base = _prompt_rows(df, "baseline", "harm_train")
-    refusing = int(base["is_refusal"].astype(float).sum()) if len(base) else 0
-    if refusing < MIN_REFUSING:
-        return (f"Bypass is not measurable on this model: {refusing} of {len(base)} harm_train report "
-                f"prompts refuse at baseline (fewer than {MIN_REFUSING}), so ablation has little "
-                "refusal to remove.")  # fmt: skip
+    """Bypass, where the report's one measurability rule (`findings.measurable_halves`, on the
+    baseline's harmful report prompts evaluated here) says the model refuses enough to show it."""
+    rates = [_prompt_rows(df, "baseline", s)["is_refusal"].astype(float).mean() for s in HARMFUL]
+    harm = max((float(r) for r in rates if not math.isnan(r)), default=math.nan)
+    if measurable_halves(harm) == "induce only":
+        return (f"Bypass is not measurable on this model: it refuses {md.num(harm)} of the harmful "
+                "report prompts at baseline, so ablation has little refusal to remove.")  # fmt: skip
     return _change(df, "ablation", "harm_train", "Bypass: all-layer ablation on harm_train")
 
 
