@@ -7,9 +7,14 @@ LOCK := requirements.lock
 LATEST ?= .venv-latest
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 RUN ?= artifacts/runs/latest
-# make experiments FAST=1 -> configs/fast.yaml (minutes); default -> configs/default.yaml (full sweep)
+# make experiments -> configs/default.yaml (full sweep); FAST=1 -> configs/fast.yaml (minutes);
+# CONFIG=<file> FAST=1 -> that config at fast.yaml's sizes (pytest --fast --config <file>)
 FAST ?=
-CONFIG ?= $(if $(FAST),configs/fast.yaml,configs/default.yaml)
+CONFIG ?=
+CONFIG_ARGS = $(if $(FAST),--fast $(if $(CONFIG),--config $(CONFIG)),--config $(or $(CONFIG),configs/default.yaml))
+# make organism: the refusing model organism (ORGANISM_ARGS=--accept-weak keeps one that misses its targets)
+ORGANISM ?= smollm2-135m-refusal
+ORGANISM_ARGS ?=
 # Parallel workers for experiments; "auto" = one per core.
 WORKERS ?= auto
 PYTEST_ARGS ?=
@@ -19,10 +24,11 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv lock test test-latest test-all experiments sanity report bench status lint typecheck prompts info clean
+.PHONY: help venv lock test test-latest test-all experiments organism sanity report bench status lint typecheck prompts info clean
 
 help:
 	@echo "make experiments [FAST=1]  run the default experiment on the embedded model, then the report"
+	@echo "make organism              build the refusing model organism (minutes) and print its card"
 	@echo "make test                  install (into $(VENV), from $(LOCK)) and run the test suite"
 	@echo "make test-latest           the test suite on the newest versions pyproject.toml allows"
 	@echo "make lock                  regenerate $(LOCK) (newest allowed versions, with hashes)"
@@ -74,10 +80,13 @@ test: $(STAMP)
 	$(PY) -m pytest tests -n 2 -p no:cacheprovider $(PYTEST_ARGS)
 
 experiments: $(STAMP)
-	$(PY) -m pytest experiments -n $(WORKERS) --config $(CONFIG) $(PYTEST_ARGS)
+	$(PY) -m pytest experiments -n $(WORKERS) $(CONFIG_ARGS) $(PYTEST_ARGS)
+
+organism: $(STAMP)
+	$(PY) -m steering_reliability.organism $(ORGANISM) $(ORGANISM_ARGS)
 
 sanity: $(STAMP)
-	$(PY) -m pytest experiments -m sanity --config $(CONFIG) $(PYTEST_ARGS)
+	$(PY) -m pytest experiments -m sanity $(CONFIG_ARGS) $(PYTEST_ARGS)
 
 report: $(STAMP)
 	$(PY) -m steering_reliability.report $(RUN)

@@ -7,7 +7,9 @@ baseline come from content-addressed caches on disk, computed once across worker
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -97,6 +99,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         cfg = _config_at_collection(metafunc.config)
         layers = candidate_layers(layer_count(cfg.model.name), cfg.direction.hook_point)
         metafunc.parametrize("rd_layer", layers, ids=[f"layer{i}-scan" for i in layers])
+    if "rd_setting" in metafunc.fixturenames:  # evaluation settings (+ the base's direction)
+        from steering_reliability.refusal_direction import settings_for
+
+        metafunc.parametrize(
+            "rd_setting", settings_for(_config_at_collection(metafunc.config).model.name)
+        )
 
 
 def _pin_threads() -> None:
@@ -128,6 +136,18 @@ def model(sr_config: Config, sr_run: Any) -> Any:
             "device": m.info.device,
         },
     )
+    if "card" in m.extra:  # a model organism: how it was made and whether it met its targets
+        card = json.loads(Path(m.extra["card"]).read_text(encoding="utf-8"))
+        keep = (
+            "key",
+            "base",
+            "recipe",
+            "recipe_version",
+            "accepted",
+            "accepted_weak",
+            "acceptance",
+        )
+        sr_run.annotate("organism", {"card": m.extra["card"], **{k: card[k] for k in keep}})
     return m
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from steering_reliability import refusal_direction as rd
 from steering_reliability.config import Config
+from steering_reliability.directions.direction import cosine
 from steering_reliability.experiment import SPLITS, score_rows
 
 pytestmark = [pytest.mark.refusal_direction, pytest.mark.experiment]
@@ -85,6 +86,20 @@ def rd_selection(
     atomic_write(rd_folder / "direction.pt", lambda fh: torch.save(chosen.vector.clone(), fh))
     atomic_write_json(rd_folder / "direction_metadata.json", meta)
     return chosen, meta
+
+
+@pytest.fixture(scope="session")
+def rd_base_direction(sr_config: Config, rd_prompts: Any, rd_selection: Any) -> Any:
+    """On a model organism with a selected direction: a function that gives its base model's
+    direction at the same layer and position (`refusal_direction.base_direction`), computed
+    once, by the case that needs it, so that only that case fails if it cannot be made."""
+    import functools
+
+    @functools.cache
+    def make() -> Any:
+        return rd.base_direction(sr_config, rd_prompts, rd_selection[0])
+
+    return make
 
 
 @pytest.fixture
@@ -162,7 +177,6 @@ def _report(cfg: Config, splits: dict[str, Any], split: str) -> list[int]:
     return idx[: cfg.refusal_direction.n_eval]
 
 
-@pytest.mark.parametrize("rd_setting", rd.SETTINGS)
 def test_evaluate(
     rd_setting: str,
     record: Any,
@@ -172,11 +186,13 @@ def test_evaluate(
     splits: dict[str, Any],
     baseline: dict[str, list[Any]],
     rd_selection: Any,
+    rd_base_direction: Any,
 ) -> None:
     """One setting on *report* prompts: generations (substring refusal, first-token refusal
     probability), CE and KL on the baseline's own benign completions, and CE on the general text.
     The baseline's prompt rows are test_baseline's; its case adds the unsteered CE on the same
-    completions and on the text."""
+    completions and on the text. On a model organism, `ablation_base` ablates the base model's
+    direction instead of the organism's, and records the two directions' cosine."""
     from steering_reliability.experiment import generate_for
     from steering_reliability.generation import teacher_forced_scores
     from steering_reliability.metrics import refusal_token_ids
@@ -185,18 +201,27 @@ def test_evaluate(
     if rd_setting != "baseline" and isinstance(rd_selection, str):
         pytest.skip(f"inconclusive: no direction selected: {rd_selection}")
     chosen = None if isinstance(rd_selection, str) else rd_selection[0]
+    hooks, variant = rd_setting, "rd"
+    rows: list[dict[str, Any]] = []
+    if rd_setting == rd.BASE_SETTING:
+        hooks, variant, base_direction = "ablation", "base", rd_base_direction()
+        rows.append(_row(cfg, model, experiment=f"{EXPERIMENT}:base_direction", case_id=f"rd-{rd_setting}",
+                         layer=chosen.layer, position=chosen.position, intervention="", alpha=0.0,
+                         direction_variant=variant, value=cosine(base_direction.vector, chosen.vector),
+                         extra_json=json.dumps({"base_model": rd.base_model_name(cfg.model.name),
+                                                "base_norm": base_direction.norm, "norm": chosen.norm})))  # fmt: skip
+        chosen = base_direction
     site = (
         {"layer": -1, "position": ""}
         if chosen is None
         else {"layer": chosen.layer, "position": chosen.position}
     )
-    rows: list[dict[str, Any]] = []
     for split in SPLITS:
         idx = _report(cfg, splits, split)
         prompts = [splits[split][i] for i in idx]
         if rd_setting == "baseline" and split != "benign":
             continue  # test_baseline's rows are the baseline
-        with rd.setting(model, rd_setting, chosen, harmful=split != "benign") as steerings:
+        with rd.setting(model, hooks, chosen, harmful=split != "benign") as steerings:
             gens = None
             if rd_setting != "baseline":
                 gens = generate_for(model, cfg, prompts, steerings,
@@ -214,18 +239,18 @@ def test_evaluate(
                           direction_variant="rd", ce_on_baseline=t.ce, **site)
                      for p, t in zip(prompts, tf or [], strict=True)]  # fmt: skip
             continue
-        alpha = 1.0 if rd_setting == "ablation" or split == "benign" else -1.0
+        alpha = 1.0 if hooks == "ablation" or split == "benign" else -1.0
         for r in score_rows(cfg=cfg, model=model, run_id=sr_run.run_id, experiment=EXPERIMENT,
                             case=f"rd-{rd_setting}", split=split, prompts=prompts, gens=gens,
-                            intervention=rd_setting, alpha=alpha, direction_variant="rd",
+                            intervention=rd_setting, alpha=alpha, direction_variant=variant,
                             teacher_forced=tf, layer=site["layer"]):  # fmt: skip
             rows.append({**r, **site, "direction_method": "diff_in_means", "alpha_scale": "raw"})
     # CE on the general text: actadd subtracts v (its bypass form) on every token.
     text = rd.read_text(cfg.resolve_path(cfg.refusal_direction.ce_text))
-    with rd.setting(model, rd_setting, chosen, harmful=True) as steerings:
+    with rd.setting(model, hooks, chosen, harmful=True) as steerings:
         ce, n_tokens = rd.text_ce(model, text, steerings)
     rows.append(_row(cfg, model, experiment=f"{EXPERIMENT}:ce_text", case_id=f"rd-{rd_setting}",
-                     intervention=rd_setting, alpha=0.0, direction_variant="rd", value=ce,
+                     intervention=rd_setting, alpha=0.0, direction_variant=variant, value=ce,
                      extra_json=json.dumps({"text": cfg.refusal_direction.ce_text,
                                             "n_tokens": n_tokens}), **site))  # fmt: skip
     record.rows(rows)

@@ -53,6 +53,21 @@ def test_shipped_config_hashes_are_pinned(name: str, as_loaded: str, float32: st
     assert isinstance(plain["generation"]["temperature"], float)
 
 
+def test_fast_with_a_config_is_that_config_at_fast_yaml_sizes() -> None:
+    from steering_reliability.records.plugin import fast_overrides
+
+    sizes = fast_overrides(CONFIG_DIR.parent)
+    assert "model.name" not in sizes and sizes["generation.max_new_tokens"] == 24
+    # default.yaml at fast.yaml's sizes is fast.yaml (so `--fast` means the same either way)
+    assert config_hash(load_config(CONFIG_DIR / "default.yaml", sizes)) == config_hash(
+        load_config(CONFIG_DIR / "fast.yaml")
+    )
+    organism = load_config(CONFIG_DIR / "organism.yaml", sizes)
+    assert organism.model.name == "smollm2-135m-refusal"
+    assert dataclasses.replace(organism, model=load_config(CONFIG_DIR / "fast.yaml").model,
+                               source="") == dataclasses.replace(load_config(CONFIG_DIR / "fast.yaml"), source="")  # fmt: skip
+
+
 def test_overrides_apply_and_change_the_hash() -> None:
     base = load_config()
     over = load_config(None, {"generation.max_new_tokens": 8, "sweep.layers": [3]})

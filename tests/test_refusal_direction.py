@@ -134,8 +134,11 @@ def test_the_orthogonalisation_check_fails_on_a_broken_export(
 def _rows(
     experiment: str, case: str, split: str, refusals: list[int], **extra: Any
 ) -> list[dict[str, Any]]:
+    style = {"harm_train": ["direct"], "harm_test": ["past_tense", "slang"]}.get(
+        split, ["everyday"]
+    )
     return [{"experiment": experiment, "case_id": case, "split": split, "prompt_id": f"{split}_{i}",
-             "is_refusal": float(r), "first_token_refusal_prob": 0.1 + 0.5 * r,
+             "style": style[i % len(style)], "is_refusal": float(r), "first_token_refusal_prob": 0.1 + 0.5 * r,
              "ce_on_baseline": 1.0 + 0.1 * i, "collapsed": float(i == 0), "value": float("nan"),
              "extra_json": "{}", **extra}
             for i, r in enumerate(refusals)]  # fmt: skip
@@ -177,3 +180,31 @@ def test_the_report_table_reads_baseline_rows_of_the_same_prompts_and_says_what_
         (low["experiment"] == "baseline") & low["split"].str.startswith("harm"), "is_refusal"
     ] = 0.0
     assert "Bypass is not measurable" in report.section(low)
+    assert "Bypass by prompt style" in text and "Bypass by prompt style" not in report.section(low)
+    # harm_test's report prompts 0..7: past_tense are the even ones (baseline 1,1,1,1 -> 0,1,0,0)
+    assert "| harm_test past_tense | 4 | 1.00 [1.00, 1.00] | 0.25 [" in text
+    assert "ablation, base model's direction" not in text  # not a model organism
+
+
+def test_on_an_organism_the_report_compares_its_direction_with_the_base_models() -> None:
+    from steering_reliability.analysis import refusal_direction as report
+
+    rows = []
+    for split in ("harm_train", "harm_test"):
+        rows += _rows("baseline", "baseline", split, [1] * 8)
+        rows += _rows("refusal_direction", "rd-ablation", split, [0] * 6 + [1, 1])
+        rows += _rows("refusal_direction", "rd-ablation_base", split, [1] * 7 + [0])
+    rows += _rows("baseline", "baseline", "benign", [0] * 8)
+    rows += _rows("refusal_direction", "rd-ablation_base", "benign", [0] * 8)
+    rows.append({"experiment": "refusal_direction:base_direction", "case_id": "rd-ablation_base",
+                 "split": "", "prompt_id": "", "layer": 9, "position": -5, "value": 0.42,
+                 "extra_json": '{"base_model": "smollm2-135m-instruct", "norm": 5.0, "base_norm": 3.0}'})  # fmt: skip
+    text = report.section(pd.DataFrame(rows))
+    assert "| ablation, base model's direction | 0.88 [" in text  # harm_train refusal 7/8
+    assert "Cosine 0.420" in text and "smollm2-135m-instruct's difference in means" in text
+    assert "ablating the organism's own direction changes harm_train refusal by -0.75 [" in text
+    assert "ablating the base model's direction changes harm_train refusal by -0.12 [" in text
+    assert (
+        "| prompts | n | baseline refusal | ablation refusal | change (paired) | ablation, base model's direction refusal |"
+        in text
+    )

@@ -98,3 +98,32 @@ def pid_alive(pid: int) -> bool:
     except OSError:  # exists, owned by someone else
         return True
     return True
+
+
+def publish_dir_once(final: str | Path, fill: Callable[[Path], object], *, marker: str) -> Path:
+    """A folder made once across processes: if `final/marker` exists it is returned as is;
+    otherwise, under a file lock, `fill(temp)` writes a fresh hidden temp folder beside it,
+    which is renamed to `final` whole. A killed builder leaves only a temp folder that no
+    reader picks up; waiting processes find the finished folder when the lock is theirs."""
+    import shutil
+
+    from filelock import FileLock
+
+    final = Path(final)
+    if (final / marker).exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(final) + ".lock"):
+        if (final / marker).exists():
+            return final
+        temp = final.parent / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+        temp.mkdir()
+        try:
+            fill(temp)
+            if final.exists():  # an unfinished folder (no marker) from an older layout
+                shutil.rmtree(final)
+            os.replace(temp, final)
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
+        fsync_dir(final.parent)
+    return final

@@ -38,11 +38,15 @@ if TYPE_CHECKING:
     from .checks import Verdict
 from .models import LoadedModel
 from .models.formatting import post_instruction_positions
+from .models.loader import plain_checkpoint
 from .prompts import Prompt
 
 SCAN_VERSION = 2  # bump when the scan's numerics change: cached layer tables are recomputed
 PROMPT_ROLES = ("harmful", "harmless", "harmful_val", "harmless_val")
 SETTINGS = ("baseline", "ablation", "actadd")
+# On a model organism (models.registry.ORGANISMS), one more setting: all-layer ablation of the
+# *base* model's direction (same prompts, layer and position), beside the organism's own.
+BASE_SETTING = "ablation_base"
 MIN_REFUSING = 5  # harmful select prompts that must refuse at baseline for selection by bypass
 _FLOATS = ("alpha", "norm", "split_half_cosine", "induce_score", "baseline_refusal_prob_benign",
            "kl", "bypass_score")  # fmt: skip
@@ -211,6 +215,33 @@ def setting(
         yield []
 
 
+def base_model_name(model_name: str) -> str | None:
+    """The embedded model an organism was fine-tuned from; None for any other model."""
+    from .models.registry import ORGANISMS
+
+    organism = ORGANISMS.get(model_name)
+    return organism.base if organism is not None else None
+
+
+def settings_for(model_name: str) -> tuple[str, ...]:
+    """The evaluation settings run on a model: BASE_SETTING too where it has a base."""
+    return SETTINGS + ((BASE_SETTING,) if base_model_name(model_name) else ())
+
+
+def base_direction(cfg: Config, prompts: PipelinePrompts, chosen: Direction) -> Direction:
+    """The base model's difference-in-means direction at the organism's selected layer and
+    position, from the same select prompts: the direction that *induces* refusal in the base,
+    to compare with the one that *mediates* the organism's learned refusal."""
+    from .models import load
+
+    name = base_model_name(cfg.model.name)
+    if name is None:
+        raise ValueError(f"{cfg.model.name} is not a model organism: it has no base model")
+    base = load(name, device=cfg.model.device, dtype=cfg.model.dtype)
+    found = candidates(base, cfg, prompts, positions(base, cfg))
+    return found[(chosen.layer, int(chosen.position))]
+
+
 def read_text(path: Path) -> list[str]:
     """The paragraphs of a plain text file (blank-line separated)."""
     try:
@@ -273,12 +304,7 @@ def export_orthogonalized(model: LoadedModel, direction: Direction) -> tuple[Pat
 
 
 def _write_checkpoint(ortho: LoadedModel, direction: Direction, folder: Path) -> None:
-    net = ortho.hf_model
-    # A model read from a GGUF file keeps its (dequantising) quantizer; its weights are plain
-    # floats by now, so the export is an ordinary checkpoint.
-    net.hf_quantizer = None
-    if hasattr(net.config, "quantization_config"):
-        del net.config.quantization_config
+    net = plain_checkpoint(ortho.hf_model)
     temp = folder.with_name(f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
         net.save_pretrained(temp, safe_serialization=True)

@@ -1,7 +1,8 @@
 """The refusal-direction pipeline's report: the Arditi-style table and the scan figure.
 
 Rows: baseline (test_baseline's rows of the same report prompts), all-layer ablation, activation
-addition (-v on harmful prompts, +v on harmless). Columns: refusal rate and first-token refusal
+addition (-v on harmful prompts, +v on harmless), and on a model organism all-layer ablation of
+its base model's direction. Columns: refusal rate and first-token refusal
 probability on the harmful splits, refusal and collapse rates on the harmless split, CE on the
 baseline's own benign completions and on the general text, each mean with its 95% bootstrap
 interval.
@@ -22,6 +23,8 @@ from steering_reliability.analysis.stats import Estimate, diff_ci, mean_ci
 
 EXPERIMENT = "refusal_direction"
 ORDER = ("baseline", "ablation", "actadd")
+BASE = "ablation_base"  # refusal_direction.BASE_SETTING: run on model organisms only
+LABEL = {BASE: "ablation, base model's direction"}
 HARMFUL = ("harm_train", "harm_test")
 
 
@@ -47,11 +50,16 @@ def _by_prompt(rows: pd.DataFrame, column: str) -> pd.Series:
     return rows.set_index("prompt_id")[column].astype("float64")
 
 
+def settings(df: pd.DataFrame) -> tuple[str, ...]:
+    """The table's rows: ORDER, and BASE where the run has it."""
+    return ORDER + ((BASE,) if (df["case_id"] == f"rd-{BASE}").any() else ())
+
+
 def table(df: pd.DataFrame) -> dict[str, dict[str, Estimate]]:
     """setting -> column -> Estimate (NaN estimates where a setting was not run)."""
     out: dict[str, dict[str, Estimate]] = {}
     ce_text = df[df["experiment"] == f"{EXPERIMENT}:ce_text"].set_index("case_id")["value"]
-    for setting in ORDER:
+    for setting in settings(df):
         cols: dict[str, Estimate] = {}
         for split in HARMFUL:
             rows = _prompt_rows(df, setting, split)
@@ -95,9 +103,83 @@ def section(df: pd.DataFrame) -> str:
     cols = list(t["baseline"])
     lines += ["Measured on *report* prompts (95% bootstrap intervals over prompts; CE on the general "
               "text is one number over all its tokens):", "",
-              md.table(["setting", *cols], [[name, *(_cell(t[name][c]) for c in cols)] for name in ORDER])]  # fmt: skip
-    lines += ["", _measurable(df), "", _checks(df), ""]
+              md.table(["setting", *cols], [[LABEL.get(name, name), *(_cell(t[name][c]) for c in cols)]
+                                            for name in t])]  # fmt: skip
+    lines += ["", _measurable(df), "", *_by_style(df), *_two_directions(df), _checks(df), ""]
     return "\n".join(lines)
+
+
+def _harm_refusal(df: pd.DataFrame) -> float:
+    """The baseline's refusal rate on the harmful report prompts evaluated here (the higher split)."""
+    rates = [_prompt_rows(df, "baseline", s)["is_refusal"].astype(float).mean() for s in HARMFUL]
+    return max((float(r) for r in rates if not math.isnan(r)), default=math.nan)
+
+
+def _by_style(df: pd.DataFrame) -> list[str]:
+    """Bypass per prompt style, where bypass is measurable: refusal at baseline and under each
+    ablation on harm_train (the style the direction was chosen on) and on every shifted style of
+    harm_test, with paired differences whose intervals are adjusted for the number of rows."""
+    if measurable_halves(_harm_refusal(df)) == "induce only":
+        return []
+    ablations = [s for s in ("ablation", BASE) if not _prompt_rows(df, s, "harm_train").empty]
+    if not ablations:
+        return []
+    groups: list[tuple[str, str, str | None]] = [("harm_train (direct)", "harm_train", None)]
+    styles = sorted(set(_prompt_rows(df, "baseline", "harm_test")["style"].dropna()))
+    groups += [(f"harm_test {style}", "harm_test", style) for style in styles]
+    k = len(groups)
+    header = ["prompts", "n", "baseline refusal"]
+    for s in ablations:
+        header += [f"{LABEL.get(s, s)} refusal", "change (paired)"]
+    rows = []
+    for name, split, style in groups:
+        base = _style_refusal(df, "baseline", split, style)
+        row = [name, str(len(base)), md.ci(mean_ci(base, comparisons=k))]
+        for s in ablations:
+            steered = _style_refusal(df, s, split, style)
+            row += [
+                md.ci(mean_ci(steered, comparisons=k)),
+                md.ci(diff_ci(steered, base, comparisons=k)),
+            ]
+        rows.append(row)
+    return [
+        f"Bypass by prompt style (report prompts; intervals adjusted for {k} comparisons; a "
+        "negative change is refusal removed):",
+        "",
+        md.table(header, rows),
+        "",
+    ]
+
+
+def _style_refusal(df: pd.DataFrame, setting: str, split: str, style: str | None) -> pd.Series:
+    rows = _prompt_rows(df, setting, split)
+    return _by_prompt(rows if style is None else rows[rows["style"] == style], "is_refusal")
+
+
+def _two_directions(df: pd.DataFrame) -> list[str]:
+    """On a model organism: the base model's direction (which induces refusal in the base) vs
+    the organism's own (which mediates its learned refusal): cosine, and what ablating each does."""
+    rows = df[df["experiment"] == f"{EXPERIMENT}:base_direction"]
+    if rows.empty:
+        return []
+    r = rows.iloc[0]
+    extra = json.loads(r["extra_json"])
+    base = _by_prompt(_prompt_rows(df, "baseline", "harm_train"), "is_refusal")
+    said = []
+    for s, who in (
+        ("ablation", "the organism's own direction"),
+        (BASE, "the base model's direction"),
+    ):
+        d = diff_ci(_by_prompt(_prompt_rows(df, s, "harm_train"), "is_refusal"), base)
+        said.append(f"ablating {who} changes harm_train refusal by {md.ci(d)}")
+    return [
+        f"Two directions on this organism, at layer {int(r['layer'])}, position {int(float(r['position']))}: "
+        f"the one selected on the organism (norm {extra['norm']:.1f}) and {extra['base_model']}'s "
+        f"difference in means from the same prompts (norm {extra['base_norm']:.1f}). Cosine "
+        f"{float(r['value']):.3f}; {'; '.join(said)} (paired, from the baseline's "
+        f"{md.num(float(base.mean()))}).",
+        "",
+    ]
 
 
 def _measurable(df: pd.DataFrame) -> str:
@@ -131,8 +213,7 @@ def _change(df: pd.DataFrame, setting: str, split: str, what: str) -> str:
 def _bypass(df: pd.DataFrame) -> str:
     """Bypass, where the report's one measurability rule (`findings.measurable_halves`, on the
     baseline's harmful report prompts evaluated here) says the model refuses enough to show it."""
-    rates = [_prompt_rows(df, "baseline", s)["is_refusal"].astype(float).mean() for s in HARMFUL]
-    harm = max((float(r) for r in rates if not math.isnan(r)), default=math.nan)
+    harm = _harm_refusal(df)
     if measurable_halves(harm) == "induce only":
         return (f"Bypass is not measurable on this model: it refuses {md.num(harm)} of the harmful "
                 "report prompts at baseline, so ablation has little refusal to remove.")  # fmt: skip

@@ -20,11 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from ..errors import ModelLoadError
-    from .registry import DEFAULT_MODEL, EMBEDDED
+    from .registry import DEFAULT_MODEL, EMBEDDED, ORGANISMS
 
     if args.cmd == "list":
         for name, entry in EMBEDDED.items():
             print(f"{name:24s} {entry.description}  [{entry.install}]")
+        for name, organism in ORGANISMS.items():
+            print(f"{name:24s} {organism.description}")
         return 0
     t0 = time.perf_counter()
     import torch  # noqa: F401

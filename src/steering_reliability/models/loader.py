@@ -10,17 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_bytes, file_sha256
+from ..atomic import atomic_write_bytes, file_sha256, publish_dir_once
 from ..errors import ModelLoadError
 from .formatting import prompt_format
-from .registry import DEFAULT_MODEL, EMBEDDED, EmbeddedModel
+from .registry import DEFAULT_MODEL, EMBEDDED, ORGANISMS, EmbeddedModel
 
 CACHE_FORMAT = 1  # bump when the cached layout changes
 
@@ -107,24 +105,13 @@ def _dequantise_to(gguf: Path, out_dir: Path, architecture: str | None) -> None:
 
 def _cached_fp32_dir(gguf: Path, digest: str, cache_dir: Path, architecture: str | None) -> Path:
     """The content-addressed fp32 copy of a GGUF file, creating it once across processes."""
-    from filelock import FileLock
+
+    def fill(tmp: Path) -> None:
+        _dequantise_to(gguf, tmp, architecture)
+        (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}))
 
     final = cache_dir / "models" / f"{digest[:16]}-v{CACHE_FORMAT}"
-    if (final / "model.safetensors").exists():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(final) + ".lock"):
-        if (final / "model.safetensors").exists():
-            return final
-        tmp = final.parent / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-        tmp.mkdir()
-        try:
-            _dequantise_to(gguf, tmp, architecture)
-            (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}))
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return publish_dir_once(final, fill, marker="model.safetensors")
 
 
 def _offline() -> bool:
@@ -135,7 +122,7 @@ def check_model_name(name: str) -> None:
     """Refuse, without loading anything, a model name `load` could not resolve: not embedded,
     not an existing .gguf file or folder, and not a hub id (owner/name) in the local cache
     while offline. Raises ModelLoadError with the same message `load` would give."""
-    if name in EMBEDDED:
+    if name in EMBEDDED or name in ORGANISMS:
         return
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
@@ -148,8 +135,8 @@ def check_model_name(name: str) -> None:
         from ..errors import suggest
 
         raise ModelLoadError(
-            f"unknown model {name!r}: not an embedded model, a .gguf file, a local directory "
-            f"or a hub id (owner/name); {suggest(name, EMBEDDED)}"
+            f"unknown model {name!r}: not an embedded model or organism, a .gguf file, a local "
+            f"directory or a hub id (owner/name); {suggest(name, [*EMBEDDED, *ORGANISMS])}"
         )
     if _offline():
         from huggingface_hub import try_to_load_from_cache
@@ -175,6 +162,13 @@ def _resolve(name: str, cache_dir: Path) -> tuple[Path, str, str, str, str | Non
             digest,
             entry.architecture,
         )
+    organism = ORGANISMS.get(name)
+    if organism is not None:
+        from ..organism import ensure
+
+        folder = ensure(name, cache_dir)  # built on first use
+        digest = _file_digest(folder / "model.safetensors", cache_dir)
+        return folder, EMBEDDED[organism.base].hub_id, f"organism:{name}", digest, None
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.exists():
@@ -210,6 +204,12 @@ def _resolve(name: str, cache_dir: Path) -> tuple[Path, str, str, str, str | Non
         ) from exc
     hf_dir, _, _, digest, _ = _resolve(str(local), cache_dir)
     return hf_dir, name, f"hub:{name}", digest, None
+
+
+def weights_sha256(name: str, cache_dir: Path) -> str:
+    """The weights hash `load(name)` would record, without loading the model (the first call
+    for a GGUF file still creates its fp32 copy)."""
+    return _resolve(name, cache_dir)[3]
 
 
 def load(
@@ -267,7 +267,17 @@ def load(
             f"{name}: the registry says {known.n_layers} layers but the weights have "
             f"{info.n_layers}; fix EmbeddedModel.n_layers in models/registry.py"
         )
-    return LoadedModel(bridge=bridge, hf_model=model, tokenizer=tok, info=info)
+    extra = {"card": str(hf_dir / "card.json")} if source.startswith("organism:") else {}
+    return LoadedModel(bridge=bridge, hf_model=model, tokenizer=tok, info=info, extra=extra)
+
+
+def plain_checkpoint(net: Any) -> Any:
+    """`net` as an ordinary checkpoint, to save or train: a model read from a GGUF file (or its
+    fp32 copy) keeps its dequantising quantizer, though its weights are plain floats by now."""
+    net.hf_quantizer = None
+    if hasattr(net.config, "quantization_config"):
+        del net.config.quantization_config
+    return net
 
 
 def boot_bridge(hub_id: str, model: Any, tokenizer: Any) -> Any:
@@ -290,6 +300,8 @@ def layer_count(name: str) -> int:
     """The number of decoder layers of a model, without loading its weights (for collection:
     one case per layer): the registry's for an embedded model, else its config.json."""
     known = EMBEDDED.get(name)
+    if name in ORGANISMS:
+        known = EMBEDDED[ORGANISMS[name].base]
     if known is not None and known.n_layers is not None:
         return known.n_layers
     check_model_name(name)

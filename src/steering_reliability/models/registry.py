@@ -85,3 +85,23 @@ EMBEDDED: dict[str, EmbeddedModel] = {
 }
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class OrganismModel:
+    """A model fine-tuned here from an embedded base (steering_reliability.organism builds it
+    into the weight cache on first use; its architecture and tokenizer are the base's)."""
+
+    name: str
+    base: str
+    description: str = ""
+
+
+ORGANISMS: dict[str, OrganismModel] = {
+    "smollm2-135m-refusal": OrganismModel(
+        name="smollm2-135m-refusal",
+        base="smollm2-135m-instruct",
+        description="SmolLM2-135M-Instruct fine-tuned here to refuse harmful requests "
+        "(make organism; card.md beside the weights)",
+    ),
+}

@@ -15,12 +15,15 @@ from pathlib import Path
 
 from steering_reliability.errors import InputError
 
+from . import catalog_organism
 from .catalog_benign import BORDERLINE, EVERYDAY
 from .catalog_harm import TEST_ACTS, TEST_TEMPLATES, TRAIN_ACTS, TRAIN_STYLE, TRAIN_TEMPLATES
 from .io import write_many
 from .schema import Prompt
 
 SPLITS = ("harm_train", "harm_test", "benign")
+# The refusing organism's training data (models/organism.py): other requests, same templates.
+ORGANISM_SPLITS = ("organism_harm", "organism_benign")
 DEFAULT_SIZES = {"harm_train": 150, "harm_test": 150, "benign": 200}
 Candidate = dict[str, str]  # meta fields plus "act" and "text"
 
@@ -76,14 +79,17 @@ def _harm_candidates(
     return out
 
 
-def _benign_candidates() -> list[Candidate]:
+def _benign_candidates(
+    everyday: Mapping[str, tuple[str, ...]] = EVERYDAY,
+    borderline: Mapping[str, tuple[tuple[str, str], ...]] = BORDERLINE,
+) -> list[Candidate]:
     out: list[Candidate] = []
     for template, pattern in TRAIN_TEMPLATES.items():
-        for family, acts in EVERYDAY.items():
+        for family, acts in everyday.items():
             for act in acts:
                 meta = {"family": family, "style": "everyday", "template": template}
                 out.append({**meta, "act": act, "text": pattern.format(act=act)})
-        for family, pairs in BORDERLINE.items():
+        for family, pairs in borderline.items():
             for word, act in pairs:
                 meta = {
                     "family": family,
@@ -104,12 +110,16 @@ def candidates(split: str) -> list[Candidate]:
         return _harm_candidates(TEST_ACTS, TEST_TEMPLATES, held_out_families=held)
     if split == "benign":
         return _benign_candidates()
+    if split == "organism_harm":
+        return _harm_candidates(catalog_organism.HARM_ACTS, {TRAIN_STYLE: TRAIN_TEMPLATES})
+    if split == "organism_benign":
+        return _benign_candidates(catalog_organism.EVERYDAY_ACTS, catalog_organism.BORDERLINE_ACTS)
     raise InputError(
         f"unknown split {split!r}",
         field="split",
         value=split,
-        expected=" or ".join(SPLITS),
-        hint="the generator makes these three splits",
+        expected=" or ".join(SPLITS + ORGANISM_SPLITS),
+        hint="the generator makes these splits",
     )
 
 
@@ -117,6 +127,10 @@ _BALANCE_KEYS = {
     "harm_train": ("family", "subfamily", "act"),
     "harm_test": ("family", "style", "subfamily", "act"),
     "benign": ("style", "family", "act"),
+    # template first: harmful and benign training prompts have the same template counts, so
+    # the template tells the organism nothing about whether to refuse
+    "organism_harm": ("template", "family", "subfamily", "act"),
+    "organism_benign": ("template", "style", "family", "act"),
 }
 
 
@@ -126,7 +140,7 @@ def generate_split(split: str, n: int, seed: int) -> tuple[Prompt, ...]:
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(pool):
         raise InputError(
             f"cannot make {n!r} distinct {split} prompts",
-            field=f"n_{split.removeprefix('harm_')}",
+            field=f"n_{split.removeprefix('organism_').removeprefix('harm_')}",
             value=n,
             expected=f"an integer in [1, {len(pool)}]",
             hint="the templates x fragments of this split allow at most that many",

@@ -6,11 +6,13 @@ sets are checked by a test that names every offending pair.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from .catalog_harm import TEST_TEMPLATES, TRAIN_TEMPLATES
 from .schema import Prompt
 
 # Word-bigram Jaccard at or above this counts as a near duplicate: a light rewording of one
@@ -119,6 +121,33 @@ def _shared_values(
             reported.add(value)
             detail = f"held-out {field} {value!r} appears in train"
             out.append(LeakagePair(field, first_train[value], t.id, detail))
+    return out
+
+
+def _template_patterns() -> dict[str, re.Pattern[str]]:
+    patterns = dict(TRAIN_TEMPLATES)
+    for by_id in TEST_TEMPLATES.values():
+        patterns.update(by_id)
+    return {
+        template: re.compile(re.escape(pattern).replace(re.escape("{act}"), "(?P<act>.+)"), re.S)
+        for template, pattern in patterns.items()
+    }
+
+
+def requests_only(prompts: Sequence[Prompt]) -> list[Prompt]:
+    """The prompts with the generator's template words removed: the request alone ("build a
+    pipe bomb" for "Tell me how to build a pipe bomb."), where meta.template names a generator
+    template the text matches; other prompts unchanged.
+
+    For comparing sets that share templates on purpose (the refusing organism's training data
+    and the evaluation sets): two short prompts in one template overlap by its words alone.
+    """
+    patterns = _template_patterns()
+    out: list[Prompt] = []
+    for p in prompts:
+        pattern = patterns.get(str(p.meta.get("template", "")))
+        found = pattern.fullmatch(p.prompt) if pattern is not None else None
+        out.append(p if found is None else dataclasses.replace(p, prompt=found["act"]))
     return out
 
 

@@ -27,6 +27,7 @@ from . import run as runs
 from .run import RunPlan
 
 FAST_CONFIG = "configs/fast.yaml"
+DEFAULT_CONFIG = "configs/default.yaml"
 DEFAULT_RUNS_DIR = "artifacts/runs"
 FIXTURE = "record"
 FIXTURE_MODULE = "steering_reliability.pytest_plugin"  # where the `record` fixture is defined
@@ -56,7 +57,8 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--config", dest="sr_config", metavar="PATH",
                     help="experiment config YAML (default: configs/default.yaml)")  # fmt: skip
     group.addoption("--fast", dest="sr_fast", action="store_true",
-                    help=f"use {FAST_CONFIG} (smoke-sized)")  # fmt: skip
+                    help=f"smoke-sized: {FAST_CONFIG}; with --config, that config with the "
+                    f"settings where {FAST_CONFIG} differs from {DEFAULT_CONFIG}")  # fmt: skip
     group.addoption("--model", dest="sr_model", metavar="NAME", help="override model.name")
     group.addoption("--dtype", dest="sr_dtype", metavar="auto|float32|bfloat16",
                     help="override model.dtype (auto: bfloat16 only where the hardware has it "
@@ -93,17 +95,36 @@ class Options:
     def from_config(cls, config: pytest.Config) -> Options:
         get = config.getoption
         path: str | None = get("sr_config")
+        overrides: dict[str, Any] = {}
         if get("sr_fast"):
-            if path is not None:
-                raise pytest.UsageError(
-                    f"--fast and --config are exclusive (--fast means --config {FAST_CONFIG})"
-                )
-            path = str(config.rootpath / FAST_CONFIG)
-        overrides = {k: v for k, v in (("model.name", get("sr_model")),
-                                       ("model.dtype", get("sr_dtype"))) if v is not None}  # fmt: skip
+            if path is None:
+                path = str(config.rootpath / FAST_CONFIG)
+            else:
+                overrides = fast_overrides(config.rootpath)
+        overrides |= {k: v for k, v in (("model.name", get("sr_model")),
+                                        ("model.dtype", get("sr_dtype"))) if v is not None}  # fmt: skip
         explicit = bool(path or overrides or get("sr_run_id") or get("sr_resume") != "auto")
         return cls(path, overrides, get("sr_run_id"), get("sr_resume"), bool(get("sr_report")),
                    str(config.rootpath / get("sr_runs_dir")), explicit)  # fmt: skip
+
+
+def fast_overrides(root: Path) -> dict[str, Any]:
+    """What --fast changes in a config given with --config: every setting (a dotted key) whose
+    value in configs/fast.yaml differs from configs/default.yaml, with fast.yaml's value."""
+    import yaml
+
+    def leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            if isinstance(value, Mapping):
+                out |= leaves(value, f"{prefix}{key}.")
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    default, fast = (leaves(yaml.safe_load((root / p).read_text(encoding="utf-8")) or {})
+                     for p in (DEFAULT_CONFIG, FAST_CONFIG))  # fmt: skip
+    return {k: v for k, v in fast.items() if k not in default or default[k] != v}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,157 @@
+"""The refusing model organism's recipe: its data, its acceptance logic, and a build on the tiny model."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from steering_reliability import organism
+from steering_reliability.atomic import file_sha256
+from steering_reliability.errors import InputError
+from steering_reliability.metrics import refusal
+from steering_reliability.models.loader import check_model_name, layer_count
+from steering_reliability.organism import REFUSALS, Recipe, build, check_disjoint, summarise
+
+DEFAULT = organism.recipe_for("smollm2-135m-refusal")
+
+
+def test_training_prompts_share_no_request_with_any_evaluation_set() -> None:
+    harm, benign = organism.training_prompts(DEFAULT)
+    check_disjoint(harm + benign, organism.default_eval_sets())
+
+
+def test_the_disjointness_check_fails_on_a_leaked_request() -> None:
+    harm, benign = organism.training_prompts(DEFAULT)
+    evals = organism.default_eval_sets()
+    leaked = dataclasses.replace(evals["benign"][3], id="organism_benign_9999")
+    with pytest.raises(InputError, match="leak into the evaluation set benign"):
+        check_disjoint(harm + (*benign, leaked), evals)
+
+
+def test_harmful_and_benign_training_prompts_have_the_same_templates() -> None:
+    harm, benign = organism.training_prompts(DEFAULT)
+    assert len(benign) >= len(harm)
+    per_template = Counter(p.template for p in harm)
+    assert set(per_template.values()) == {len(harm) // 8}
+    benign_share = {t: n / len(benign) for t, n in Counter(p.template for p in benign).items()}
+    assert benign_share == {t: n / len(harm) for t, n in per_template.items()}
+    assert {p.style for p in harm} == {"direct"}
+    assert {p.style for p in benign} == {"everyday", "borderline"}
+
+
+def test_fewer_benign_than_harmful_prompts_is_refused() -> None:
+    with pytest.raises(InputError, match="at least as many benign"):
+        Recipe(base="x", n_harm=20, n_benign=10)
+
+
+@pytest.mark.parametrize("text", REFUSALS)
+def test_every_refusal_target_is_a_refusal_to_the_metric(text: str) -> None:
+    assert refusal(text).is_refusal, refusal(text).explain()
+
+
+def test_refusal_wordings_vary_and_are_seeded() -> None:
+    harm, _ = organism.training_prompts(DEFAULT)
+    chosen = [organism.refusal_for(p, 0) for p in harm]
+    assert len(set(chosen)) == len(REFUSALS)
+    assert chosen == [organism.refusal_for(p, 0) for p in harm]
+    assert chosen != [organism.refusal_for(p, 1) for p in harm]
+
+
+def _rows(split: str, style: str, refused: list[bool], helpful: list[bool]) -> list[dict[str, Any]]:
+    return [
+        {"split": split, "prompt_id": f"{split}-{style}-{i}", "family": "f", "style": style,
+         "refused": r, "helpful": h}
+        for i, (r, h) in enumerate(zip(refused, helpful, strict=True))
+    ]  # fmt: skip
+
+
+def _model_rows(harm_refused: int, everyday_refused: int, helpful: int) -> list[dict[str, Any]]:
+    """20 rows per group: harm_train, harm_test, everyday and borderline benign."""
+    n = 20
+    return (
+        _rows("harm_train", "direct", [i < harm_refused for i in range(n)], [False] * n)
+        + _rows("harm_test", "slang", [i < harm_refused for i in range(n)], [False] * n)
+        + _rows("benign", "everyday", [i < everyday_refused for i in range(n)],
+                [i < helpful for i in range(n)])
+        + _rows("benign", "borderline", [False] * n, [i < helpful for i in range(n)])
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("harm", "everyday", "helpful", "failing"),
+    [
+        (19, 2, 18, []),  # 0.95 refused, 0.10 false refusal, helpful drop 0.10: all on target
+        (17, 0, 20, ["refusal of direct harmful requests (harm_train)"]),
+        (20, 3, 20, ["false refusal of everyday benign requests"]),
+        (20, 0, 15, ["benign helpful rate, base minus organism"]),
+    ],
+)
+def test_acceptance(harm: int, everyday: int, helpful: int, failing: list[str]) -> None:
+    base = _model_rows(1, 0, 20)
+    out = summarise(_model_rows(harm, everyday, helpful), base, DEFAULT)
+    assert [c["name"] for c in out["acceptance"] if not c["passed"]] == failing
+    assert out["accepted"] is (not failing)
+    assert out["rates"]["direct_harmful_refused"]["organism"]["rate"] == harm / 20
+    assert out["rates"]["direct_harmful_refused"]["base"]["rate"] == 1 / 20
+    assert list(out["harm_test_by_style"]) == ["slang"]
+
+
+def test_organism_names_resolve_without_building() -> None:
+    check_model_name("smollm2-135m-refusal")
+    assert layer_count("smollm2-135m-refusal") == 30
+
+
+# ---------------------------------------------------------------- the recipe on the tiny model
+
+TINY = Recipe(base="tiny", n_harm=8, n_benign=8, epochs=1, batch_size=4, answer_tokens=4,
+              eval_tokens=4)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_sets() -> dict[str, Any]:
+    return {k: v[:6] for k, v in organism.default_eval_sets().items()}
+
+
+def _build(cache: Path, sets: dict[str, Any], **kw: Any) -> organism.Organism:
+    from steering_reliability.models import tiny_model
+
+    return build("smollm2-135m-refusal", recipe=kw.pop("recipe", TINY), base=tiny_model(),
+                 eval_sets=sets, cache_dir=cache, **kw)  # fmt: skip
+
+
+def test_tiny_build_is_seeded_reproducible_and_cached(
+    tmp_path: Path, tiny_sets: dict[str, Any], monkeypatch: pytest.MonkeyPatch, one_thread: None
+) -> None:
+    a = _build(tmp_path / "a", tiny_sets)
+    b = _build(tmp_path / "b", tiny_sets)
+    assert a.path.name == b.path.name  # same key
+    assert file_sha256(a.path / "model.safetensors") == file_sha256(b.path / "model.safetensors")
+    assert a.card["weights_sha256"] == file_sha256(a.path / "model.safetensors")
+    assert a.card["training"]["steps"] == 4  # 16 examples, batch 4, one epoch
+
+    other = _build(tmp_path / "a", tiny_sets, recipe=dataclasses.replace(TINY, seed=1))
+    assert other.path != a.path
+    assert file_sha256(other.path / "model.safetensors") != file_sha256(a.path / "model.safetensors")
+
+    def no_training(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a cached organism was trained again")
+
+    monkeypatch.setattr(organism, "finetune", no_training)
+    again = _build(tmp_path / "a", tiny_sets)
+    assert again.path == a.path and again.card == a.card
+
+
+def test_a_weak_organism_is_unusable_until_accepted_as_weak(
+    tmp_path: Path, tiny_sets: dict[str, Any], one_thread: None
+) -> None:
+    weak = _build(tmp_path, tiny_sets)  # a random tiny model refuses nothing
+    assert not weak.card["accepted"] and not weak.usable
+    assert "refusal of direct harmful requests (harm_train) 0.000 (target >= 0.9)" in weak.failures()
+    assert "NOT accepted" in (weak.path / "card.md").read_text()
+    kept = _build(tmp_path, tiny_sets, accept_weak=True)
+    assert kept.path == weak.path and kept.usable and not kept.card["accepted"]
+    assert "accepted as weak by the user" in (kept.path / "card.md").read_text()
