@@ -30,14 +30,16 @@ def _config_at_collection(config: pytest.Config) -> Config:
 def pytest_configure(config: pytest.Config) -> None:
     """On the controller, before workers start or any model loads: what is knowable now stops
     the session once, with one message and exit code 4 (no traceback, no per-case errors): a bad
-    config value, an unknown model, an unreadable or invalid prompt file, and layers an embedded
-    model lacks."""
+    config value, an unknown model, an unreadable or invalid prompt file, layers an embedded
+    model lacks, and a model organism that misses its acceptance targets (built here first if
+    it is not in the cache)."""
     if hasattr(config, "workerinput") or config.option.help or config.option.version:
         return
     from steering_reliability.errors import ConfigError, SteeringReliabilityError
     from steering_reliability.experiment import select_prompts
-    from steering_reliability.models.loader import check_model_name
-    from steering_reliability.models.registry import EMBEDDED
+    from steering_reliability.models.loader import check_model_name, default_cache_dir
+    from steering_reliability.models.registry import EMBEDDED, ORGANISMS
+    from steering_reliability.organism import ensure
 
     try:
         cfg = _config_at_collection(config)
@@ -51,6 +53,10 @@ def pytest_configure(config: pytest.Config) -> None:
         known = EMBEDDED.get(cfg.model.name)
         if known is not None and known.n_layers is not None:
             validate_for_model(cfg, model_name=known.name, n_layers=known.n_layers)
+        if cfg.model.name in ORGANISMS and not config.option.collectonly:
+            # built here, once, with every core, before the workers load it; one that missed
+            # its acceptance targets (and was not kept with --accept-weak) stops the session
+            ensure(cfg.model.name, default_cache_dir())
     except (SteeringReliabilityError, pytest.UsageError) as exc:
         raise pytest.UsageError(str(exc)) from None
 
