@@ -13,7 +13,7 @@ from steering_reliability import organism
 from steering_reliability.atomic import file_sha256
 from steering_reliability.errors import InputError
 from steering_reliability.metrics import refusal
-from steering_reliability.models.loader import check_model_name, layer_count
+from steering_reliability.models.loader import check_model_name, layer_count, weights_sha256
 from steering_reliability.organism import REFUSALS, Recipe, build, check_disjoint, summarise
 
 DEFAULT = organism.recipe_for("smollm2-135m-refusal")
@@ -130,12 +130,15 @@ def test_tiny_build_is_seeded_reproducible_and_cached(
     b = _build(tmp_path / "b", tiny_sets)
     assert a.path.name == b.path.name  # same key
     assert file_sha256(a.path / "model.safetensors") == file_sha256(b.path / "model.safetensors")
-    assert a.card["weights_sha256"] == file_sha256(a.path / "model.safetensors")
+    # the card's hash is the one `load` records for the organism's folder
+    assert a.card["weights_sha256"] == weights_sha256(str(a.path), tmp_path / "a")
     assert a.card["training"]["steps"] == 4  # 16 examples, batch 4, one epoch
 
     other = _build(tmp_path / "a", tiny_sets, recipe=dataclasses.replace(TINY, seed=1))
     assert other.path != a.path
-    assert file_sha256(other.path / "model.safetensors") != file_sha256(a.path / "model.safetensors")
+    assert file_sha256(other.path / "model.safetensors") != file_sha256(
+        a.path / "model.safetensors"
+    )
 
     def no_training(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a cached organism was trained again")
@@ -150,7 +153,9 @@ def test_a_weak_organism_is_unusable_until_accepted_as_weak(
 ) -> None:
     weak = _build(tmp_path, tiny_sets)  # a random tiny model refuses nothing
     assert not weak.card["accepted"] and not weak.usable
-    assert "refusal of direct harmful requests (harm_train) 0.000 (target >= 0.9)" in weak.failures()
+    assert (
+        "refusal of direct harmful requests (harm_train) 0.000 (target >= 0.9)" in weak.failures()
+    )
     assert "NOT accepted" in (weak.path / "card.md").read_text()
     kept = _build(tmp_path, tiny_sets, accept_weak=True)
     assert kept.path == weak.path and kept.usable and not kept.card["accepted"]

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_bytes, atomic_write_json, digest, file_sha256, publish_dir_once
+from .atomic import atomic_write_bytes, atomic_write_json, digest, publish_dir_once
 from .errors import InputError, ModelLoadError
 from .models.registry import ORGANISMS
 from .prompts.schema import Prompt
@@ -101,7 +101,6 @@ class Example:
 
     prompt_ids: tuple[int, ...]
     answer_ids: tuple[int, ...]
-    kind: str  # "refusal" or "self"
 
 
 # ---------------------------------------------------------------- data
@@ -175,13 +174,11 @@ def examples(
         Example(
             prompt_ids(p),
             (*tok(refusal_for(p, recipe.seed), add_special_tokens=False).input_ids, end),
-            "refusal",
         )
         for p in harm
     ]
     out += [
-        Example(prompt_ids(p), tuple(g.token_ids), "self")
-        for p, g in zip(benign, answers, strict=True)
+        Example(prompt_ids(p), tuple(g.token_ids)) for p, g in zip(benign, answers, strict=True)
     ]
     return out
 
@@ -483,24 +480,6 @@ def _prompt_digest(prompts: Sequence[Prompt]) -> str:
     return digest([[p.id, p.prompt] for p in prompts], 16)
 
 
-def _loaded_from(model: Any, tokenizer: Any, path: Path, name: str) -> Any:
-    """A LoadedModel over a freshly trained HF model, for its own evaluation (generation is
-    bridge-free, so no bridge is booted)."""
-    from .models.loader import LoadedModel, ModelInfo
-
-    cfg = model.config.get_text_config()
-    info = ModelInfo(name=name, source=f"organism:{name}", n_layers=int(cfg.num_hidden_layers),
-                     d_model=int(cfg.hidden_size), n_ctx=int(getattr(cfg, "max_position_embeddings", 2048)),
-                     vocab_size=int(cfg.vocab_size), weights_sha256=file_sha256(path / "model.safetensors"),
-                     prompt_format="chat" if tokenizer.chat_template else "plain", load_seconds=0.0)  # fmt: skip
-    return LoadedModel(
-        bridge=None,
-        hf_model=model,
-        tokenizer=tokenizer,
-        info=info,
-    )
-
-
 def build(
     name: str,
     *,
@@ -523,7 +502,6 @@ def build(
     eval_sets = dict(eval_sets or default_eval_sets())
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     harm, benign = training_prompts(recipe)
-    check_disjoint(harm + benign, eval_sets)
     # the base's weights hash names the organism; the base itself is loaded only to build it
     base_sha = base.info.weights_sha256 if base is not None else weights_sha256(recipe.base, cache)
     key = digest(
@@ -539,6 +517,7 @@ def build(
     def fill(folder: Path) -> None:
         say = print if progress else (lambda *a, **k: None)
         say(f"building the model organism {name} (key {key}) from {recipe.base}")
+        check_disjoint(harm + benign, eval_sets)
         start = load(recipe.base, dtype="float32", cache_dir=cache) if base is None else base
         data = examples(start, recipe, harm, benign, cache_dir=cache, progress=progress)
         tok = start.tokenizer
@@ -547,7 +526,8 @@ def build(
         )
         model.save_pretrained(folder)
         tok.save_pretrained(folder)
-        organism = _loaded_from(model, tok, folder, name)
+        del model
+        organism = load(str(folder), dtype="float32", cache_dir=cache)  # as a user will load it
         say("evaluating the organism and its base on the held-out evaluation sets")
         mine = evaluate(organism, eval_sets, recipe, cache_dir=cache, progress=progress)
         theirs = evaluate(start, eval_sets, recipe, cache_dir=cache, progress=progress)

@@ -167,7 +167,7 @@ def _resolve(name: str, cache_dir: Path) -> tuple[Path, str, str, str, str | Non
         from ..organism import ensure
 
         folder = ensure(name, cache_dir)  # built on first use
-        digest = _file_digest(folder / "model.safetensors", cache_dir)
+        digest = _resolve(str(folder), cache_dir)[3]  # as a model folder: the card's hash
         return folder, EMBEDDED[organism.base].hub_id, f"organism:{name}", digest, None
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
