@@ -105,12 +105,30 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         cfg = _config_at_collection(metafunc.config)
         layers = candidate_layers(layer_count(cfg.model.name), cfg.direction.hook_point)
         metafunc.parametrize("rd_layer", layers, ids=[f"layer{i}-scan" for i in layers])
+    if {"gen_source", "gen_layer", "gen_setting"} & set(metafunc.fixturenames):
+        _generalisation_params(metafunc, _config_at_collection(metafunc.config))
     if "rd_setting" in metafunc.fixturenames:  # evaluation settings (+ the base's direction)
         from steering_reliability.refusal_direction import settings_for
 
         metafunc.parametrize(
             "rd_setting", settings_for(_config_at_collection(metafunc.config).model.name)
         )
+
+
+def _generalisation_params(metafunc: pytest.Metafunc, cfg: Config) -> None:
+    """The generalisation map's cases: transfer sources (none, pooled, each family), the
+    layers of the family geometry, and the equal-KL layer x intervention settings."""
+    from steering_reliability import generalisation as gen
+    from steering_reliability.config import generalisation_layer
+
+    if "gen_source" in metafunc.fixturenames:
+        sources = gen.sources(cfg)
+        metafunc.parametrize("gen_source", sources, ids=[f"transfer-{s}" for s in sources])
+    if "gen_layer" in metafunc.fixturenames:
+        layers = sorted({*cfg.sweep.layers, generalisation_layer(cfg)})
+        metafunc.parametrize("gen_layer", layers, ids=[f"layer{i}-families" for i in layers])
+    if "gen_setting" in metafunc.fixturenames:
+        metafunc.parametrize("gen_setting", gen.equal_kl_settings(cfg))
 
 
 def _pin_threads() -> None:

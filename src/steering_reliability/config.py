@@ -200,6 +200,40 @@ class RefusalDirectionConfig:
 
 
 @dataclass(frozen=True, config=_NO_UNKNOWN_KEYS)
+class GeneralisationConfig:
+    """The generalisation map (experiments/test_generalisation.py): per-family directions,
+    cross-family transfer, geometry, per-prompt steerability and equal-KL comparisons."""
+
+    layer: StrictInt | None = None  # None: the middle layer of sweep.layers (as sanity)
+    intervention: Annotated[StrictStr, _one_of(INTERVENTIONS, hint=True)] = "add"
+    # Families of the direction prompts with fewer prompts are pooled as "other" (or skipped).
+    min_family: Annotated[StrictInt, _rule("an integer >= 4", lambda v: v >= 4)] = 8
+    # The family directions' method in the transfer matrix (None: direction.method).
+    transfer_method: Annotated[StrictStr | None, AfterValidator(
+        lambda v: v if v is None else _in(DIRECTION_METHODS, v, True))] = None  # fmt: skip
+    # Transfer strength: each source direction at the alpha whose benign next-token KL equals
+    # transfer_kl (equal cost), or at transfer_alpha when set (then transfer_kl is not used).
+    transfer_kl: Annotated[Number, _rule("> 0", lambda v: v > 0)] = 2.0
+    transfer_alpha: Annotated[Number | None, _rule("null or > 0", lambda v: v is None or v > 0)] = (
+        None
+    )
+    # Equal-cost comparison of layers: per layer x intervention, the alpha at each KL budget.
+    kl_budgets: Annotated[
+        tuple[Number, ...], Listed, _rule("a non-empty list of numbers > 0",
+                                          lambda v: bool(v) and all(b > 0 for b in v)),
+    ] = (0.5, 2.0)  # fmt: skip
+    max_alpha: Annotated[Number, _rule("> 0", lambda v: v > 0)] = 8.0  # bisection's upper end
+    n_calibrate: Positive = 32  # benign *select* prompts whose KL calibrates alpha
+    # Per-prompt steerability: slope of first-token refusal log-odds over these alphas (add).
+    steer_alphas: Annotated[
+        tuple[Number, ...], Listed,
+        _rule("at least 3 distinct alphas, one of them 0", lambda v: len(set(v)) >= 3 and 0 in v),
+    ] = (-1.0, -0.5, 0.0, 0.5, 1.0)  # fmt: skip
+    max_new_tokens: Positive = 32  # generation length of the transfer and equal-KL cases
+    n_bootstrap: Annotated[StrictInt, _rule("an integer >= 50", lambda v: v >= 50)] = 200
+
+
+@dataclass(frozen=True, config=_NO_UNKNOWN_KEYS)
 class Config:
     """The whole resolved configuration of one run."""
 
@@ -211,6 +245,7 @@ class Config:
     metrics: Annotated[MetricsConfig, Section] = MetricsConfig()
     sanity: Annotated[SanityConfig, Section] = SanityConfig()
     refusal_direction: Annotated[RefusalDirectionConfig, Section] = RefusalDirectionConfig()
+    generalisation: Annotated[GeneralisationConfig, Section] = GeneralisationConfig()
     seed: StrictInt = 0
     source: StrictStr = ""  # the file it was read from (not part of the hash)
 
@@ -363,7 +398,8 @@ def validate(cfg: Config, *, file: str | None = None) -> None:
 
 def validate_for_model(cfg: Config, *, model_name: str, n_layers: int) -> None:
     """Layer indices must exist in the model."""
-    layers = list(cfg.sweep.layers) + ([cfg.sanity.layer] if cfg.sanity.layer is not None else [])
+    extra = [cfg.sanity.layer, cfg.generalisation.layer]
+    layers = list(cfg.sweep.layers) + [x for x in extra if x is not None]
     for layer in layers:
         if not 0 <= layer < n_layers:
             raise ConfigError(
@@ -382,6 +418,13 @@ def sanity_layer(cfg: Config) -> int:
     if cfg.sanity.layer is not None:
         return cfg.sanity.layer
     return cfg.sweep.layers[len(cfg.sweep.layers) // 2]
+
+
+def generalisation_layer(cfg: Config) -> int:
+    """The layer of the transfer matrix and the steerability slopes: configured, or the middle
+    entry of the sweep's layers."""
+    g = cfg.generalisation.layer
+    return g if g is not None else cfg.sweep.layers[len(cfg.sweep.layers) // 2]
 
 
 def resolved_precision(cfg: Config) -> Config:

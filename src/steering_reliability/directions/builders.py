@@ -7,6 +7,9 @@ Direction per layer (or per layer and position), with its norm and stability sta
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor
 
 from ..errors import DirectionError, suggest
 from ..models import LoadedModel, format_prompt
@@ -69,6 +72,41 @@ def contrastive_prefix(
     prefixes have different token counts). Prefix ids are appended to the prompt's ids, so the
     prompt part is token-for-token the same in both sequences.
     """
+    diffs, resid_norm, meta = contrastive_differences(
+        model, prompts, layers=layers, hook_point=hook_point, position=position,
+        refusal_prefix=refusal_prefix, compliance_prefix=compliance_prefix,
+        system_prompt=system_prompt, batch_size=batch_size,
+    )  # fmt: skip
+    return {
+        layer: make_direction(
+            method="contrastive_prefix",
+            layer=layer,
+            hook_point=hook_point,
+            position=position,
+            diffs=diffs[:, j],
+            mean_resid_norm=float(resid_norm[j]),
+            batch_size=batch_size,
+            meta=meta,
+        )
+        for j, layer in enumerate(layers)
+    }
+
+
+def contrastive_differences(
+    model: LoadedModel,
+    prompts: Sequence[str],
+    *,
+    layers: Sequence[int],
+    hook_point: str = "resid_pre",
+    position: str = "prefix_mean",
+    refusal_prefix: str,
+    compliance_prefix: str,
+    system_prompt: str | None = None,
+    batch_size: int = 16,
+) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """The per-prompt differences contrastive_prefix averages: ([n, n_layers, d], the mean
+    per-token residual norm per layer [n_layers], the builder's metadata). Per-family
+    directions are means over subsets of these rows; their spread is the family's consistency."""
     _check_position(position)
     tok = model.tokenizer
     pre = {
@@ -107,19 +145,7 @@ def contrastive_prefix(
         "model": model.info.name,
         "weights_sha256": model.info.weights_sha256,
     }
-    return {
-        layer: make_direction(
-            method="contrastive_prefix",
-            layer=layer,
-            hook_point=hook_point,
-            position=position,
-            diffs=diffs[:, j],
-            mean_resid_norm=float(resid_norm[j]),
-            batch_size=batch_size,
-            meta=meta,
-        )
-        for j, layer in enumerate(layers)
-    }
+    return diffs, resid_norm, meta
 
 
 def _two_groups(
@@ -259,3 +285,31 @@ def outcome_conditioned(
         batch_size=batch_size,
     )
     return {layer: d for (layer, _), d in found.items()}
+
+
+def diff_in_means_differences(
+    model: LoadedModel,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    *,
+    layers: Sequence[int],
+    hook_point: str = "resid_pre",
+    system_prompt: str | None = None,
+    batch_size: int = 16,
+) -> tuple[Tensor, Tensor]:
+    """Each harmful prompt's residual at its last token minus the harmless prompts' mean there
+    ([n_harmful, n_layers, d]; their mean is diff_in_means' direction at position -1), and the
+    mean per-token residual norm per layer [n_layers]."""
+    ids_a = _formatted_ids(model, harmful, system_prompt)
+    ids_b = _formatted_ids(model, harmless, system_prompt)
+
+    def spans(i: int, length: int) -> list[Span]:
+        return [(length - 1, length)]
+
+    res = residual_spans(
+        model, ids_a + ids_b, layers=layers, hook_point=hook_point, spans=spans,
+        batch_size=batch_size,
+    )  # fmt: skip
+    n_a = len(ids_a)
+    diffs = res.mean[:n_a, :, 0] - res.mean[n_a:, :, 0].mean(0, keepdim=True)
+    return diffs, res.token_norm[:, :, 0].mean(0)

@@ -48,7 +48,7 @@ def ids_and_texts(prompts: Sequence[PromptLike] | Sequence[str]) -> tuple[list[s
     return ids, texts
 
 
-def _prefixes(cfg: Config, variant: str) -> tuple[str, str]:
+def prefixes(cfg: Config, variant: str) -> tuple[str, str]:
     """(refusal, compliance) prefixes: the alternate ones for "alt", the main ones otherwise."""
     d = cfg.direction
     if check_variant(variant) == "alt":
@@ -86,7 +86,7 @@ def key_fields(
         "batch_size": d.batch_size,  # changes the recorded per-batch cosines
     }
     if d.method == "contrastive_prefix":
-        fields["refusal_prefix"], fields["compliance_prefix"] = _prefixes(cfg, variant)
+        fields["refusal_prefix"], fields["compliance_prefix"] = prefixes(cfg, variant)
     else:
         h_ids, h_texts = ids_and_texts(harmless or [])
         fields["harmless_ids"], fields["harmless_sha256"] = h_ids, texts_sha256(h_texts)
@@ -147,7 +147,7 @@ def directions_for_layers(
     d = cfg.direction
     if cfg.prompts.n_direction is not None:
         prompts = prompts[: cfg.prompts.n_direction]
-    _prefixes(cfg, variant)
+    prefixes(cfg, variant)
     if d.method == "diff_in_means":
         if harmless is None:
             raise DirectionError(
@@ -179,7 +179,7 @@ def directions_for_layers(
 
     def compute(missing: list[int]) -> dict[int, Direction]:
         if d.method == "contrastive_prefix":
-            refusal, compliance = _prefixes(cfg, variant)
+            refusal, compliance = prefixes(cfg, variant)
             return contrastive_prefix(
                 model,
                 texts,
