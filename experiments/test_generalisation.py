@@ -139,6 +139,12 @@ def _calibrate(cfg: Config, model: Any, calibration: Any, kind: str, layer: int,
     return gen.calibrate(cost, list(budgets), max_alpha=cfg.generalisation.max_alpha)
 
 
+def _alpha_fact(cal: gen.Calibration) -> dict[str, Any]:
+    """What run.json records of a calibration: budget, alpha found (null when out of reach),
+    the KL there, status."""
+    return {k: v for k, v in cal.as_json().items() if k != "curve"}
+
+
 def test_family_geometry(
     gen_layer: int,
     record: Any,
@@ -287,6 +293,7 @@ def test_transfer(
                              alpha=0.0 if math.isnan(cal.alpha) else cal.alpha,
                              direction_variant=gen_source, value=cal.cost,
                              extra_json=json.dumps(cal.as_json())))  # fmt: skip
+            sr_run.annotate(f"generalisation_alpha:transfer-{gen_source}", _alpha_fact(cal))
             if cal.status != "found":
                 record.rows(rows)
                 pytest.skip(f"inconclusive: KL {g.transfer_kl} is out of reach for {gen_source} "
@@ -367,7 +374,9 @@ def test_equal_kl(
     layer = int(layer_text.removeprefix("layer"))
     vector = directions[layer].scaled(cfg.direction.alpha_scale)
     rows = []
-    for cal in _calibrate(cfg, model, gen_calibration, kind, layer, vector, g.kl_budgets):
+    found = _calibrate(cfg, model, gen_calibration, kind, layer, vector, g.kl_budgets)
+    sr_run.annotate(f"generalisation_alpha:{gen_setting}", [_alpha_fact(c) for c in found])
+    for cal in found:
         variant = f"kl{cal.budget:g}"
         rows.append(_row(cfg, model, "calibration", case_id=gen_setting, layer=layer,
                          intervention=kind, alpha=0.0 if math.isnan(cal.alpha) else cal.alpha,

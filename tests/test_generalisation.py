@@ -12,6 +12,7 @@ import torch
 
 from steering_reliability import generalisation as gen
 from steering_reliability.config import load_config
+from steering_reliability.directions import cosine
 from steering_reliability.errors import ConfigError
 from steering_reliability.models import LoadedModel, tiny_model
 from steering_reliability.prompts import Prompt
@@ -195,6 +196,10 @@ def test_per_prompt_differences_average_to_the_configured_direction(tiny: Loaded
     only_a = contrastive_prefix(tiny, [p.prompt for p in prompts[0::2]], layers=[2],
                                 refusal_prefix=d.refusal_prefix, compliance_prefix=d.compliance_prefix)  # fmt: skip
     assert torch.allclose(diffs[1].mean(0), whole[1].vector, atol=1e-5)
+    # the experiment's check (cosine > 0.999 to the sweep's direction) fails on a decomposition
+    # built with other prefixes
+    alt, _ = gen.prompt_differences(tiny, cfg, prompts, [1], variant="alt")
+    assert cosine(alt[1].mean(0), whole[1].vector) < 0.999
     fam = gen.family_direction(cfg, diffs[2][0::2], 2, "a", norms[2])
     assert torch.allclose(fam.vector, only_a[2].vector, atol=1e-5)
     dim, _ = gen.prompt_differences(tiny, cfg, prompts, [2], method="diff_in_means",
