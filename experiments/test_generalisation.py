@@ -58,15 +58,31 @@ def _report(cfg: Config, splits: dict[str, Any], split: str) -> list[Any]:
 
 
 @pytest.fixture(scope="session")
-def gen_families(sr_config: Config, sr_run: Any) -> tuple[tuple[Any, ...], dict[str, list[int]]]:
-    """The direction prompts and their family groups (recorded in run.json)."""
+def gen_families(
+    sr_config: Config, sr_run: Any
+) -> tuple[tuple[Any, ...], dict[str, list[int]] | str]:
+    """The direction prompts and their family groups (recorded in run.json), or why there are
+    too few families to compare (the cases that compare families then skip, inconclusive)."""
+    from steering_reliability.errors import ConfigError
     from steering_reliability.experiment import direction_prompts
 
     prompts = direction_prompts(sr_config)
-    groups, note = gen.family_groups(prompts, sr_config.generalisation.min_family)
+    try:
+        groups, note = gen.family_groups(prompts, sr_config.generalisation.min_family)
+    except ConfigError as exc:
+        return prompts, str(exc)
     sr_run.annotate("generalisation_families", {
         "groups": {f: [prompts[i].id for i in idx] for f, idx in groups.items()}, "note": note})  # fmt: skip
     return prompts, groups
+
+
+@pytest.fixture
+def gen_groups(gen_families: Any) -> dict[str, list[int]]:
+    """The family groups; the cases that compare families skip when there are too few."""
+    if isinstance(gen_families[1], str):
+        pytest.skip(f"inconclusive: {gen_families[1]}")
+    groups: dict[str, list[int]] = gen_families[1]
+    return groups
 
 
 @pytest.fixture(scope="session")
@@ -150,7 +166,7 @@ def test_family_geometry(
     record: Any,
     sr_config: Config,
     model: Any,
-    gen_families: Any,
+    gen_groups: dict[str, list[int]],
     gen_diffs: Any,
     directions: dict[int, Any],
 ) -> None:
@@ -158,7 +174,7 @@ def test_family_geometry(
     method and for difference in means (`generalisation.geometry_methods`). Asserted: the mean
     of the configured method's per-prompt differences is the sweep's direction (cosine >
     0.999), and the cosine matrices and axis shares are well formed."""
-    cfg, g, groups = sr_config, sr_config.generalisation, gen_families[1]
+    cfg, g, groups = sr_config, sr_config.generalisation, gen_groups
     rows = []
     for method in gen.geometry_methods(cfg):
         found = gen_diffs(method=None if method == cfg.direction.method else method)
@@ -200,13 +216,13 @@ def test_family_geometry(
 
 
 def test_principal_angles(
-    record: Any, sr_config: Config, model: Any, gen_families: Any, gen_diffs: Any
+    record: Any, sr_config: Config, model: Any, gen_groups: dict[str, list[int]], gen_diffs: Any
 ) -> None:
     """Principal angles between family subspaces of two conditions that share d_model (each
     set's fewest principal axes holding AXES_SHARE of it), for each geometry method: the sweep's layers pairwise in order, main vs alternate prefixes
     (contrastive_prefix), the model vs its weights orthogonalised against the pooled direction;
     and two random subspaces of the same size as the reference for "unrelated"."""
-    cfg, groups = sr_config, gen_families[1]
+    cfg, groups = sr_config, gen_groups
     layer = generalisation_layer(cfg)
     ordered = sorted(cfg.sweep.layers)
     pairs: list[tuple[str, int, Any, Any]] = []
@@ -280,7 +296,8 @@ def test_transfer(
         if gen_source == gen.POOLED:
             vector = pooled
         else:
-            vector = _families(cfg, found, gen_families[1], layer, method)[gen_source].scaled(scale)
+            groups: Any = gen_families[1]  # a family source exists only when grouping worked
+            vector = _families(cfg, found, groups, layer, method)[gen_source].scaled(scale)
         # every source at the sweep direction's norm, so alpha means what it means in the sweep
         # (and max_alpha bounds the calibration alike for every method)
         vector = gen.scaled_to(vector, float(directions[layer].scaled(scale).norm()))

@@ -205,3 +205,12 @@ def test_per_prompt_differences_average_to_the_configured_direction(tiny: Loaded
     dim, _ = gen.prompt_differences(tiny, cfg, prompts, [2], method="diff_in_means",
                                     harmless=[_prompt(9, "x"), _prompt(10, "y")])  # fmt: skip
     assert dim[2].shape == diffs[2].shape and not torch.allclose(dim[2], diffs[2])
+
+
+def test_sources_without_enough_families_are_none_and_pooled() -> None:
+    """Too few families: the transfer matrix keeps its unsteered and pooled rows (the family
+    cases skip as inconclusive, saying why), instead of failing at collection."""
+    cfg = load_config("configs/fast.yaml")
+    assert gen.sources(cfg)[:2] == (gen.NONE, gen.POOLED) and len(gen.sources(cfg)) == 8
+    few = load_config("configs/fast.yaml", {"generalisation.min_family": 1000})
+    assert gen.sources(few) == (gen.NONE, gen.POOLED)

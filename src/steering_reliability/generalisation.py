@@ -346,10 +346,15 @@ def first_token_probs(
 
 
 def sources(cfg: Config) -> tuple[str, ...]:
-    """The rows of the transfer matrix: unsteered, the pooled direction, each family's."""
+    """The rows of the transfer matrix: unsteered, the pooled direction, each family's (none
+    when the direction prompts have fewer than two families of `min_family`: the family cases
+    then say why, and the rest of the map runs)."""
     from .experiment import direction_prompts
 
-    groups, _ = family_groups(direction_prompts(cfg), cfg.generalisation.min_family)
+    try:
+        groups, _ = family_groups(direction_prompts(cfg), cfg.generalisation.min_family)
+    except ConfigError:
+        return (NONE, POOLED)
     return (NONE, POOLED, *groups)
 
 
