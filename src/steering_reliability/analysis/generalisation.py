@@ -79,7 +79,7 @@ def _train_families(df: pd.DataFrame) -> list[str]:
     return [s for s in sources(df) if s not in (NONE, POOLED)]
 
 
-def in_vs_out(df: pd.DataFrame, split: str) -> tuple[Any, Any, Any, int]:
+def in_vs_out(df: pd.DataFrame, split: str, comparisons: int = 2) -> tuple[Any, Any, Any, int]:
     """Per target prompt of `split` whose family has its own source direction: refusal under its
     own family's direction (in-family), the mean under the other families' (out-of-family), and
     the paired difference; with the number of prompts."""
@@ -94,7 +94,13 @@ def in_vs_out(df: pd.DataFrame, split: str) -> tuple[Any, Any, Any, int]:
             own[pid] = by[fam]
             other[pid] = by.reindex([f for f in fams if f != fam]).mean()
     a, b = pd.Series(own, dtype=float), pd.Series(other, dtype=float)
-    return mean_ci(a), mean_ci(b), diff_ci(a, b), len(a)
+    k = comparisons  # one per harmful split
+    return (
+        mean_ci(a, comparisons=k),
+        mean_ci(b, comparisons=k),
+        diff_ci(a, b, comparisons=k),
+        len(a),
+    )
 
 
 def _transfer_lines(df: pd.DataFrame) -> list[str]:
@@ -152,7 +158,9 @@ def _transfer_lines(df: pd.DataFrame) -> list[str]:
                         f"{md.ci(other)}, paired difference {md.ci(d)}, {verdict}")  # fmt: skip
     if said:
         lines += [
-            "Does a direction from family A move family B as much as A? " + "; ".join(said) + ".",
+            "Does a direction from family A move family B as much as A? Per prompt, refusal "
+            "under its own family's direction vs the mean under the other families' (intervals "
+            "adjusted for the 2 splits): " + "; ".join(said) + ".",
             "",
         ]
     lines += _by_source(df) + _least(df, m)
@@ -203,7 +211,8 @@ def _least(df: pd.DataFrame, m: pd.DataFrame) -> list[str]:
     order = sorted(gains, key=lambda c: gains[c])
     text = ", ".join(f"{f} ({s}) {gains[(s, f)]:+.2f}" for s, f in order[:3])
     return [
-        f"Families moved least by the other families' directions (refusal over unsteered): {text}.",
+        "Families moved least by the other families' directions (refusal over unsteered, "
+        f"point estimates): {text}.",
         "",
     ]
 
