@@ -113,7 +113,8 @@ def _transfer_lines(df: pd.DataFrame) -> list[str]:
     method = steered["direction_method"].iloc[0] if not steered.empty else "n/a"
     cal = _rows(df, "calibration")
     cal = cal[cal["case_id"].str.startswith("transfer-")]
-    strength = "a fixed alpha, each direction at the pooled direction's norm"
+    alpha = float(steered["alpha"].iloc[0]) if not steered.empty else math.nan
+    strength = f"alpha {alpha:g} for every source, each at the sweep direction's norm"
     if not cal.empty:
         budget = _extra(cal)[0]["budget"]
         alphas = ", ".join(f"{r['direction_variant']} {r['alpha']:.3g}" for _, r in cal.iterrows())
