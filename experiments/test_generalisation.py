@@ -51,10 +51,9 @@ def _row(cfg: Config, model: Any, kind: str, **fields: Any) -> dict[str, Any]:
 
 def _report(cfg: Config, splits: dict[str, Any], split: str) -> list[Any]:
     """The split's evaluated prompts that are in its report part."""
-    from steering_reliability.experiment import file_parts
+    from steering_reliability.experiment import report_indices
 
-    parts = file_parts(cfg)[split]
-    return [p for p in splits[split] if parts.get(p.id) == "report"]
+    return [splits[split][i] for i in report_indices(cfg, splits[split], split)]
 
 
 @pytest.fixture(scope="session")
@@ -289,10 +288,9 @@ def test_transfer(
             pooled, found = directions[layer].scaled(scale), gen_diffs()
         else:  # the pooled direction of the transfer method: every family's prompts
             found = gen_diffs(method=method)
-            everyone = list(range(len(gen_families[0])))
-            pooled = _families(cfg, found, {gen.POOLED: everyone}, layer, method)[
-                gen.POOLED
-            ].scaled(scale)
+            d, norms = found
+            pooled = gen.family_direction(cfg, d[layer], layer, gen.POOLED, norms[layer], method)
+            pooled = pooled.scaled(scale)
         if gen_source == gen.POOLED:
             vector = pooled
         else:

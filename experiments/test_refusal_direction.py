@@ -169,12 +169,10 @@ def test_select(record: Any, sr_config: Config, model: Any, rd_selection: Any) -
 
 
 def _report(cfg: Config, splits: dict[str, Any], split: str) -> list[int]:
-    """Indices of the split's evaluated prompts that are in the report part (the first n_eval)."""
-    from steering_reliability.experiment import file_parts
+    """Indices of the split's report-part prompts this pipeline evaluates (the first n_eval)."""
+    from steering_reliability.experiment import report_indices
 
-    parts = file_parts(cfg)[split]
-    idx = [i for i, p in enumerate(splits[split]) if parts.get(p.id) == "report"]
-    return idx[: cfg.refusal_direction.n_eval]
+    return report_indices(cfg, splits[split], split)[: cfg.refusal_direction.n_eval]
 
 
 def test_evaluate(

@@ -61,6 +61,8 @@ def test_in_family_vs_out_of_family_reads_the_diagonal() -> None:
         and m.loc["fam_b", ("harm_train", "fam_a")] == 0.0
     )
     assert "in-family higher" in ga.section(diag)
+    # the unsteered rows never refuse: only inducing refusal can be shown
+    assert "Measurable on this model: **induce only**" in ga.section(diag)
 
 
 def _others() -> list[dict[str, Any]]:

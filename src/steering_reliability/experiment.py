@@ -111,6 +111,13 @@ def file_parts(cfg: Config) -> dict[str, dict[str, str]]:
 _PARTS_MEMO: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
 
 
+def report_indices(cfg: Config, prompts: Sequence[Prompt], split: str) -> list[int]:
+    """Positions of the split's evaluated prompts that are in its *report* part (headline
+    numbers are measured on these)."""
+    parts = file_parts(cfg)[split]
+    return [i for i, p in enumerate(prompts) if parts.get(p.id) == "report"]
+
+
 def _file_parts(cfg: Config) -> dict[str, dict[str, str]]:
     files = split_files(cfg)
     return {

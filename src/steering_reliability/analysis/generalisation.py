@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from steering_reliability.analysis import markdown as md
+from steering_reliability.analysis.findings import measurable_halves
 from steering_reliability.analysis.plots import _figure
 from steering_reliability.analysis.stats import diff_ci, mean_ci
 
@@ -399,10 +400,36 @@ def _equal_kl_lines(df: pd.DataFrame) -> list[str]:
     ]  # fmt: skip
 
 
+def _measurable(df: pd.DataFrame) -> list[str]:
+    """Which half of the question the model can show here (`findings.measurable_halves`, on the
+    unsteered transfer rows' harmful report prompts), and so what a transfer cell measures."""
+    t = _transfer(df)
+    none = t[(t["direction_variant"] == NONE) & (t["split"] != "benign")]
+    if none.empty:
+        return []
+    rates = none.groupby("split")["is_refusal"].mean()
+    half = measurable_halves(float(rates.max()))
+    kind = _transfer(df)[lambda x: x["direction_variant"] != NONE]["intervention"]
+    what = (
+        "bypass (refusal removed)"
+        if (not kind.empty and kind.iloc[0] == "ablate")
+        else "induced refusal"
+    )
+    return [f"Measurable on this model: **{half}** (unsteered refusal on the harmful report "
+            f"prompts {md.num(float(rates.max()))} at its highest split); the transfer cells "
+            f"measure {what}.", ""]  # fmt: skip
+
+
 def section(df: pd.DataFrame) -> str:
     """The findings section of the generalisation map."""
     lines = ["## What generalises: families, transfer, geometry, steerability", ""]
-    lines += _transfer_lines(df) + _geometry_lines(df) + _steer_lines(df) + _equal_kl_lines(df)
+    lines += (
+        _measurable(df)
+        + _transfer_lines(df)
+        + _geometry_lines(df)
+        + _steer_lines(df)
+        + _equal_kl_lines(df)
+    )
     return "\n".join(lines)
 
 
