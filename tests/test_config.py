@@ -35,18 +35,20 @@ def test_shipped_configs_load_and_differ() -> None:
 
 # The run identity of the shipped configs (the pydantic loader reproduced the hand-written one's
 # hashes; the refusal_direction section then changed them once). Per config: as loaded, and with
-# model.dtype float32 (what `resolved_precision` gives where auto means float32). A change here
-# starts new runs: change the literals only with the config.
+# model.device cpu and model.dtype float32 (what `resolved_precision` gives on a CPU where auto
+# means float32; the run identity there, unchanged since device "cpu" was the default). A change
+# here starts new runs: change the literals only with the config.
 PINNED_HASHES = [
-    ("default", "8b2c793c91fe4b19", "8f08d69c14ea6733"),
-    ("fast", "7cfa67354c250bf0", "4b99de0e3bc000f2"),
+    ("default", "0a2259069ecc87fe", "8f08d69c14ea6733"),
+    ("fast", "5b92874c2c0f5ec4", "4b99de0e3bc000f2"),
 ]
 
 
 @pytest.mark.parametrize(("name", "as_loaded", "float32"), PINNED_HASHES)
 def test_shipped_config_hashes_are_pinned(name: str, as_loaded: str, float32: str) -> None:
     cfg = load_config(CONFIG_DIR / f"{name}.yaml")
-    resolved = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dtype="float32"))
+    model = dataclasses.replace(cfg.model, device="cpu", dtype="float32")
+    resolved = dataclasses.replace(cfg, model=model)
     assert (config_hash(cfg), config_hash(resolved)) == (as_loaded, float32)
     plain = cfg.to_dict()  # plain JSON types for run.json: lists, and floats stay floats
     assert plain["sweep"]["layers"] == [6, 12, 18] and plain["generation"]["temperature"] == 0.0

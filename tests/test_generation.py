@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from typing import Any
 
@@ -35,26 +36,36 @@ PROMPTS = [
 ]
 IDS = [f"p{i}" for i in range(len(PROMPTS))]
 NEW = 24
+# Where the tiny model runs: STEERING_TEST_DEVICE=cuda runs this module's engine-vs-HF checks on
+# a GPU (scripts/gpu_check.sh does); the default is the CPU.
+DEVICE = os.environ.get("STEERING_TEST_DEVICE", "cpu")
 
 
-def _sharp_tiny() -> Any:
+def _sharp_tiny(device: str = DEVICE) -> Any:
     """A tiny random Llama with sharpened weights (varied greedy text) and a common token as EOS.
 
     The extra EOS makes rows finish at different steps, so dropping finished rows is exercised.
+    It is picked from the CPU model's text, so the model is the same on every device.
     """
     from steering_reliability.models import tiny_model
 
-    m = tiny_model(n_layers=4, d_model=64, seed=0)
-    with torch.no_grad():
-        for p in m.hf_model.parameters():
-            if p.ndim == 2:
-                p.mul_(10.0)
+    def sharp(on: str) -> Any:
+        m = tiny_model(n_layers=4, d_model=64, seed=0, device=on)
+        with torch.no_grad():
+            for p in m.hf_model.parameters():
+                if p.ndim == 2:
+                    p.mul_(10.0)
+        return m
+
+    m = sharp("cpu")
     outs = generate(m, PROMPTS, prompt_ids=IDS, max_new_tokens=NEW)
     seen: Counter[int] = Counter()
     for g in outs:
         for t in set(g.token_ids[2 : NEW - 4]):
             seen[t] += 1
     token = next(t for t, c in seen.most_common() if c < len(PROMPTS))
+    if device != "cpu":  # booted where it runs, as models.load does
+        m = sharp(device)
     m.hf_model.generation_config.eos_token_id = [m.tokenizer.eos_token_id, token]
     return m
 
@@ -66,7 +77,7 @@ def tiny() -> Any:
 
 def _hf_greedy(model: Any, prompt: str, n: int) -> list[int]:
     tok = model.tokenizer
-    x = torch.tensor([encode(tok, format_prompt(tok, prompt))])
+    x = torch.tensor([encode(tok, format_prompt(tok, prompt))], device=model.hf_model.device)
     with torch.inference_mode():
         out = model.hf_model.generate(
             x,
@@ -196,10 +207,10 @@ def test_projection_probe_matches_the_bridge_cache(tiny: Any) -> None:
     assert generate(tiny, PROMPTS[:1], prompt_ids=IDS[:1], max_new_tokens=2)[0].proj_before is None
     tok = tiny.tokenizer
     for prompt, g, a in zip(PROMPTS, outs, abl, strict=False):
-        ids = torch.tensor([encode(tok, format_prompt(tok, prompt))])
+        ids = torch.tensor([encode(tok, format_prompt(tok, prompt))], device=tiny.hf_model.device)
         with torch.inference_mode():
             _, cache = tiny.bridge.run_with_cache(ids)
-        expected = float((cache["blocks.2.hook_in"][0] @ unit(v)).mean())
+        expected = float((cache["blocks.2.hook_in"][0].cpu() @ unit(v)).mean())
         assert g.proj_before == pytest.approx(expected, abs=1e-4)
         assert g.proj_after == pytest.approx(expected + 2.5 * float(v.norm()), abs=1e-4)
         assert a.proj_before == pytest.approx(expected, abs=1e-4) and abs(a.proj_after) < 1e-4  # type: ignore[arg-type]
@@ -279,10 +290,9 @@ def test_progress_bar_and_result_types(tiny: Any, capsys: pytest.CaptureFixture[
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_runs_on_the_model_device(tiny: Any) -> None:
-    cpu = generate(tiny, PROMPTS, prompt_ids=IDS, max_new_tokens=8)
-    gpu_model = _sharp_tiny()
-    gpu_model.hf_model.to("cuda")
+def test_runs_on_the_model_device() -> None:
+    cpu = generate(_sharp_tiny("cpu"), PROMPTS, prompt_ids=IDS, max_new_tokens=8)
+    gpu_model = _sharp_tiny("cuda")
     gpu = generate(
         gpu_model,
         PROMPTS,

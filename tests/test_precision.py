@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 import torch
 
-from steering_reliability.config import Config, config_hash, resolved_precision
+from steering_reliability.config import Config, config_hash, load_config, resolved_precision
+from steering_reliability.errors import ConfigError
 from steering_reliability.models import precision
+from steering_reliability.models.precision import resolve_device
 
 
 @pytest.mark.parametrize(
@@ -56,8 +58,27 @@ def test_the_resolved_dtype_joins_the_run_identity(monkeypatch: pytest.MonkeyPat
     fp32 = resolved_precision(cfg)
     assert (bf16.model.dtype, fp32.model.dtype) == ("bfloat16", "float32")
     assert config_hash(bf16) != config_hash(fp32)
-    explicit = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dtype="float32"))
+    model = dataclasses.replace(cfg.model, device="cpu", dtype="float32")
+    explicit = dataclasses.replace(cfg, model=model)
     assert resolved_precision(explicit) is explicit
+
+
+def test_the_resolved_device_joins_the_run_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = Config()
+    assert cfg.model.device == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cpu = resolved_precision(cfg)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": True)
+    cuda = resolved_precision(cfg)
+    assert (cpu.model.device, cuda.model.device) == ("cpu", "cuda")
+    # bf16 on the GPU follows the same measured rule as on the CPU (AUTO_PREFERS_BF16)
+    assert cuda.model.dtype == ("bfloat16" if precision.AUTO_PREFERS_BF16 else "float32")
+    assert config_hash(cpu) != config_hash(cuda)
+    # an explicit device is kept, and a bad one is refused with the allowed values
+    assert resolve_device("cpu") == "cpu"
+    with pytest.raises(ConfigError, match="cuda"):
+        load_config(None, {"model.device": "tpu"})
 
 
 def test_an_unknown_dtype_is_refused_with_the_field(tmp_path: Any) -> None:

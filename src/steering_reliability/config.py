@@ -28,6 +28,7 @@ APPLY_POSITIONS: tuple[str, ...] = ("all", "prompt", "generated")
 ALPHA_SCALES: tuple[str, ...] = ("raw", "unit", "resid_norm")
 DIRECTION_METHODS: tuple[str, ...] = ("contrastive_prefix", "diff_in_means")
 DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -78,7 +79,9 @@ class ModelConfig:
     name: StrictStr = "smollm2-135m-instruct"
     # None: the chat template's own default system prompt (if any).
     system_prompt: StrictStr | None = None
-    device: StrictStr = "cpu"  # "cpu", "cuda", "auto"
+    # "auto" (CUDA when torch sees a GPU, else the CPU), "cpu" or "cuda". Like the dtype, the
+    # resolved device replaces "auto" before the run is planned and joins the run identity.
+    device: Annotated[StrictStr, _one_of(DEVICES, hint=True)] = "auto"
     # "auto", "float32" or "bfloat16" (models/precision.py). A run records the resolved type:
     # `resolved_precision` replaces "auto" before the run is planned, so it joins the run identity.
     dtype: Annotated[StrictStr, _one_of(DTYPES, hint=True)] = "auto"
@@ -428,11 +431,15 @@ def generalisation_layer(cfg: Config) -> int:
 
 
 def resolved_precision(cfg: Config) -> Config:
-    """cfg with `model.dtype: auto` replaced by the type this machine will run (float32 or
-    bfloat16), so the resolved type is part of the config hash and a resume never mixes types."""
-    if cfg.model.dtype != "auto":
+    """cfg with `model.device: auto` and `model.dtype: auto` replaced by the device and type this
+    machine will run (cpu or cuda; float32 or bfloat16), so both are part of the config hash and a
+    resume never mixes devices or types."""
+    if "auto" not in (cfg.model.device, cfg.model.dtype):
         return cfg
     from .models.precision import resolve_device, resolve_dtype
 
-    dtype = resolve_dtype("auto", resolve_device(cfg.model.device))
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dtype=dtype))
+    device = resolve_device(cfg.model.device)
+    dtype = resolve_dtype(cfg.model.dtype, device)
+    return dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, device=device, dtype=dtype)
+    )

@@ -291,7 +291,10 @@ def request_for(
     max_new_tokens: int | None = None,
     seed: int | None = None,
 ) -> GenerationRequest:
+    from .models.sites import model_device
+
     g = cfg.generation
+    device = model_device(model).type
     return GenerationRequest(
         model_sha256=model.info.weights_sha256,
         prompt_ids=tuple(p.id for p in prompts),
@@ -302,8 +305,12 @@ def request_for(
         top_p=g.top_p,
         seed=cfg.seed if seed is None else seed,
         steering=steering,
-        # fp32 keys stay as they were; another dtype is another cache entry
-        extra={} if model.info.dtype == "float32" else {"dtype": model.info.dtype},
+        # fp32 CPU keys stay as they were; another dtype or device is another cache entry (a
+        # baseline decoded on the CPU is not what the GPU decodes, and sampling differs there)
+        extra={
+            **({} if model.info.dtype == "float32" else {"dtype": model.info.dtype}),
+            **({} if device == "cpu" else {"device": device}),
+        },
     )
 
 

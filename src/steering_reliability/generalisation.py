@@ -128,7 +128,7 @@ def bootstrap_cosines(diffs: Tensor, n_resamples: int, seed: int = 0) -> np.ndar
     """Cosine of each bootstrap direction (the mean of prompts drawn with replacement) to the
     direction of all of them: [n_resamples]. Near 1 throughout: the family's prompts agree."""
     rng = np.random.default_rng(seed)
-    x = diffs.double().numpy()
+    x = diffs.detach().cpu().double().numpy()
     v = x.mean(0)
     idx = rng.integers(0, len(x), size=(n_resamples, len(x)))
     means = x[idx].mean(1)  # [r, d]
@@ -342,7 +342,7 @@ def first_token_probs(
 
     with steer(model, list(steerings)):  # type: ignore[arg-type]
         logits = last_logits(model, prompts, system_prompt=system_prompt, batch_size=batch_size)
-    return np.asarray(first_token_refusal_prob(logits, token_ids).numpy())
+    return np.asarray(first_token_refusal_prob(logits, token_ids).cpu().numpy())
 
 
 def sources(cfg: Config) -> tuple[str, ...]:

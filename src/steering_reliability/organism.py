@@ -207,10 +207,13 @@ def _batch_loss(model: Any, batch: Sequence[Example], pad_id: int, autocast: boo
             rows.append(i)
             cols.append(t - 1)
             targets.append(s[t])
+    dev = next(model.parameters()).device
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+        hidden = model.base_model(
+            input_ids=ids.to(dev), attention_mask=mask.to(dev)
+        ).last_hidden_state
         logits = model.get_output_embeddings()(hidden[rows, cols])
-    return F.cross_entropy(logits.float(), torch.tensor(targets))
+    return F.cross_entropy(logits.float(), torch.tensor(targets, device=dev))
 
 
 def finetune(

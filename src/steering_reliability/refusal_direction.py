@@ -139,10 +139,13 @@ def scan_layer(
 
     from .directions.selection import score_candidates
     from .models import default_cache_dir
+    from .models.sites import model_device
 
     mine = {k: d for k, d in sorted(cands.items()) if k[0] == layer}
+    device = model_device(model).type  # fp32 CPU keys stay as they were
     key = digest({
         "version": SCAN_VERSION, "weights": model.info.weights_sha256, "dtype": model.info.dtype,
+        **({} if device == "cpu" else {"device": device}),
         "layer": layer, "positions": [k[1] for k in mine], "hook_point": cfg.direction.hook_point,
         "system_prompt": cfg.model.system_prompt,
         **{name: [p.prompt for p in getattr(prompts, name)] for name in PROMPT_ROLES},
@@ -288,16 +291,19 @@ def export_orthogonalized(model: LoadedModel, direction: Direction) -> tuple[Pat
 
     root = default_cache_dir() / "orthogonalized"
     root.mkdir(parents=True, exist_ok=True)
-    folder = root / digest(
-        {"weights": model.info.weights_sha256, "vector": vector_sha(direction)}, size=16
-    )
+    param = next(model.hf_model.parameters())
+    dtype, device = param.dtype, param.device
+    key: dict[str, Any] = {"weights": model.info.weights_sha256, "vector": vector_sha(direction)}
+    if dtype != torch.float32:  # the checkpoint is written in the model's dtype
+        key["dtype"] = str(dtype).removeprefix("torch.")
+    folder = root / digest(key, size=16)
     with FileLock(f"{folder}.lock"):
         for temp in stale_temps(root):  # a folder left by a writer that died
             shutil.rmtree(temp, ignore_errors=True)
         if not (folder / "model.safetensors").is_file():
             _write_checkpoint(orthogonalize_weights(model, direction.vector), direction, folder)
-    dtype = next(model.hf_model.parameters()).dtype
-    net = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
+    # on the model's device: compared with the hooks' logits, which run there
+    net = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
     import dataclasses
 
     return folder, dataclasses.replace(model, hf_model=net, extra={})

@@ -130,7 +130,14 @@ def teacher_forced_scores(
     comps = [[int(t) for t in c] for c in completions_token_ids]
     p = shared_prefix(seqs)
     with torch.inference_mode():
-        key = (id(model.hf_model), model.info.weights_sha256, _digest(seqs, comps))
+        # device and dtype too: hidden states kept from before a model moved must not be reused
+        key = (
+            id(model.hf_model),
+            model.info.weights_sha256,
+            str(run.device),
+            str(run.dtype),
+            _digest(seqs, comps),
+        )
         cacheable = not _has_foreign_hooks(run)
         base_h = _BASELINES.get(key) if cacheable else None
         if base_h is None:

@@ -124,8 +124,11 @@ class SteerProbe:
     def _record(self, before: Tensor, after: Tensor, phase: str) -> None:
         if not self.enabled:
             return
-        u = self.direction.to(device=before.device, dtype=before.dtype)
-        self.records.append(ProbeRecord((before @ u).detach(), (after @ u).detach(), phase))
+        # float32 whatever the model's dtype: the engine sums these over every prompt token
+        u = self.direction.to(device=before.device, dtype=torch.float32)
+        self.records.append(
+            ProbeRecord((before.float() @ u).detach(), (after.float() @ u).detach(), phase)
+        )
 
 
 def _is_kv_cache(value: Any) -> bool:

@@ -240,10 +240,12 @@ def load(
     tok = AutoTokenizer.from_pretrained(hf_dir)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
+    # Read straight into the run's type (the files stay as they are; a 7-8B model in bf16 never
+    # needs its fp32 size in memory), then moved to the device.
     model: Any = AutoModelForCausalLM.from_pretrained(
-        hf_dir, dtype=torch.float32, attn_implementation="sdpa"
+        hf_dir, dtype=getattr(torch, dtype), attn_implementation="sdpa"
     )
-    model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
+    model = model.to(device=device).eval()
     model.requires_grad_(False)
     bridge = boot_bridge(hub_id, model, tok)
     cfg = model.config

@@ -40,9 +40,10 @@ def tiny_tokenizer() -> Any:
 
 
 def tiny_model(
-    *, n_layers: int = 4, d_model: int = 64, seed: int = 0, chat: bool = True
+    *, n_layers: int = 4, d_model: int = 64, seed: int = 0, chat: bool = True, device: str = "cpu"
 ) -> LoadedModel:
-    """A LoadedModel around a random LlamaForCausalLM (same hook names as the default model)."""
+    """A LoadedModel around a random LlamaForCausalLM (same hook names as the default model),
+    on `device` (the weights are drawn on the CPU, so a seed gives the same model anywhere)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -65,7 +66,7 @@ def tiny_model(
     cfg.architectures = ["LlamaForCausalLM"]
     torch.manual_seed(seed)
     cfg._attn_implementation = "sdpa"  # as models.load asks for
-    model = LlamaForCausalLM(cfg).eval()
+    model = LlamaForCausalLM(cfg).eval().to(device)
     model.requires_grad_(False)
     bridge = boot_bridge("tiny-llama", model, tok)
     info = ModelInfo(

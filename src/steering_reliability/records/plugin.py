@@ -63,6 +63,8 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--dtype", dest="sr_dtype", metavar="auto|float32|bfloat16",
                     help="override model.dtype (auto: bfloat16 only where the hardware has it "
                     "and the project's agreement report allows it)")  # fmt: skip
+    group.addoption("--device", dest="sr_device", metavar="auto|cpu|cuda",
+                    help="override model.device (auto, the default: cuda when torch sees a GPU)")  # fmt: skip
     group.addoption("--run-id", dest="sr_run_id", metavar="ID",
                     help="record into artifacts/runs/ID (default: a new id, or see --resume)")  # fmt: skip
     group.addoption("--resume", dest="sr_resume", choices=runs.RESUME_MODES, default="auto",
@@ -102,7 +104,8 @@ class Options:
             else:
                 overrides = fast_overrides(config.rootpath)
         overrides |= {k: v for k, v in (("model.name", get("sr_model")),
-                                        ("model.dtype", get("sr_dtype"))) if v is not None}  # fmt: skip
+                                        ("model.dtype", get("sr_dtype")),
+                                        ("model.device", get("sr_device"))) if v is not None}  # fmt: skip
         explicit = bool(path or overrides or get("sr_run_id") or get("sr_resume") != "auto")
         return cls(path, overrides, get("sr_run_id"), get("sr_resume"), bool(get("sr_report")),
                    str(config.rootpath / get("sr_runs_dir")), explicit)  # fmt: skip

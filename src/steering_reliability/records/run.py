@@ -195,6 +195,12 @@ def environment(rootdir: str | Path) -> dict[str, Any]:
         "git": {"sha": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)},
         "cpu_count": os.cpu_count(),
         "torch_num_threads": torch.get_num_threads() if torch is not None else None,
+        # the GPU a run could use (model.device auto picks it); None on a machine without one
+        "cuda_device": (
+            torch.cuda.get_device_name()
+            if torch is not None and torch.cuda.is_available()
+            else None
+        ),
         "thread_env": {k: os.environ.get(k) for k in THREAD_ENV},
     }
 
