@@ -89,11 +89,12 @@ def hf_generate(
 
     out: list[list[int]] = []
     pad = tok.pad_token_id
+    dev = hf.device
     for b0 in range(0, len(texts), batch):
         seqs = [encode(tok, t) for t in texts[b0 : b0 + batch]]
         width = max(len(s) for s in seqs)
-        ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs])
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs])
+        ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=dev)
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=dev)
         with torch.inference_mode():
             res = hf.generate(
                 ids,
@@ -127,13 +128,19 @@ def matmul_ceiling(raw: Any, rows: int, repeats: int = 5) -> Ceiling:
     body = [m for m in lins if m is not head]
 
     def per_token(mods: list[Any], m_rows: int) -> float:
-        xs = {m.in_features: torch.randn(m_rows, m.in_features, dtype=m.weight.dtype) for m in mods}
+        w = mods[0].weight
+        xs = {
+            m.in_features: torch.randn(m_rows, m.in_features, dtype=w.dtype, device=w.device)
+            for m in mods
+        }
         best = float("inf")
         with torch.inference_mode():
             for rep in range(repeats + 1):  # the first pass is a warm-up
+                sync()
                 t0 = time.perf_counter()
                 for m in mods:
                     F.linear(xs[m.in_features], m.weight, m.bias)
+                sync()
                 if rep:
                     best = min(best, time.perf_counter() - t0)
         return best / m_rows
@@ -141,9 +148,19 @@ def matmul_ceiling(raw: Any, rows: int, repeats: int = 5) -> Ceiling:
     return Ceiling(decode=per_token(lins, rows), prefill=per_token(body, 512))
 
 
+def sync() -> None:
+    """Wait for queued GPU work, so wall-clock timings cover it (a no-op on the CPU)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    sync()
     t0 = time.perf_counter()
     res = fn()
+    sync()
     return time.perf_counter() - t0, res
 
 
@@ -164,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         "--no-dtypes", action="store_true", help="skip the float32 vs bfloat16 comparison (e)"
     )
     ap.add_argument("--layer", type=int, default=None, help="steered layer (default: middle)")
+    ap.add_argument(
+        "--device", default="auto", help="auto (default: cuda when torch sees a GPU), cpu, cuda"
+    )
+    ap.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     args = ap.parse_args(argv)
 
     import torch
@@ -173,8 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     from steering_reliability.generation.runtime import shared_prefix
     from steering_reliability.interventions import Steering
     from steering_reliability.models import format_prompt, load
+    from steering_reliability.models.precision import resolve_device
 
-    model = load(args.model)
+    args.device = resolve_device(args.device)
+    model = load(args.model, device=args.device)
     tok, eos = model.tokenizer, eos_ids(model)
     prompts = bench_prompts(args.n)
     pids = [f"bench_{i:04d}" for i in range(len(prompts))]
@@ -182,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     layer = args.layer if args.layer is not None else model.info.n_layers // 2
     v = torch.nn.functional.normalize(
         torch.randn(model.info.d_model, generator=torch.Generator().manual_seed(0)), dim=0
-    )
+    ).to(args.device)
     steered = [Steering("add", layer, v, 1.0)]
 
     def engine(st: list[Steering]) -> Callable[[], Any]:
@@ -204,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(
         f"model {model.info.name}; {len(prompts)} prompts, batch {args.batch}, {args.new_tokens} new tokens, "
-        f"{args.threads} thread(s), steering: add at layer {layer} (unit vector, alpha 1)",
+        f"{args.threads} thread(s), device {device_name(args.device)}, steering: add at layer "
+        f"{layer} (unit vector, alpha 1)",
         flush=True,
     )
     # Warm-up: first calls pay one-off costs (allocator, lazy init) that are not throughput.
@@ -232,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
             )
     # Best of the repeats: on a shared machine the least disturbed run is the closest to the truth.
     best = {k: max(v) for k, v in rates.items()}
+    result: dict[str, Any] = {
+        "model": model.info.name, "device": device_name(args.device), "dtype": model.info.dtype,
+        "prompts": len(prompts), "batch": args.batch, "new_tokens": args.new_tokens,
+        "threads": args.threads, "repeats": args.repeats, "tok_per_s": best,
+    }  # fmt: skip
     eng_u, eng_s = best["engine unsteered"], best["engine steered"]
     hf_p = best["HF generate, plain HF modules"]
     print(f"\nratios (best of {args.repeats} run(s) per method, tokens/s):")
@@ -251,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         list(g.token_ids) == r for g, r in zip(zero, outputs["engine unsteered"], strict=False)
     )
     print(f"  (c) alpha = 0 identical to unsteered:            {same}/{len(prompts)} prompts")
+    result["alpha0_identical"] = same
     # The floor: the engine's own work (prompt tokens after the shared prefix, every new token)
     # costed at the matmul-only rate. Attention, norms, sampling and Python come on top.
     seqs = [encode(tok, t) for t in texts]
@@ -264,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, rate in best.items():
         print(f"      {name:36s} {100 * rate / ceiling:5.1f}%")
+    result["matmul_ceiling_tok_per_s"] = round(ceiling, 1)
     need = 100 * 2 * hf_p / ceiling
     print(
         f"      2x HF generate (plain HF) = {2 * hf_p:.0f} tok/s = {need:.0f}% of the ceiling"
@@ -275,26 +306,37 @@ def main(argv: list[str] | None = None) -> int:
     ]
     agree = sum(a == b for a, b in zip(hf_rows, outputs["engine unsteered"], strict=False))
     print(f"  engine greedy tokens == HF generate (plain HF):  {agree}/{len(prompts)} prompts")
+    result["engine_equals_hf"] = agree
     if not args.no_dtypes:
-        compare_dtypes(args, model, prompts, pids, steered, eos, best["engine steered"],
-                       outputs["engine steered"], floor, n_prefill)  # fmt: skip
+        result["bfloat16"] = compare_dtypes(args, model, prompts, pids, steered, eos,
+                                            best["engine steered"], outputs["engine steered"],
+                                            floor, n_prefill)  # fmt: skip
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0 if same == len(prompts) else 1
+
+
+def device_name(device: str) -> str:
+    """'cpu', or the GPU's name (e.g. 'cuda (NVIDIA H200)')."""
+    import torch
+
+    return f"cuda ({torch.cuda.get_device_name()})" if device.startswith("cuda") else device
 
 
 def compare_dtypes(
     args: Any, model: Any, prompts: list[str], pids: list[str], steered: list[Any],
     eos: set[int], fp32_rate: float, fp32_rows: list[list[int]], fp32_floor: Ceiling,
     n_prefill: int,
-) -> None:  # fmt: skip
-    """(e) float32 vs bfloat16 in the same run, where the CPU multiplies bf16 natively."""
+) -> dict[str, Any] | None:  # fmt: skip
+    """(e) float32 vs bfloat16 in the same run, where the device multiplies bf16 natively."""
     from steering_reliability.generation import generate
     from steering_reliability.models import load
     from steering_reliability.models.precision import native_bf16
 
-    if not native_bf16("cpu"):
-        print("  (e) bfloat16: this CPU has no native bf16 matmul (avx512_bf16 / AMX): skipped")
-        return
-    bf16 = load(args.model, dtype="bfloat16")
+    if not native_bf16(args.device):
+        print(f"  (e) bfloat16: this {args.device} has no native bf16 matmul: skipped")
+        return None
+    bf16 = load(args.model, dtype="bfloat16", device=args.device)
 
     def run() -> Any:
         return generate(bf16, prompts, prompt_ids=pids, max_new_tokens=args.new_tokens,
@@ -325,6 +367,9 @@ def compare_dtypes(
         f"      greedy tokens identical to float32: {same}/{len(rows)} sequences; first 8 "
         f"tokens identical: {first8}/{len(rows)}"
     )
+    return {"engine_steered_tok_per_s": round(rate, 1), "vs_float32": round(rate / fp32_rate, 2),
+            "matmul_ceiling_tok_per_s": round(ceiling, 1), "identical_sequences": same,
+            "identical_first8": first8}  # fmt: skip
 
 
 if __name__ == "__main__":

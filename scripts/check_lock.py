@@ -38,8 +38,12 @@ def read_lock(path: Path) -> dict[str, str]:
 
 
 def installed() -> dict[str, str]:
-    """name -> version of every distribution the running interpreter sees."""
-    return {normalise(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    """name -> version of every distribution the running interpreter sees: where two folders on
+    sys.path hold one (a venv over another environment), the first, which `import` uses."""
+    found: dict[str, str] = {}
+    for d in metadata.distributions():  # in sys.path order
+        found.setdefault(normalise(d.metadata["Name"]), d.version)
+    return found
 
 
 def differences(lock: dict[str, str], have: dict[str, str]) -> list[str]:

@@ -63,3 +63,44 @@ def test_the_running_venv_is_compared_with_the_lock(tmp_path: Path, capsys) -> N
     err = capsys.readouterr().err
     assert "pytest: locked 0.0.1, installed" in err
     assert "is installed but not in the lock" in err  # everything else the venv holds
+
+
+def test_a_shadowed_distribution_reports_the_one_import_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A venv over another environment (scripts/gpu_check.sh --torch-from) sees two copies of a
+    package; the first on sys.path is the one imported, and the one compared with the lock."""
+    mod = _check_lock()
+
+    class Dist:
+        def __init__(self, name: str, version: str) -> None:
+            self.metadata, self.version = {"Name": name}, version
+
+    monkeypatch.setattr(
+        mod.metadata, "distributions", lambda: [Dist("Pandas", "3.1.1"), Dist("pandas", "3.0.6")]
+    )
+    assert mod.installed() == {"pandas": "3.1.1"}
+
+
+def test_the_gpu_check_passes_its_dry_run_on_the_cpu(tmp_path: Path) -> None:
+    """scripts/gpu_check.sh --dry-run: everything but CUDA (install planned, tests on the CPU,
+    a 4-prompt bench, the fast experiment collected) succeeds and writes its summary."""
+    import json
+    import subprocess
+
+    out = tmp_path / "gc"
+    res = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dry_run"] is True
+    assert {k: v["rc"] for k, v in summary["steps"].items()} == dict.fromkeys(
+        ("env", "install", "tests", "bench-64", "experiments"), "0"
+    )
+    assert summary["bench-64"]["engine_equals_hf"] == 4
+    assert "torch==" not in (out / "requirements-no-torch.lock").read_text()
+    bad = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--bogus"],
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    assert bad.returncode == 2 and "unknown argument '--bogus'" in bad.stderr
