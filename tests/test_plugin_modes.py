@@ -567,3 +567,32 @@ def test_the_controller_reports_a_case_still_running(
     run = run_inner(pytester, "test_slow.py", "--config", "sr.json", "-n", "1")
     run.assert_outcomes(passed=1)
     run.stdout.fnmatch_lines(["*... test_slow still running on gw0 for *"])
+
+
+def test_the_session_ends_with_time_by_phase_in_the_terminal_and_run_json(
+    pytester: pytest.Pytester,
+) -> None:
+    """Each case's phases travel in its part; the controller adds them up across workers."""
+    n_cases = make_project(pytester, layers=(2,), alphas=(0.5, 1.0))
+    timed = SWEEP.replace(
+        "import numpy as np\n", "import numpy as np\nfrom steering_reliability import timing\n"
+    ).replace(
+        "    record.rows(rows)",
+        "    with timing.phase('scoring'):\n        time.sleep(0.05)\n"
+        "        with timing.phase('teacher forcing'):\n            time.sleep(0.05)\n"
+        "    timing.add_tokens(8)\n    record.rows(rows)",
+    )
+    pytester.makepyfile(test_fake_sweep=timed)
+    run = run_inner(pytester, "-n", "2")
+    run.assert_outcomes(passed=n_cases + 1)
+    out = run.stdout.str()
+    assert "time by phase, summed over" in out and "scoring" in out, out
+    assert f"{8 * n_cases} tokens generated" not in out  # no generation phase, no rate line
+    data = json.loads((pytester.path / "artifacts/runs/latest/run.json").read_text())
+    t = data["sessions"][-1]["time_by_phase"]
+    phases = t["phases"]
+    # exclusive: the nested 0.05 s counts under teacher forcing only, not twice under scoring
+    assert 0.05 * n_cases * 0.9 <= phases["scoring"] < 0.05 * n_cases * 1.5, phases
+    assert 0.05 * n_cases * 0.9 <= phases["teacher forcing"] < 0.05 * n_cases * 1.5, phases
+    assert phases["recording"] > 0 and t["tokens"] == 8 * n_cases
+    assert t["workers"] in (1, 2) and t["wall_seconds"] > 0

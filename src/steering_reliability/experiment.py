@@ -19,6 +19,7 @@ from .config import Config, config_hash
 from .models import LoadedModel, encode_prompt, format_prompt
 from .prompts import Prompt, check_prompt_lengths, load_prompts
 from .prompts.generate import SPLITS
+from .timing import timed
 
 # Every prompt set is split once into a part where choices are made (operating point, best
 # layer, thresholds) and a part the headline numbers are reported on (VALIDITY.md section 1).
@@ -359,6 +360,7 @@ def generate_for(
 # ---------------------------------------------------------------- rows
 
 
+@timed("scoring")
 def score_rows(
     *,
     cfg: Config,

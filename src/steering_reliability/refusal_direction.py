@@ -41,7 +41,7 @@ from .models.formatting import post_instruction_positions
 from .models.loader import plain_checkpoint
 from .prompts import Prompt
 
-SCAN_VERSION = 2  # bump when the scan's numerics change: cached layer tables are recomputed
+SCAN_VERSION = 3  # bump when the scan's numerics change: cached layer tables are recomputed
 PROMPT_ROLES = ("harmful", "harmless", "harmful_val", "harmless_val")
 SETTINGS = ("baseline", "ablation", "actadd")
 # On a model organism (models.registry.ORGANISMS), one more setting: all-layer ablation of the

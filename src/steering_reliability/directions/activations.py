@@ -22,6 +22,7 @@ from ..errors import DirectionError, InterventionError
 from ..models import LoadedModel
 from ..models import encode_prompt as encode
 from ..models.sites import check_hook_point, check_layer, decoder_layers, model_device
+from ..timing import timed
 
 Span = tuple[int, int]  # [start, stop) token indices of one row, averaged over
 SpanFn = Callable[[int, int], Sequence[Span]]  # (row index, row length) -> that row's spans
@@ -77,6 +78,7 @@ def _check_spans(spans: Sequence[Span], row: int, length: int, n_spans: int | No
     return out
 
 
+@timed("direction builds")
 def residual_spans(
     model: LoadedModel,
     inputs: Sequence[str] | Sequence[Sequence[int]],

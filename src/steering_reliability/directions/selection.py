@@ -23,9 +23,8 @@ from ..errors import DirectionError
 from ..interventions import Steering, full_ablation, steer
 from ..metrics.divergence import kl_divergence
 from ..metrics.first_token import first_token_refusal_prob, refusal_token_ids
-from ..models import LoadedModel, format_prompt
-from ..models.sites import model_device
-from .activations import encode
+from ..models import LoadedModel
+from ..timing import timed
 from .direction import Direction
 
 TABLE_COLUMNS: tuple[str, ...] = (
@@ -48,6 +47,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
 )
 
 
+@timed("last-token reads")
 def last_logits(
     model: LoadedModel,
     prompts: Sequence[str],
@@ -57,44 +57,15 @@ def last_logits(
 ) -> Tensor:
     """Next-token logits after each formatted prompt: [n, vocab] fp32, under any active steering.
 
-    Left-padded with position ids from the attention mask, so every row's last token is at the
-    end and reads as it would unpadded; logits_to_keep=1 skips the unembedding elsewhere.
+    The generation engine's prefill (`generation.next_token_logits`): the shared system-prompt
+    prefix is computed once, each row's suffix is read behind it with explicit masks and
+    positions, so every row reads as it would unpadded.
     """
-    tok = model.tokenizer
-    rows = [encode(tok, format_prompt(tok, p, system_prompt=system_prompt)) for p in prompts]
-    net = model.hf_model
-    device = model_device(model)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    out: Tensor | None = None
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths: less padding
-    for b0 in range(0, len(rows), batch_size):
-        idx = order[b0 : b0 + batch_size]
-        t = max(len(rows[i]) for i in idx)
-        ids = torch.full((len(idx), t), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), t), dtype=torch.long)
-        for k, i in enumerate(idx):
-            ids[k, t - len(rows[i]) :] = torch.tensor(rows[i])
-            mask[k, t - len(rows[i]) :] = 1
-        pos = (mask.cumsum(-1) - 1).clamp_min(0)
-        with torch.inference_mode():
-            logits = (
-                net(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    position_ids=pos.to(device),
-                    use_cache=False,
-                    logits_to_keep=1,
-                )
-                .logits[:, -1]
-                .float()
-                .cpu()
-            )  # [b, vocab]
-        if out is None:
-            out = torch.empty(len(rows), logits.shape[-1])
-        out[torch.tensor(idx)] = logits
-    if out is None:
+    from ..generation import next_token_logits
+
+    if not prompts:
         raise DirectionError("no prompts to score", field="prompts", expected="at least one")
-    return out
+    return next_token_logits(model, prompts, system_prompt=system_prompt, batch_size=batch_size)
 
 
 def _label(key: Any, d: Direction) -> str:

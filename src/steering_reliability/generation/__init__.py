@@ -12,7 +12,7 @@ output does not depend on batch size, order or worker.
 from __future__ import annotations
 
 from ..models import encode_prompt as encode
-from .decode import Generation, generate
+from .decode import Generation, generate, next_token_logits
 from .forced import TeacherForced, teacher_forced_scores
 from .runtime import eos_ids, prompt_seed
 
@@ -22,6 +22,7 @@ __all__ = [
     "encode",
     "eos_ids",
     "generate",
+    "next_token_logits",
     "prompt_seed",
     "teacher_forced_scores",
 ]

@@ -14,6 +14,7 @@ from ..interventions.steer import Steering, SteerProbe, forward_phase
 from ..listeners import GENERATION_PROGRESS
 from ..models import LoadedModel, format_prompt
 from ..models import encode_prompt as encode
+from ..timing import add_tokens, phase
 from .runtime import (
     KV_BUDGET_BYTES,
     PREFILL_TOKENS,
@@ -192,26 +193,20 @@ def _decode(
         pos, col = pos + 1, col + 1
 
 
-def _batch(
+def _open_batch(
     run: Runner,
     prefix: Prefix,
     rows: list[int],
     seqs: list[list[int]],
-    *,
-    max_new_tokens: int,
-    temperature: float,
-    top_p: float,
-    gens: list[torch.Generator | None],
-    eos: set[int],
-    track: Tensor | None,
+    new_tokens: int,
     probe: SteerProbe | None,
-    bar: Any,
-) -> list[_Row]:
-    """Generate for one batch of prompts (sorted longest first); returns their rows in that order."""
+) -> tuple[list[list[int]], KVCache, Tensor, list[_Row], Tensor]:
+    """One batch of prompts (sorted longest first) prefilled behind the shared prefix, with
+    room for `new_tokens`: (their suffixes, the KV cache, valid columns, rows, first logits)."""
     p = prefix.n
     suf = [seqs[i][p:] for i in rows]
     n, s_max = len(rows), len(suf[0])
-    cap = p + s_max + max_new_tokens
+    cap = p + s_max + new_tokens
     if run.max_len is not None and cap > run.max_len:
         raise InputError(
             "prompt + max_new_tokens exceeds the model's sliding window",
@@ -228,31 +223,78 @@ def _batch(
         valid[r, p + s_max - len(t) : p + s_max] = True
     out = [_Row(i, [], [], []) for i in rows]
     first = _prefill(run, prefix, suf, cache, valid, out, probe)
+    return suf, cache, valid, out, first
+
+
+def _batch(
+    run: Runner,
+    prefix: Prefix,
+    rows: list[int],
+    seqs: list[list[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    gens: list[torch.Generator | None],
+    eos: set[int],
+    track: Tensor | None,
+    probe: SteerProbe | None,
+    bar: Any,
+) -> list[_Row]:
+    """Generate for one batch of prompts (sorted longest first); returns their rows in that order."""
+    with phase("generation: prefill"):
+        suf, cache, valid, out, first = _open_batch(run, prefix, rows, seqs, max_new_tokens, probe)
     if track is not None:
         mass = first.softmax(-1)[:, track].sum(-1).tolist()
-        for r in range(n):
+        for r in range(len(rows)):
             out[r].first_mass = mass[r]
-    pos = torch.tensor([p + len(t) for t in suf], device=run.device)
+    pos = torch.tensor([prefix.n + len(t) for t in suf], device=run.device)
     if probe is not None:
         probe.enabled = False  # prompt projections only; decode steps would only add garbage
     try:
-        _decode(
-            run,
-            cache,
-            valid,
-            pos,
-            first,
-            out,
-            gens=[gens[i] for i in rows],
-            eos=eos,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            bar=bar,
-        )
+        with phase("generation: decode"):
+            _decode(
+                run,
+                cache,
+                valid,
+                pos,
+                first,
+                out,
+                gens=[gens[i] for i in rows],
+                eos=eos,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                bar=bar,
+            )
     finally:
         if probe is not None:
             probe.enabled = True
+    return out
+
+
+def next_token_logits(
+    model: LoadedModel,
+    prompts: Sequence[str],
+    *,
+    system_prompt: str | None = None,
+    batch_size: int = 16,
+) -> Tensor:
+    """Next-token logits after each formatted prompt, [n, vocab] float32 on the CPU, under any
+    active steering: the engine's prefill (shared prefix computed once, no decode step)."""
+    if not prompts:
+        raise InputError("no prompts to read logits for", field="prompts", expected="at least one")
+    run = Runner(model)
+    tok = model.tokenizer
+    seqs = [encode(tok, format_prompt(tok, p, system_prompt=system_prompt)) for p in prompts]
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    out = torch.empty(len(seqs), run.vocab)
+    with torch.inference_mode(), forward_phase("prompt"):
+        prefix = run_prefix(run, seqs[0][: shared_prefix(seqs)], None)
+        for b0 in range(0, len(order), batch_size):
+            rows = order[b0 : b0 + batch_size]
+            first = _open_batch(run, prefix, rows, seqs, 0, None)[-1]
+            out[torch.tensor(rows)] = first.float().cpu()
     return out
 
 
@@ -321,7 +363,7 @@ def generate(
         tqdm(total=len(seqs), disable=not progress, unit="prompt", desc="generate") as tq,
     ):
         bar = _Progress(tq, len(seqs))
-        with forward_phase("prompt"):
+        with forward_phase("prompt"), phase("generation: prefill"):
             prefix = run_prefix(run, seqs[0][:p], probe)
         for b0 in range(0, len(order), batch_size):
             rows += _batch(
@@ -338,6 +380,7 @@ def generate(
                 probe=probe,
                 bar=bar,
             )
+    add_tokens(sum(len(r.tokens) for r in rows))
     result: list[Generation | None] = [None] * len(seqs)
     for r in rows:
         body = r.tokens[:-1] if r.hit_eos else r.tokens

@@ -16,6 +16,7 @@ from ..errors import InputError
 from ..interventions.steer import Steering, forward_phase, steer
 from ..models import LoadedModel, format_prompt
 from ..models import encode_prompt as encode
+from ..timing import timed
 from .runtime import (
     KVCache,
     Prefix,
@@ -97,6 +98,7 @@ def _forced_pass(
     return out
 
 
+@timed("teacher forcing")
 def teacher_forced_scores(
     model: LoadedModel,
     prompts: Sequence[str],

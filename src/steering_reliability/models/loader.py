@@ -17,6 +17,7 @@ from typing import Any
 
 from ..atomic import atomic_write_bytes, file_sha256, publish_dir_once
 from ..errors import ModelLoadError
+from ..timing import timed
 from .formatting import prompt_format
 from .registry import DEFAULT_MODEL, EMBEDDED, ORGANISMS, EmbeddedModel
 
@@ -212,6 +213,7 @@ def weights_sha256(name: str, cache_dir: Path) -> str:
     return _resolve(name, cache_dir)[3]
 
 
+@timed("model load")
 def load(
     name: str = DEFAULT_MODEL,
     *,

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from .. import timing
 from ..errors import SteeringReliabilityError
 from . import run as runs
 from .run import RunPlan
@@ -416,12 +417,16 @@ class CaseRunner:
                 "run_id": rec.plan.run_id, "config_hash": rec.plan.config_hash, "pid": os.getpid(),
                 "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "written": runs.now_iso(),
                 "seconds": None if started is None else round(time.time() - float(started), 3),
-                "torch_num_threads": torch.get_num_threads() if torch is not None else None}  # fmt: skip
+                "torch_num_threads": torch.get_num_threads() if torch is not None else None,
+                # this process's time by phase since its last case (timing.py)
+                "timing": timing.take()}  # fmt: skip
         item.user_properties.append((SUMMARY_PROPERTY, json.dumps(case_summary(rows))))
         if not passed:
-            write_part(self.parts() / "failed", rec.spec.key, rows, {**meta, "failed": True})
+            with timing.phase("recording"):
+                write_part(self.parts() / "failed", rec.spec.key, rows, {**meta, "failed": True})
             return
-        path = write_part(self.parts(), rec.spec.key, rows, meta)
+        with timing.phase("recording"):  # counted with the worker's next case
+            path = write_part(self.parts(), rec.spec.key, rows, meta)
         part_path(self.parts(), rec.spec.key, failed=True).unlink(missing_ok=True)
         item.user_properties.append((PART_PROPERTY, str(path)))
 
@@ -452,6 +457,8 @@ class Recorder:
         self.problems: list[str] = []
         self.rendered: Any = None  # the report's paths and headline, when it was rendered
         self._header: list[str] = []
+        self.started = time.perf_counter()
+        self.breakdown: dict[str, Any] | None = None  # time by phase (timing.py), at session end
 
     def resolved(self) -> Resolved:
         if self._resolved is None:
@@ -519,19 +526,42 @@ class Recorder:
 
         run_dir = Path(plan.run_dir)
         try:
-            self.result = compact(parts_dir(run_dir, plan.config_hash), run_dir / RESULTS_NAME)
+            with timing.phase("recording"):
+                self.result = compact(parts_dir(run_dir, plan.config_hash), run_dir / RESULTS_NAME)
         except USER_ERRORS as exc:
             self._problem(session, f"compaction failed, parts are kept: {exc}")
+        if self.options.report and self.result is not None and self.result.n_rows:
+            with timing.phase("report"):
+                self._render_report(run_dir, session)
+        self.breakdown = self._time_by_phase()
         summary = {"cases": len(self.tally.cases), "parts_written": len(self.tally.written),
                    "parts_reused": len(self.tally.reused), "exitstatus": int(session.exitstatus),
-                   "results_rows": self.result.n_rows if self.result else None}  # fmt: skip
+                   "results_rows": self.result.n_rows if self.result else None,
+                   "time_by_phase": self.breakdown}  # fmt: skip
         try:
             runs.finish_run(run_dir, str(plan.session.get("id")), summary)
             runs.update_latest(plan.runs_dir, run_dir)
         except USER_ERRORS as exc:
             self.problems.append(f"could not finish run.json: {exc}")
-        if self.options.report and self.result is not None and self.result.n_rows:
-            self._render_report(run_dir, session)
+
+    def _time_by_phase(self) -> dict[str, Any]:
+        """This session's time by phase: the tallies in the parts its cases wrote (one per case,
+        from whichever worker ran it) and the controller's own (compaction, report)."""
+        import pyarrow.parquet as pq
+
+        from .store import META_KEY
+
+        tallies, workers = [timing.take()], set()
+        for path in self.tally.written.values():
+            try:
+                meta = json.loads((pq.read_schema(path).metadata or {})[META_KEY])
+            except (OSError, KeyError, ValueError):
+                continue
+            tallies.append({**meta.get("timing", {}), "seconds": meta.get("seconds")})
+            workers.add(meta.get("worker"))
+        merged = timing.merge(tallies)
+        return {**merged, "wall_seconds": round(time.perf_counter() - self.started, 1),
+                "workers": max(1, len(workers))}  # fmt: skip
 
     def _problem(self, session: pytest.Session, text: str) -> None:
         self.problems.append(text)
@@ -568,6 +598,10 @@ class Recorder:
         self._say(f"{written} rows written ({len(self.tally.written)} cases, "
                   f"{len(self.tally.reused)} already recorded) -> {self.result.path} "
                   f"({self.result.n_rows} rows, run {plan.run_id})")  # fmt: skip
+        if self.breakdown is not None and self.config.get_verbosity() >= 0:
+            b = self.breakdown
+            for line in timing.render(b, b["wall_seconds"], b["workers"]):
+                self._say(line)
         if self.rendered is None or self.config.get_verbosity() < 0:
             return
         run = self.rendered.run_dir
