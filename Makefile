@@ -94,8 +94,11 @@ report: $(STAMP)
 status: $(STAMP)
 	$(PY) -m steering_reliability.records status $(RUN)
 
+# The numbers also go to artifacts/bench.json: a run's time-by-phase compares its generation
+# rate with the matmul-only ceiling measured there.
 bench: $(STAMP)
-	$(PY) scripts/bench_generation.py
+	mkdir -p artifacts
+	$(PY) scripts/bench_generation.py --json artifacts/bench.json
 
 info: $(STAMP)
 	$(PY) -m steering_reliability.models info smollm2-135m-instruct

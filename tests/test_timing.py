@@ -50,3 +50,18 @@ def test_the_engine_reports_prefill_decode_and_its_tokens(one_thread: None) -> N
     got = timing.take()
     assert got["tokens"] == sum(len(g.token_ids) for g in outs) > 0
     assert {"generation: prefill", "generation: decode"} <= set(got["phases"])
+
+
+def test_the_generation_rate_is_put_against_the_bench_ceiling(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    path = tmp_path / "bench.json"
+    assert timing.bench_ceiling(path) is None  # no bench run yet
+    path.write_text("{not json")
+    assert timing.bench_ceiling(path) is None
+    path.write_text(json.dumps({"matmul_ceiling_tok_per_s": 200.0, "model": "m", "device": "cpu",
+                                "dtype": "float32", "threads": 1, "batch": 64}))  # fmt: skip
+    ceiling = timing.bench_ceiling(path)
+    merged = {"phases": {"generation: decode": 4.0, "generation: prefill": 1.0}, "tokens": 500}
+    line = timing.render(merged, wall=None, workers=1, ceiling=ceiling)[-1]
+    assert "100 tok/s per worker in generation, 50% of the matmul-only ceiling 200 tok/s" in line

@@ -10,9 +10,11 @@ kills and resumes like the results do.
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -97,9 +99,25 @@ def merge(tallies: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {"phases": {k: round(v, 1) for k, v in phases.items()}, "tokens": int(tokens)}
 
 
-def render(breakdown: Mapping[str, Any], wall: float | None, workers: int) -> list[str]:
+def bench_ceiling(path: Path) -> dict[str, Any] | None:
+    """The matmul-only ceiling `make bench` measured on this machine (artifacts/bench.json):
+    {"tok_per_s", "model", "device", "dtype", "threads", "batch"}, or None when there is none."""
+    try:
+        b = json.loads(path.read_text())
+        return {"tok_per_s": float(b["matmul_ceiling_tok_per_s"]),
+                **{k: b.get(k) for k in ("model", "device", "dtype", "threads", "batch")}}  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def render(
+    breakdown: Mapping[str, Any],
+    wall: float | None,
+    workers: int,
+    ceiling: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Lines for the terminal: each phase's seconds and share of the workers' summed time,
-    tokens generated and the decode rate per worker."""
+    tokens generated and the generation rate per worker, as a share of `ceiling` when given."""
     phases = breakdown["phases"]
     total = sum(phases.values())
     if total <= 0:
@@ -113,8 +131,18 @@ def render(breakdown: Mapping[str, Any], wall: float | None, workers: int) -> li
             lines.append(f"  {k:22s} {v:8.1f} s  {100 * v / total:5.1f}%")
     decode = phases.get("generation: decode", 0.0) + phases.get("generation: prefill", 0.0)
     if breakdown.get("tokens") and decode > 0:
-        lines.append(
-            f"  {breakdown['tokens']} tokens generated, {breakdown['tokens'] / decode:.0f} tok/s "
-            "per worker in generation (make bench gives this CPU's matmul-only ceiling)"
+        rate = breakdown["tokens"] / decode
+        line = (
+            f"  {breakdown['tokens']} tokens generated, {rate:.0f} tok/s per worker in generation"
         )
+        if ceiling:
+            line += (
+                f", {100 * rate / ceiling['tok_per_s']:.0f}% of the matmul-only ceiling "
+                f"{ceiling['tok_per_s']:.0f} tok/s (make bench: {ceiling.get('model')}, "
+                f"{ceiling.get('device')}, {ceiling.get('dtype')}, {ceiling.get('threads')} "
+                f"thread(s), batch {ceiling.get('batch')})"
+            )
+        else:
+            line += " (make bench measures this machine's matmul-only ceiling to compare)"
+        lines.append(line)
     return lines

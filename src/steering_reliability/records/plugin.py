@@ -560,8 +560,9 @@ class Recorder:
             tallies.append({**meta.get("timing", {}), "seconds": meta.get("seconds")})
             workers.add(meta.get("worker"))
         merged = timing.merge(tallies)
+        ceiling = timing.bench_ceiling(self.config.rootpath / "artifacts" / "bench.json")
         return {**merged, "wall_seconds": round(time.perf_counter() - self.started, 1),
-                "workers": max(1, len(workers))}  # fmt: skip
+                "workers": max(1, len(workers)), "bench_ceiling": ceiling}  # fmt: skip
 
     def _problem(self, session: pytest.Session, text: str) -> None:
         self.problems.append(text)
@@ -600,7 +601,7 @@ class Recorder:
                   f"({self.result.n_rows} rows, run {plan.run_id})")  # fmt: skip
         if self.breakdown is not None and self.config.get_verbosity() >= 0:
             b = self.breakdown
-            for line in timing.render(b, b["wall_seconds"], b["workers"]):
+            for line in timing.render(b, b["wall_seconds"], b["workers"], b.get("bench_ceiling")):
                 self._say(line)
         if self.rendered is None or self.config.get_verbosity() < 0:
             return
