@@ -8,25 +8,25 @@
 #
 # Steps (each timed, each logged to DIR/<step>.log; a failed step is recorded and the next runs):
 #   env          GPU, driver, Python, CPU count, the lock's torch pin, the git commit
-#   install      a venv (.venv-gpu) with the CUDA build of the lock's torch (from TORCH_INDEX, default
-#                the PyTorch cu128 index) and every other package of requirements.lock, by hash;
-#                offline: --torch-from PYTHON reuses the CUDA torch of that interpreter, and
-#                --wheels DIR installs the lock's other packages from wheels in DIR (what DIR lacks
-#                comes from PYTHON's environment). Versions that differ from the lock are listed.
+#   install      a venv (.venv-gpu) with the CUDA build of the lock's torch (from GPU_TORCH_INDEX,
+#                default the PyTorch cu128 index) and every other package of requirements.lock, by
+#                hash; offline: --torch-from PYTHON reuses the CUDA torch of that interpreter, and
+#                --wheels DIR (with --torch-from) installs the lock's packages that DIR holds, each
+#                checked against the lock's hash, the rest coming from PYTHON's environment.
+#                Versions that differ from the lock, and locked packages missing, are listed.
 #   tests        the engine-vs-HF equality tests (tests/test_generation.py) with the model on CUDA
 #   bench-64     make bench on CUDA: engine vs HF generate, 64 prompts, batch 64, fp32 and bf16
 #   bench-256    the same at batch 256 (256 prompts)
 #   experiments  make experiments FAST=1 on CUDA (model.device auto), its wall time
 # DIR/summary.md gathers the numbers (DIR/summary.json the same as data).
 #
-# --dry-run checks everything but CUDA, on this machine's CPU, in about a minute: the install is
-# planned and printed, not run (the current .venv is used), the tests run on the CPU, the bench
-# runs on 4 prompts, and the fast experiment is collected, not run.
+# --dry-run checks everything but CUDA, on this machine's CPU, in about 30 s: the install is
+# planned and printed, not run (the current .venv is used, or GPU_CHECK_PY), the tests run on the
+# CPU, the bench runs on 4 prompts, and the fast experiment is collected, not run.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-OUT="artifacts/gpu_check"
+OUT="$ROOT/artifacts/gpu_check"
 DRY=0
 TORCH_FROM=""
 WHEELS=""
@@ -34,8 +34,14 @@ WORKERS="${GPU_WORKERS:-8}"
 STEPS="env,install,tests,bench-64,bench-256,experiments"
 DEADLINE=86400
 VENV="${GPU_VENV:-.venv-gpu}"
-TORCH_INDEX="${TORCH_INDEX:-https://download.pytorch.org/whl/cu128}"
+TORCH_URL="${GPU_TORCH_INDEX:-https://download.pytorch.org/whl/cu128}"
+ALL_STEPS="env,install,tests,bench-64,bench-256,experiments"
+usage() { echo "gpu_check.sh: $1 (see --help)" >&2; exit 2; }
 while [ $# -gt 0 ]; do
+  case "$1" in
+    --out|--torch-from|--wheels|--workers|--steps|--deadline)
+      [ $# -ge 2 ] || usage "$1 needs a value" ;;
+  esac
   case "$1" in
     --out) OUT="$2"; shift 2 ;;
     --dry-run) DRY=1; shift ;;
@@ -45,17 +51,23 @@ while [ $# -gt 0 ]; do
     --steps) STEPS="env,$2"; shift 2 ;;
     --deadline) DEADLINE="$2"; shift 2 ;;
     -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    *) usage "unknown argument '$1'" ;;
   esac
 done
-if [ -n "$WHEELS" ] && [ ! -d "$WHEELS" ]; then
-  echo "gpu_check.sh: --wheels $WHEELS is not a folder" >&2; exit 2
+for s in ${STEPS//,/ }; do
+  case ",$ALL_STEPS," in *",$s,"*) ;; *) usage "unknown step '$s' (steps: $ALL_STEPS)" ;; esac
+done
+if [ -n "$WHEELS" ]; then
+  [ -d "$WHEELS" ] || usage "--wheels $WHEELS is not a folder"
+  [ -n "$TORCH_FROM" ] || usage "--wheels needs --torch-from (the packages DIR lacks come from there)"
+  WHEELS="$(cd "$WHEELS" && pwd)"
 fi
 if [ -n "$TORCH_FROM" ] && ! command -v "$TORCH_FROM" >/dev/null; then
-  echo "gpu_check.sh: --torch-from $TORCH_FROM is not an interpreter on PATH" >&2; exit 2
+  usage "--torch-from $TORCH_FROM is not an interpreter on PATH"
 fi
 mkdir -p "$OUT"
-OUT="$(cd "$OUT" && pwd)"
+OUT="$(cd "$OUT" && pwd)"  # relative paths were the caller's; from here on, the repo root
+cd "$ROOT"
 : >"$OUT/steps.tsv"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 T0=$(date +%s)
@@ -97,12 +109,12 @@ env_report() {
   "$REPORT_PY" -c 'import torch; print("torch:", torch.__version__, "cuda:", torch.version.cuda, "available:", torch.cuda.is_available())' 2>&1 || true
 }
 
-# The lock without torch: torch's CUDA build is installed from TORCH_INDEX instead of the CPU wheel.
+# The lock without torch: torch's CUDA build is installed from GPU_TORCH_INDEX instead of the CPU wheel.
 lock_without_torch() {
   awk '/^torch==/ {skip=1; next} skip && /^[ \t]/ {next} {skip=0; print}' requirements.lock
 }
 
-install() {
+gpu_install() {
   local py="${TORCH_FROM:-python3}"
   lock_without_torch >"$OUT/requirements-no-torch.lock"
   local torch_pin; torch_pin="$(grep -m1 '^torch==' requirements.lock | sed 's/ .*//; s/+cpu//')"
@@ -115,7 +127,7 @@ install() {
     "$py" -c 'import site; print("\n".join(site.getsitepackages()))' \
       >"$("$vpy" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_torch_from.pth"
   else
-    "$vpy" -m pip install -q "$torch_pin" --index-url "$TORCH_INDEX" || return 1
+    "$vpy" -m pip install -q "$torch_pin" --index-url "$TORCH_URL" || return 1
   fi
   if [ -n "$WHEELS" ]; then
     # The lock's entries for the packages DIR holds, so each wheel is checked against its hash.
@@ -140,6 +152,7 @@ PYEOF
   touch "$VENV/.installed-stamp"  # make's targets then run in this venv as they are
   "$vpy" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "sees a GPU:", torch.cuda.is_available())' || return 1
   "$vpy" scripts/check_lock.py --report requirements.lock
+  "$vpy" scripts/check_lock.py requirements.lock 2>&1 | grep 'locked but not installed' || true
 }
 
 plan_install() {
@@ -147,13 +160,13 @@ plan_install() {
   local n; n=$(grep -c '^[A-Za-z0-9]' "$OUT/requirements-no-torch.lock")
   grep -q '^torch==' "$OUT/requirements-no-torch.lock" && { echo "torch left in the lock"; return 1; }
   echo "would create $VENV and install:"
-  echo "  torch: $(grep -m1 '^torch==' requirements.lock | sed 's/ .*//; s/+cpu//') from ${TORCH_FROM:+the torch of $TORCH_FROM, not }$TORCH_INDEX"
+  echo "  torch: $(grep -m1 '^torch==' requirements.lock | sed 's/ .*//; s/+cpu//') from ${TORCH_FROM:+the torch of $TORCH_FROM, not }$TORCH_URL"
   echo "  the lock's other $n packages: ${WHEELS:-by hash from the package index}"
   echo "dry run: using .venv instead"
 }
 
 write_summary() {
-  "$PY" - "$OUT" "$DRY" <<'PYEOF'
+  "$REPORT_PY" - "$OUT" "$DRY" <<'PYEOF'
 import json, sys
 from pathlib import Path
 out, dry = Path(sys.argv[1]), sys.argv[2] == "1"
@@ -196,27 +209,29 @@ PYEOF
 }
 
 REPORT_PY="${TORCH_FROM:-python3}"
-[ "$DRY" = 1 ] && REPORT_PY=".venv/bin/python"
-export OUT VENV TORCH_FROM WHEELS TORCH_INDEX REPORT_PY
-export -f env_report lock_without_torch install plan_install
+[ "$DRY" = 1 ] && REPORT_PY="${GPU_CHECK_PY:-.venv/bin/python}"
+export OUT VENV TORCH_FROM WHEELS TORCH_URL REPORT_PY
+export -f env_report lock_without_torch gpu_install plan_install
 step env 60 env_report
 if [ "$DRY" = 1 ]; then
-  PY=".venv/bin/python"
-  [ -x "$PY" ] || { echo "gpu_check.sh --dry-run needs .venv (make venv)" >&2; exit 2; }
+  PY="${GPU_CHECK_PY:-.venv/bin/python}"
+  [ -x "$PY" ] || usage "--dry-run needs .venv (make venv) or GPU_CHECK_PY"
   step install 60 plan_install
   step tests 300 env STEERING_TEST_DEVICE=cpu "$PY" -m pytest tests/test_generation.py -q -p no:cacheprovider -x
   step bench-64 300 "$PY" scripts/bench_generation.py --device cpu --n 4 --batch 4 --new-tokens 4 --no-dtypes --json "$OUT/bench-64.json"
   step experiments 300 "$PY" -m pytest experiments --fast --collect-only -q -p no:cacheprovider --no-report
 else
   PY="$VENV/bin/python"
-  step install 900 install
+  step install 900 gpu_install
   step tests 300 env STEERING_TEST_DEVICE=cuda "$PY" -m pytest tests/test_generation.py -q -p no:cacheprovider
   step bench-64 300 "$PY" scripts/bench_generation.py --device cuda --n 64 --batch 64 --threads 4 --repeats 3 --json "$OUT/bench-64.json"
   step bench-256 300 "$PY" scripts/bench_generation.py --device cuda --n 256 --batch 256 --threads 4 --repeats 3 --json "$OUT/bench-256.json"
   step experiments 1200 make experiments FAST=1 VENV="$VENV" WORKERS="$WORKERS" PYTEST_ARGS="--device cuda --resume never"
-  for f in summary.csv findings.md run.json; do
-    [ -f "artifacts/runs/latest/$f" ] && cp "artifacts/runs/latest/$f" "$OUT/fast-$f"
-  done
+  if grep -q $'^experiments\t0\t' "$OUT/steps.tsv"; then  # this run's, not an older one's
+    for f in summary.csv findings.md run.json; do
+      [ -f "artifacts/runs/latest/$f" ] && cp "artifacts/runs/latest/$f" "$OUT/fast-$f"
+    done
+  fi
 fi
 write_summary
 failed=$(awk -F'\t' '$2 != "0"' "$OUT/steps.tsv" | wc -l)

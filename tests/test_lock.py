@@ -89,9 +89,13 @@ def test_the_gpu_check_passes_its_dry_run_on_the_cpu(tmp_path: Path) -> None:
     import subprocess
 
     out = tmp_path / "gc"
+    import os
+    import sys
+
     res = subprocess.run(
         ["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run", "--out", str(out)],
         capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, "GPU_CHECK_PY": sys.executable},
     )  # fmt: skip
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())

@@ -77,6 +77,9 @@ def test_the_resolved_device_joins_the_run_identity(monkeypatch: pytest.MonkeyPa
     assert config_hash(cpu) != config_hash(cuda)
     # an explicit device is kept, and a bad one is refused with the allowed values
     assert resolve_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        resolve_device("cuda")
     with pytest.raises(ConfigError, match="cuda"):
         load_config(None, {"model.device": "tpu"})
 

@@ -16,7 +16,7 @@ def test_nested_phases_are_counted_once_under_the_inner_name() -> None:
         with timing.phase("teacher forcing"):
             time.sleep(0.03)
     got = timing.take()["phases"]
-    assert 0.02 <= got["scoring"] < 0.029, got  # 0.05 s in all, 0.03 of it nested
+    assert 0.02 <= got["scoring"] < 0.045, got  # 0.05 s in all, 0.03 of it nested
     assert got["teacher forcing"] >= 0.03
     assert timing.take() == {"phases": {}, "tokens": 0}  # take resets
     with pytest.raises(ValueError, match="unknown phase"), timing.phase("lunch"):
@@ -34,7 +34,9 @@ def test_merge_adds_tallies_and_counts_the_rest_of_each_case_as_other() -> None:
     assert merged["phases"]["scoring"] == 1.5 and merged["phases"]["other"] == 1.0
     assert merged["tokens"] == 12
     lines = timing.render(merged, wall=4.0, workers=2)
-    assert lines[0].startswith("time by phase, summed over 2 worker(s): 8 s in 4 s")
+    assert lines[0].startswith(
+        "time by phase, summed over 2 worker(s) and the controller: 7.5 s in 4.0 s"
+    )
     assert "12 tokens generated, 4 tok/s" in lines[-1]
 
 

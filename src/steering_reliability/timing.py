@@ -96,18 +96,27 @@ def merge(tallies: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if t.get("seconds") is not None:
             other += max(0.0, float(t["seconds"]) - spent)
     phases["other"] = other
-    return {"phases": {k: round(v, 1) for k, v in phases.items()}, "tokens": int(tokens)}
+    return {"phases": {k: round(v, 3) for k, v in phases.items()}, "tokens": int(tokens)}
 
 
-def bench_ceiling(path: Path) -> dict[str, Any] | None:
+def bench_ceiling(path: Path, model: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """The matmul-only ceiling `make bench` measured on this machine (artifacts/bench.json):
-    {"tok_per_s", "model", "device", "dtype", "threads", "batch"}, or None when there is none."""
+    {"tok_per_s", "model", "device", "dtype", "threads", "batch"}; None when there is none, or
+    when it was measured on another model, device or dtype than `model` (a config's model
+    section: name, device, dtype) runs."""
     try:
         b = json.loads(path.read_text())
-        return {"tok_per_s": float(b["matmul_ceiling_tok_per_s"]),
-                **{k: b.get(k) for k in ("model", "device", "dtype", "threads", "batch")}}  # fmt: skip
+        out = {"tok_per_s": float(b["matmul_ceiling_tok_per_s"]),
+               **{k: b.get(k) for k in ("model", "device", "dtype", "threads", "batch")}}  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    if model and (
+        model.get("name") != out["model"]
+        or model.get("dtype") != out["dtype"]
+        or not str(out["device"]).startswith(str(model.get("device")))
+    ):
+        return None
+    return out
 
 
 def render(
@@ -122,9 +131,9 @@ def render(
     total = sum(phases.values())
     if total <= 0:
         return []
-    head = f"time by phase, summed over {workers} worker(s): {total:.0f} s"
+    head = f"time by phase, summed over {workers} worker(s) and the controller: {total:.1f} s"
     if wall:
-        head += f" in {wall:.0f} s of wall time"
+        head += f" in {wall:.1f} s of wall time"
     lines = [head]
     for k, v in sorted(phases.items(), key=lambda kv: -kv[1]):
         if v >= 0.05:

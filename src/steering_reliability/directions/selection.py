@@ -24,7 +24,6 @@ from ..interventions import Steering, full_ablation, steer
 from ..metrics.divergence import kl_divergence
 from ..metrics.first_token import first_token_refusal_prob, refusal_token_ids
 from ..models import LoadedModel
-from ..timing import timed
 from .direction import Direction
 
 TABLE_COLUMNS: tuple[str, ...] = (
@@ -47,7 +46,6 @@ TABLE_COLUMNS: tuple[str, ...] = (
 )
 
 
-@timed("last-token reads")
 def last_logits(
     model: LoadedModel,
     prompts: Sequence[str],

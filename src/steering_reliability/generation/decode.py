@@ -14,7 +14,7 @@ from ..interventions.steer import Steering, SteerProbe, forward_phase
 from ..listeners import GENERATION_PROGRESS
 from ..models import LoadedModel, format_prompt
 from ..models import encode_prompt as encode
-from ..timing import add_tokens, phase
+from ..timing import add_tokens, phase, timed
 from .runtime import (
     KV_BUDGET_BYTES,
     PREFILL_TOKENS,
@@ -273,6 +273,16 @@ def _batch(
     return out
 
 
+def _encoded(
+    model: LoadedModel, prompts: Sequence[str], system_prompt: str | None
+) -> tuple[list[list[int]], list[int]]:
+    """The formatted prompts' token ids, and their indices longest first (the batch order)."""
+    tok = model.tokenizer
+    seqs = [encode(tok, format_prompt(tok, p, system_prompt=system_prompt)) for p in prompts]
+    return seqs, sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+
+
+@timed("last-token reads")
 def next_token_logits(
     model: LoadedModel,
     prompts: Sequence[str],
@@ -285,9 +295,8 @@ def next_token_logits(
     if not prompts:
         raise InputError("no prompts to read logits for", field="prompts", expected="at least one")
     run = Runner(model)
-    tok = model.tokenizer
-    seqs = [encode(tok, format_prompt(tok, p, system_prompt=system_prompt)) for p in prompts]
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    seqs, order = _encoded(model, prompts, system_prompt)
+    batch_size = _rows_within_budget(run, batch_size, len(seqs[order[0]]))
     out = torch.empty(len(seqs), run.vocab)
     with torch.inference_mode(), forward_phase("prompt"):
         prefix = run_prefix(run, seqs[0][: shared_prefix(seqs)], None)
@@ -343,9 +352,8 @@ def generate(
         return []
     run = Runner(model)
     tok = model.tokenizer
-    seqs = [encode(tok, format_prompt(tok, p, system_prompt=system_prompt)) for p in prompts]
+    seqs, order = _encoded(model, prompts, system_prompt)
     p = shared_prefix(seqs)
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     batch_size = _rows_within_budget(run, batch_size, len(seqs[order[0]]) + max_new_tokens)
     gens: list[torch.Generator | None] = [None] * len(seqs)
     if temperature > 0:

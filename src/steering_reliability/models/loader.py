@@ -224,7 +224,7 @@ def load(
     """Load an embedded model, a .gguf file, a local HF directory or a cached hub id, offline.
 
     dtype: "float32", "bfloat16" or "auto" (models.precision.resolve_dtype). The weight cache is
-    fp32 either way; the model is cast once after it is read.
+    fp32 either way; the weights are read into the requested type.
     """
     import torch
     from transformer_lens.model_bridge import TransformerBridge  # noqa: F401  (import cost kept out of load_seconds)
@@ -243,11 +243,12 @@ def load(
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     # Read straight into the run's type (the files stay as they are; a 7-8B model in bf16 never
-    # needs its fp32 size in memory), then moved to the device.
+    # needs its fp32 size in memory), then every floating tensor cast to it and moved: buffers
+    # too (rotary inv_freq), as a model read in fp32 and cast would have them.
     model: Any = AutoModelForCausalLM.from_pretrained(
         hf_dir, dtype=getattr(torch, dtype), attn_implementation="sdpa"
     )
-    model = model.to(device=device).eval()
+    model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
     model.requires_grad_(False)
     bridge = boot_bridge(hub_id, model, tok)
     cfg = model.config

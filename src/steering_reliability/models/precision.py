@@ -63,9 +63,19 @@ def resolve_dtype(requested: str, device: str = "cpu", *, native: bool | None = 
 
 
 def resolve_device(requested: str) -> str:
-    """'cpu' or 'cuda' for a requested `model.device` ('auto': cuda when available)."""
-    if requested != "auto":
-        return requested
+    """'cpu' or 'cuda' for a requested `model.device` ('auto': cuda when available). Asking for
+    cuda where torch sees no GPU is refused here, before any model loads."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            "no CUDA device: torch sees no GPU on this machine",
+            field="model.device",
+            value=requested,
+            expected="auto or cpu here (or install a CUDA build of torch: scripts/gpu_check.sh)",
+        )
+    return requested

@@ -34,6 +34,7 @@ FIXTURE = "record"
 FIXTURE_MODULE = "steering_reliability.pytest_plugin"  # where the `record` fixture is defined
 PART_PROPERTY = "sr_part"  # user_property: path of the part this case wrote or reused
 CASE_PROPERTY = "sr_case"  # user_property: key of a recording case (evidence for the controller)
+TIME_PROPERTY = "sr_time"  # user_property: JSON of the case's time by phase (timing.take())
 PASSED = pytest.StashKey[bool]()  # whether the case's call phase passed
 # Errors that are the user's to fix (bad config, refused resume...), shown without traceback.
 USER_ERRORS = (SteeringReliabilityError, ValueError, OSError)
@@ -296,6 +297,11 @@ class CaseRunner:
         self.error: str | None = None
         self._beats: dict[str, Any] = {}  # nodeid -> progress.Heartbeat of a running case
 
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """Emitted at session start: a case's time counts from here, not from earlier work in
+        the process (timing.py)."""
+        timing.take()
+
     def plan(self) -> RunPlan:
         if self._plan is None:
             self._plan = self._get_plan()
@@ -404,28 +410,37 @@ class CaseRunner:
     def close_case(self, item: pytest.Item, rec: CaseRecorder) -> None:
         """After the case: write its part if it passed (a case that did not keeps its rows
         aside: its verdict rows reach results.parquet, but it is not done and reruns)."""
+        passed = item.stash.get(PASSED, False)
+        rows = rec.buffered()
+        started = getattr(self._beats.get(item.nodeid), "state", {}).get("started")
+        seconds = None if started is None else round(time.time() - float(started), 3)
+        try:
+            if passed or rows:
+                self._write(item, rec, rows, passed, seconds)
+        finally:  # every recording case reports its time, passed, failed or skipped
+            tally = {**timing.take(), "seconds": seconds,
+                     "worker": os.environ.get("PYTEST_XDIST_WORKER", "main")}  # fmt: skip
+            item.user_properties.append((TIME_PROPERTY, json.dumps(tally)))
+
+    def _write(
+        self, item: pytest.Item, rec: CaseRecorder, rows: list[dict[str, Any]], passed: bool,
+        seconds: float | None,
+    ) -> None:  # fmt: skip
         from .progress import SUMMARY_PROPERTY, case_summary
         from .store import part_path, write_part
 
-        passed = item.stash.get(PASSED, False)
-        rows = rec.buffered()
-        if not passed and not rows:
-            return
-        started = getattr(self._beats.get(item.nodeid), "state", {}).get("started")
         torch = sys.modules.get("torch")
         meta = {"cell": rec.spec.cell, "case_id": rec.spec.case_id, "nodeid": rec.spec.nodeid,
                 "run_id": rec.plan.run_id, "config_hash": rec.plan.config_hash, "pid": os.getpid(),
                 "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "written": runs.now_iso(),
-                "seconds": None if started is None else round(time.time() - float(started), 3),
-                "torch_num_threads": torch.get_num_threads() if torch is not None else None,
-                # this process's time by phase since its last case (timing.py)
-                "timing": timing.take()}  # fmt: skip
+                "seconds": seconds,
+                "torch_num_threads": torch.get_num_threads() if torch is not None else None}  # fmt: skip
         item.user_properties.append((SUMMARY_PROPERTY, json.dumps(case_summary(rows))))
         if not passed:
             with timing.phase("recording"):
                 write_part(self.parts() / "failed", rec.spec.key, rows, {**meta, "failed": True})
             return
-        with timing.phase("recording"):  # counted with the worker's next case
+        with timing.phase("recording"):
             path = write_part(self.parts(), rec.spec.key, rows, meta)
         part_path(self.parts(), rec.spec.key, failed=True).unlink(missing_ok=True)
         item.user_properties.append((PART_PROPERTY, str(path)))
@@ -441,6 +456,7 @@ class Tally:
     cases: set[str] = field(default_factory=set)
     written: dict[str, str] = field(default_factory=dict)
     reused: dict[str, str] = field(default_factory=dict)
+    times: list[dict[str, Any]] = field(default_factory=list)  # each case's time by phase
 
 
 class Recorder:
@@ -506,6 +522,9 @@ class Recorder:
         if CASE_PROPERTY not in props:
             return
         self.tally.cases.add(report.nodeid)
+        spent = props.get(TIME_PROPERTY)
+        if isinstance(spent, str) and report.when == "teardown":
+            self.tally.times.append(json.loads(spent))
         part = props.get(PART_PROPERTY)
         if isinstance(part, str) and report.when == "setup" and report.skipped:
             self.tally.reused[report.nodeid] = part
@@ -544,24 +563,20 @@ class Recorder:
         except USER_ERRORS as exc:
             self.problems.append(f"could not finish run.json: {exc}")
 
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """Emitted at session start: time counts from here (nothing earlier in the process)."""
+        timing.take()
+        self.started = time.perf_counter()
+
     def _time_by_phase(self) -> dict[str, Any]:
-        """This session's time by phase: the tallies in the parts its cases wrote (one per case,
-        from whichever worker ran it) and the controller's own (compaction, report)."""
-        import pyarrow.parquet as pq
-
-        from .store import META_KEY
-
-        tallies, workers = [timing.take()], set()
-        for path in self.tally.written.values():
-            try:
-                meta = json.loads((pq.read_schema(path).metadata or {})[META_KEY])
-            except (OSError, KeyError, ValueError):
-                continue
-            tallies.append({**meta.get("timing", {}), "seconds": meta.get("seconds")})
-            workers.add(meta.get("worker"))
-        merged = timing.merge(tallies)
-        ceiling = timing.bench_ceiling(self.config.rootpath / "artifacts" / "bench.json")
-        return {**merged, "wall_seconds": round(time.perf_counter() - self.started, 1),
+        """This session's time by phase: every recording case's tally (passed, failed or
+        skipped, from whichever worker ran it) and the controller's own (compaction, report)."""
+        tallies = [*self.tally.times, timing.take()]
+        workers = {t.get("worker") for t in self.tally.times}
+        model = (self.current_plan.config if self.current_plan else {}).get("model", {})
+        ceiling = timing.bench_ceiling(self.config.rootpath / "artifacts" / "bench.json", model)
+        return {**timing.merge(tallies),
+                "wall_seconds": round(time.perf_counter() - self.started, 1),
                 "workers": max(1, len(workers)), "bench_ceiling": ceiling}  # fmt: skip
 
     def _problem(self, session: pytest.Session, text: str) -> None:
