@@ -105,7 +105,9 @@ def test_ctrl_c_after_some_parts_keeps_them_and_the_rerun_completes(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     n_cases = make_project(pytester, n_prompts=N_PROMPTS)
-    monkeypatch.setenv("SR_SLOW", "0.3")
+    # slow enough that a busy machine's poll still finds the run mid-way (at 0.3 s a case, a
+    # starved poll once saw the third part only as the session was ending)
+    monkeypatch.setenv("SR_SLOW", "1.0")
     proc = _popen(pytester, "-n", "2")
     runs = pytester.path / "artifacts" / "runs"
     deadline = time.monotonic() + 60
