@@ -16,10 +16,10 @@ from typing import Any
 
 import pandas as pd
 import torch
-from torch import Tensor
 
 from ..atomic import atomic_write_bytes
 from ..errors import DirectionError
+from ..generation import next_token_logits
 from ..interventions import Steering, full_ablation, steer
 from ..metrics.divergence import kl_divergence
 from ..metrics.first_token import first_token_refusal_prob, refusal_token_ids
@@ -46,24 +46,10 @@ TABLE_COLUMNS: tuple[str, ...] = (
 )
 
 
-def last_logits(
-    model: LoadedModel,
-    prompts: Sequence[str],
-    *,
-    system_prompt: str | None = None,
-    batch_size: int = 16,
-) -> Tensor:
-    """Next-token logits after each formatted prompt: [n, vocab] fp32, under any active steering.
-
-    The generation engine's prefill (`generation.next_token_logits`): the shared system-prompt
-    prefix is computed once, each row's suffix is read behind it with explicit masks and
-    positions, so every row reads as it would unpadded.
-    """
-    from ..generation import next_token_logits
-
-    if not prompts:
-        raise DirectionError("no prompts to score", field="prompts", expected="at least one")
-    return next_token_logits(model, prompts, system_prompt=system_prompt, batch_size=batch_size)
+# Next-token logits after each formatted prompt, [n, vocab] fp32, under any active steering: the
+# generation engine's prefill (shared system-prompt prefix computed once), under the name the
+# selection code and its callers use.
+last_logits = next_token_logits
 
 
 def _label(key: Any, d: Direction) -> str:
