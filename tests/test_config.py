@@ -35,7 +35,7 @@ def test_shipped_configs_load_and_differ() -> None:
 
 # The run identity of the shipped configs (the pydantic loader reproduced the hand-written one's
 # hashes; the refusal_direction section then changed them once). Per config: as loaded, and with
-# model.device cpu and model.dtype float32 (what `resolved_precision` gives on a CPU where auto
+# model.device cpu and model.dtype float32 (what `resolved_for_machine` gives on a CPU where auto
 # means float32; the run identity there, unchanged since device "cpu" was the default). A change
 # here starts new runs: change the literals only with the config.
 PINNED_HASHES = [

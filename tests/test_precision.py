@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from steering_reliability.config import Config, config_hash, load_config, resolved_precision
+from steering_reliability.config import Config, config_hash, load_config, resolved_for_machine
 from steering_reliability.errors import ConfigError
 from steering_reliability.models import precision
 from steering_reliability.models.precision import resolve_device
@@ -53,24 +53,24 @@ def test_the_resolved_dtype_joins_the_run_identity(monkeypatch: pytest.MonkeyPat
     assert cfg.model.dtype == "auto"
     monkeypatch.setattr(precision, "AUTO_PREFERS_BF16", True)
     monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": True)
-    bf16 = resolved_precision(cfg)
+    bf16 = resolved_for_machine(cfg)
     monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": False)
-    fp32 = resolved_precision(cfg)
+    fp32 = resolved_for_machine(cfg)
     assert (bf16.model.dtype, fp32.model.dtype) == ("bfloat16", "float32")
     assert config_hash(bf16) != config_hash(fp32)
     model = dataclasses.replace(cfg.model, device="cpu", dtype="float32")
     explicit = dataclasses.replace(cfg, model=model)
-    assert resolved_precision(explicit) is explicit
+    assert resolved_for_machine(explicit) is explicit
 
 
 def test_the_resolved_device_joins_the_run_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = Config()
     assert cfg.model.device == "auto"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    cpu = resolved_precision(cfg)
+    cpu = resolved_for_machine(cfg)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": True)
-    cuda = resolved_precision(cfg)
+    cuda = resolved_for_machine(cfg)
     assert (cpu.model.device, cuda.model.device) == ("cpu", "cuda")
     # bf16 on the GPU follows the same measured rule as on the CPU (AUTO_PREFERS_BF16)
     assert cuda.model.dtype == ("bfloat16" if precision.AUTO_PREFERS_BF16 else "float32")
@@ -137,3 +137,15 @@ def test_bf16_smoke_directions_steering_and_teacher_forcing() -> None:
     tf = teacher_forced_scores(m, ["abc"], [base[0].token_ids], prompt_ids=["a"], steerings=s)
     assert gens[0].token_ids and all(x == x for x in gens[0].logprobs)
     assert tf[0].kl_to_baseline is not None and tf[0].kl_to_baseline >= 0
+
+
+def test_cache_keys_change_only_off_float32_cpu() -> None:
+    """variant_key: empty for float32 on the CPU (every earlier cache key stays valid); the
+    dtype otherwise, so a bf16 run never reads an fp32 run's cached generations or scans."""
+    from steering_reliability.models import tiny_model
+    from steering_reliability.models.sites import variant_key
+
+    m = tiny_model()
+    assert variant_key(m) == {}
+    m.hf_model.to(torch.bfloat16)
+    assert variant_key(m) == {"dtype": "bfloat16"}

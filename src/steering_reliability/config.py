@@ -83,7 +83,7 @@ class ModelConfig:
     # resolved device replaces "auto" before the run is planned and joins the run identity.
     device: Annotated[StrictStr, _one_of(DEVICES, hint=True)] = "auto"
     # "auto", "float32" or "bfloat16" (models/precision.py). A run records the resolved type:
-    # `resolved_precision` replaces "auto" before the run is planned, so it joins the run identity.
+    # `resolved_for_machine` replaces "auto" before the run is planned, so it joins the run identity.
     dtype: Annotated[StrictStr, _one_of(DTYPES, hint=True)] = "auto"
 
 
@@ -430,7 +430,7 @@ def generalisation_layer(cfg: Config) -> int:
     return g if g is not None else cfg.sweep.layers[len(cfg.sweep.layers) // 2]
 
 
-def resolved_precision(cfg: Config) -> Config:
+def resolved_for_machine(cfg: Config) -> Config:
     """cfg with `model.device: auto` and `model.dtype: auto` replaced by the device and type this
     machine will run (cpu or cuda; float32 or bfloat16), so both are part of the config hash and a
     resume never mixes devices or types."""

@@ -292,10 +292,9 @@ def request_for(
     max_new_tokens: int | None = None,
     seed: int | None = None,
 ) -> GenerationRequest:
-    from .models.sites import model_device
+    from .models.sites import variant_key
 
     g = cfg.generation
-    device = model_device(model).type
     return GenerationRequest(
         model_sha256=model.info.weights_sha256,
         prompt_ids=tuple(p.id for p in prompts),
@@ -306,12 +305,9 @@ def request_for(
         top_p=g.top_p,
         seed=cfg.seed if seed is None else seed,
         steering=steering,
-        # fp32 CPU keys stay as they were; another dtype or device is another cache entry (a
-        # baseline decoded on the CPU is not what the GPU decodes, and sampling differs there)
-        extra={
-            **({} if model.info.dtype == "float32" else {"dtype": model.info.dtype}),
-            **({} if device == "cpu" else {"device": device}),
-        },
+        # another dtype or device is another cache entry (a baseline decoded on the CPU is not
+        # what the GPU decodes, and sampling differs there)
+        extra=variant_key(model),
     )
 
 

@@ -86,10 +86,10 @@ def _selects_only_experiments(markexpr: str) -> bool:
 @pytest.hookimpl(trylast=True)
 def pytest_sr_load_config(config: pytest.Config, path: str | None, overrides: Any) -> Any:
     """Default config loader: `steering_reliability.config.load_config(path, overrides)`, with
-    `model.dtype: auto` resolved for this machine (config.resolved_precision)."""
-    from .config import load_config, resolved_precision
+    `model.dtype: auto` resolved for this machine (config.resolved_for_machine)."""
+    from .config import load_config, resolved_for_machine
 
-    return resolved_precision(load_config(path, overrides))
+    return resolved_for_machine(load_config(path, overrides))
 
 
 class XdistHooks:

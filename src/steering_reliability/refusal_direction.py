@@ -139,13 +139,11 @@ def scan_layer(
 
     from .directions.selection import score_candidates
     from .models import default_cache_dir
-    from .models.sites import model_device
+    from .models.sites import variant_key
 
     mine = {k: d for k, d in sorted(cands.items()) if k[0] == layer}
-    device = model_device(model).type  # fp32 CPU keys stay as they were
     key = digest({
-        "version": SCAN_VERSION, "weights": model.info.weights_sha256, "dtype": model.info.dtype,
-        **({} if device == "cpu" else {"device": device}),
+        "version": SCAN_VERSION, "weights": model.info.weights_sha256, **variant_key(model),
         "layer": layer, "positions": [k[1] for k in mine], "hook_point": cfg.direction.hook_point,
         "system_prompt": cfg.model.system_prompt,
         **{name: [p.prompt for p in getattr(prompts, name)] for name in PROMPT_ROLES},
@@ -288,14 +286,15 @@ def export_orthogonalized(model: LoadedModel, direction: Direction) -> tuple[Pat
 
     from .atomic import stale_temps
     from .models import default_cache_dir
+    from .models.sites import variant_key
 
     root = default_cache_dir() / "orthogonalized"
     root.mkdir(parents=True, exist_ok=True)
     param = next(model.hf_model.parameters())
     dtype, device = param.dtype, param.device
-    key: dict[str, Any] = {"weights": model.info.weights_sha256, "vector": vector_sha(direction)}
-    if dtype != torch.float32:  # the checkpoint is written in the model's dtype
-        key["dtype"] = str(dtype).removeprefix("torch.")
+    # the checkpoint is written in the model's dtype; its files do not depend on the device
+    variant = {k: v for k, v in variant_key(model).items() if k == "dtype"}
+    key = {"weights": model.info.weights_sha256, "vector": vector_sha(direction), **variant}
     folder = root / digest(key, size=16)
     with FileLock(f"{folder}.lock"):
         for temp in stale_temps(root):  # a folder left by a writer that died

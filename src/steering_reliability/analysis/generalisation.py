@@ -409,7 +409,7 @@ def _measurable(df: pd.DataFrame) -> list[str]:
         return []
     rates = none.groupby("split")["is_refusal"].mean()
     half = measurable_halves(float(rates.max()))
-    kind = _transfer(df)[lambda x: x["direction_variant"] != NONE]["intervention"]
+    kind = t[t["direction_variant"] != NONE]["intervention"]
     what = (
         "bypass (refusal removed)"
         if (not kind.empty and kind.iloc[0] == "ablate")

@@ -204,3 +204,14 @@ def attn_and_mlp(layer: nn.Module) -> tuple[nn.Module, nn.Module]:
 def model_device(model: Any) -> torch.device:
     """Device of the model's parameters."""
     return next(model.hf_model.parameters()).device
+
+
+def variant_key(model: Any) -> dict[str, str]:
+    """What a cache key adds for a model that does not run in float32 on the CPU: its dtype
+    and device where they differ from those (so float32 CPU keys stay as they always were)."""
+    param = next(model.hf_model.parameters())
+    dtype, device = str(param.dtype).removeprefix("torch."), param.device.type
+    return {
+        **({} if dtype == "float32" else {"dtype": dtype}),
+        **({} if device == "cpu" else {"device": device}),
+    }
