@@ -98,16 +98,21 @@ def _popen(pytester: pytest.Pytester, *args: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: Ctrl-C reaches it and its workers only
+        # A session started in the background (`make test &`, a CI runner) inherits SIGINT
+        # ignored, and Python then never raises KeyboardInterrupt: give the child the default.
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_ctrl_c_after_some_parts_keeps_them_and_the_rerun_completes(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     n_cases = make_project(pytester, n_prompts=N_PROMPTS)
-    # slow enough that a busy machine's poll still finds the run mid-way (at 0.3 s a case, a
-    # starved poll once saw the third part only as the session was ending)
-    monkeypatch.setenv("SR_SLOW", "1.0")
+    monkeypatch.setenv("SR_SLOW", "0.3")
     proc = _popen(pytester, "-n", "2")
     runs = pytester.path / "artifacts" / "runs"
     deadline = time.monotonic() + 60
