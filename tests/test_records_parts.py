@@ -168,3 +168,19 @@ def test_numpy_and_torch_scalars_become_plain_values() -> None:
         normalize_row({"refusal_score": object()})
     with pytest.raises((TypeError, ValueError)):
         normalize_row({"refusal_score": np.array([1.0, 2.0])})
+
+
+def test_a_folder_published_once_reaps_a_dead_builders_temp_folder(tmp_path: Path) -> None:
+    """publish_dir_once (weights, organisms, orthogonalised checkpoints): a temp folder that a
+    killed builder left is removed by the next build of that folder; a live one's stays."""
+    from steering_reliability.atomic import publish_dir_once
+
+    dead = tmp_path / f".ckpt.{dead_pid()}.0123abcd.tmp"
+    (dead / "sub").mkdir(parents=True)
+    live = tmp_path / f".ckpt.{os.getppid()}.0123abcd.tmp"
+    live.mkdir()
+    other = tmp_path / f".other.{dead_pid()}.0123abcd.tmp"  # another folder's: not this build's
+    other.mkdir()
+    out = publish_dir_once(tmp_path / "ckpt", lambda d: (d / "done").write_text("x"), marker="done")
+    assert (out / "done").read_text() == "x"
+    assert not dead.exists() and live.exists() and other.exists()

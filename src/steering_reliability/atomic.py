@@ -104,7 +104,8 @@ def publish_dir_once(final: str | Path, fill: Callable[[Path], object], *, marke
     """A folder made once across processes: if `final/marker` exists it is returned as is;
     otherwise, under a file lock, `fill(temp)` writes a fresh hidden temp folder beside it,
     which is renamed to `final` whole. A killed builder leaves only a temp folder that no
-    reader picks up; waiting processes find the finished folder when the lock is theirs."""
+    reader picks up (the next builder of that folder removes it); waiting processes find the
+    finished folder when the lock is theirs."""
     import shutil
 
     from filelock import FileLock
@@ -116,6 +117,9 @@ def publish_dir_once(final: str | Path, fill: Callable[[Path], object], *, marke
     with FileLock(str(final) + ".lock"):
         if (final / marker).exists():
             return final
+        for dead in stale_temps(final.parent):  # a folder left by a builder that died
+            if dead.name.startswith(f".{final.name}."):
+                shutil.rmtree(dead, ignore_errors=True)
         temp = final.parent / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
         temp.mkdir()
         try:
@@ -127,3 +131,19 @@ def publish_dir_once(final: str | Path, fill: Callable[[Path], object], *, marke
             shutil.rmtree(temp, ignore_errors=True)
         fsync_dir(final.parent)
     return final
+
+
+def replace_symlink(link: str | Path, target: str) -> bool:
+    """Point `link` at `target` (a relative name), replacing an earlier link atomically; False
+    where the file system has no symlinks or `link` is a real file or folder (left alone)."""
+    link = Path(link)
+    if link.exists() and not link.is_symlink():
+        return False
+    temp = link.parent / f".{link.name}.{os.getpid()}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+    try:
+        os.symlink(target, temp, target_is_directory=True)
+        os.replace(temp, link)
+    except OSError:
+        temp.unlink(missing_ok=True)
+        return False
+    return True

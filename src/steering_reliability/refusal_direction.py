@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,26 +278,26 @@ def export_orthogonalized(model: LoadedModel, direction: Direction) -> tuple[Pat
     """The weight-orthogonalised checkpoint (safetensors, config, tokenizer: loadable with
     AutoModelForCausalLM.from_pretrained), written once per (weights, vector) into the cache, and
     that checkpoint loaded back from disk as a LoadedModel."""
-    from filelock import FileLock
     from transformers import AutoModelForCausalLM
 
-    from .atomic import stale_temps
+    from .atomic import publish_dir_once
     from .models import default_cache_dir
     from .models.sites import variant_key
 
     root = default_cache_dir() / "orthogonalized"
-    root.mkdir(parents=True, exist_ok=True)
     param = next(model.hf_model.parameters())
     dtype, device = param.dtype, param.device
     # the checkpoint is written in the model's dtype; its files do not depend on the device
     variant = {k: v for k, v in variant_key(model).items() if k == "dtype"}
     key = {"weights": model.info.weights_sha256, "vector": vector_sha(direction), **variant}
     folder = root / digest(key, size=16)
-    with FileLock(f"{folder}.lock"):
-        for temp in stale_temps(root):  # a folder left by a writer that died
-            shutil.rmtree(temp, ignore_errors=True)
-        if not (folder / "model.safetensors").is_file():
-            _write_checkpoint(orthogonalize_weights(model, direction.vector), direction, folder)
+    publish_dir_once(
+        folder,
+        lambda temp: _write_checkpoint(
+            orthogonalize_weights(model, direction.vector), direction, temp
+        ),
+        marker="model.safetensors",
+    )
     # on the model's device: compared with the hooks' logits, which run there
     net = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
     import dataclasses
@@ -309,16 +306,10 @@ def export_orthogonalized(model: LoadedModel, direction: Direction) -> tuple[Pat
 
 
 def _write_checkpoint(ortho: LoadedModel, direction: Direction, folder: Path) -> None:
-    net = plain_checkpoint(ortho.hf_model)
-    temp = folder.with_name(f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        net.save_pretrained(temp, safe_serialization=True)
-        ortho.tokenizer.save_pretrained(temp)
-        meta = json.dumps(direction_metadata(direction), indent=2)
-        (temp / "direction_metadata.json").write_text(meta, encoding="utf-8")
-        os.replace(temp, folder)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
+    plain_checkpoint(ortho.hf_model).save_pretrained(folder, safe_serialization=True)
+    ortho.tokenizer.save_pretrained(folder)
+    meta = json.dumps(direction_metadata(direction), indent=2)
+    (folder / "direction_metadata.json").write_text(meta, encoding="utf-8")
 
 
 def orthogonal_verdict(

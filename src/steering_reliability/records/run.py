@@ -25,7 +25,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_bytes, atomic_write_json, canonical_json, digest, file_sha256
+from ..atomic import (
+    atomic_write_bytes,
+    atomic_write_json,
+    canonical_json,
+    digest,
+    file_sha256,
+    replace_symlink,
+)
 from ..errors import ConfigError, ResumeError
 
 MANIFEST_NAME = "run.json"
@@ -452,16 +459,7 @@ def update_latest(runs_dir: str | Path, run_dir: str | Path) -> Path:
     runs_dir, run_dir = Path(runs_dir), Path(run_dir)
     atomic_write_bytes(runs_dir / LATEST_FILE, (run_dir.name + "\n").encode())
     link = runs_dir / LATEST_LINK
-    if link.exists() and not link.is_symlink():
-        return runs_dir / LATEST_FILE  # a real folder/file named latest: leave it alone
-    temp = runs_dir / f".{LATEST_LINK}.{os.getpid()}.{secrets.token_hex(8)}"
-    try:
-        os.symlink(run_dir.name, temp, target_is_directory=True)
-        os.replace(temp, link)
-    except OSError:
-        temp.unlink(missing_ok=True)
-        return runs_dir / LATEST_FILE
-    return link
+    return link if replace_symlink(link, run_dir.name) else runs_dir / LATEST_FILE
 
 
 def resolve_run_dir(path: str | Path) -> Path:
