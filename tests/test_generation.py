@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import steering_reliability.generation.decode as decode_mod
-import steering_reliability.generation.forced as forced_mod
 import steering_reliability.generation.runtime as runtime_mod
 from steering_reliability.errors import InputError, InterventionError
 from steering_reliability.generation import (
@@ -306,20 +305,73 @@ def test_runs_on_the_model_device() -> None:
     assert all(len(g.token_ids) >= 1 for g in sampled)
 
 
-def test_teacher_forcing_reuses_its_baseline_only_when_it_is_the_same(tiny: Any) -> None:
+def _count_runs(layer: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count a decoder layer's forwards over batches of prompts (the shared template prefix, one
+    row, always runs); wrapping forward, as a hook would change the layer."""
+    runs = [0]
+    inner = layer.forward
+
+    def counted(hidden: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        runs[0] += int(hidden.shape[0] > 1)
+        return inner(hidden, *args, **kwargs)
+
+    monkeypatch.setattr(layer, "forward", counted)
+    return runs
+
+
+def test_passes_start_at_the_first_hooked_layer_with_the_same_numbers(
+    tiny: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Teacher forcing and last-token reads under a steering at layer 2 reuse layers 0-1 from an
+    earlier pass on the same inputs: layer 0 does not run again, and every number equals a pass
+    through all layers (no reuse at all). A hook below the steered layer, other completions or
+    another steering are never served from the kept residuals."""
+    from steering_reliability.generation import next_token_logits
+
     base = generate(tiny, PROMPTS, prompt_ids=IDS, max_new_tokens=NEW)
     comps = [g.token_ids for g in base]
     s = [Steering("ablate", 2, _v(), 1.0)]
-    forced_mod._BASELINES.clear()
+    layer0 = tiny.hf_model.model.layers[0]
+    runtime_mod._LOWER.clear()
     first = teacher_forced_scores(tiny, PROMPTS, comps, prompt_ids=IDS, steerings=s)
-    assert len(forced_mod._BASELINES) == 1
+    with steer(tiny, [Steering("add", 2, _v(seed=3), 4.0)]):
+        read = next_token_logits(tiny, PROMPTS)
+    runs = _count_runs(layer0, monkeypatch)
     assert teacher_forced_scores(tiny, PROMPTS, comps, prompt_ids=IDS, steerings=s) == first
-    with steer(tiny, [Steering("add", 0, _v(seed=5), 2.0)]):  # a different baseline: not reused
-        inside = teacher_forced_scores(tiny, PROMPTS, comps, prompt_ids=IDS, steerings=s)
-    assert inside != first and len(forced_mod._BASELINES) == 1
-    shorter = [c[:-1] for c in comps]
+    with steer(tiny, [Steering("add", 2, _v(seed=3), 4.0)]):
+        assert torch.equal(next_token_logits(tiny, PROMPTS), read)
+    assert runs[0] == 0  # served from the kept residuals
+    shorter = [c[:-1] for c in comps]  # other inputs: computed, not served
     teacher_forced_scores(tiny, PROMPTS, shorter, prompt_ids=IDS, steerings=s)
-    assert len(forced_mod._BASELINES) == 2
+    assert runs[0] > 0
+    with steer(tiny, [Steering("add", 0, _v(seed=5), 2.0)]):  # a hook below layer 2
+        inside = teacher_forced_scores(tiny, PROMPTS, comps, prompt_ids=IDS, steerings=s)
+        lower = next_token_logits(tiny, PROMPTS)
+    assert inside != first
+
+    monkeypatch.setattr(runtime_mod, "LOWER_LAYERS_BUDGET_BYTES", 0)  # nothing kept: all layers
+    runtime_mod._LOWER.clear()
+    assert teacher_forced_scores(tiny, PROMPTS, comps, prompt_ids=IDS, steerings=s) == first
+    with steer(tiny, [Steering("add", 2, _v(seed=3), 4.0)]):
+        assert torch.equal(next_token_logits(tiny, PROMPTS), read)
+    with steer(tiny, [Steering("add", 0, _v(seed=5), 2.0)]):
+        assert teacher_forced_scores(tiny, PROMPTS, comps, prompt_ids=IDS, steerings=s) == inside
+        assert torch.equal(next_token_logits(tiny, PROMPTS), lower)
+    assert not runtime_mod._LOWER
+
+
+def test_the_first_hooked_layer(tiny: Any) -> None:
+    run = runtime_mod.Runner(tiny)
+    assert run.first_hooked_layer() == tiny.info.n_layers
+    with steer(tiny, [Steering("add", 2, _v(), 1.0, hook_point="resid_post")]):
+        assert run.first_hooked_layer() == 2
+        with steer(tiny, [Steering("add", 1, _v(), 1.0)]):
+            assert run.first_hooked_layer() == 1
+    handle = tiny.hf_model.model.embed_tokens.register_forward_hook(lambda *a: None)
+    try:
+        assert run.first_hooked_layer() == 0  # anything before the layers: nothing reused
+    finally:
+        handle.remove()
 
 
 def test_a_small_kv_budget_shrinks_batches_not_results(

@@ -299,11 +299,15 @@ def next_token_logits(
     batch_size = _rows_within_budget(run, batch_size, len(seqs[order[0]]))
     out = torch.empty(len(seqs), run.vocab)
     with torch.inference_mode(), forward_phase("prompt"):
-        prefix = run_prefix(run, seqs[0][: shared_prefix(seqs)], None)
-        for b0 in range(0, len(order), batch_size):
-            rows = order[b0 : b0 + batch_size]
-            first = _open_batch(run, prefix, rows, seqs, 0, None)[-1]
-            out[torch.tensor(rows)] = first.float().cpu()
+        shared = seqs[0][: shared_prefix(seqs)]
+        prefix = run_prefix(run, shared, None)
+        # no decode step follows: a read under a steering at layer L reuses the layers below L
+        # from an earlier read of the same prompts (Runner.reusing)
+        with run.reusing(shared):
+            for b0 in range(0, len(order), batch_size):
+                rows = order[b0 : b0 + batch_size]
+                first = _open_batch(run, prefix, rows, seqs, 0, None)[-1]
+                out[torch.tensor(rows)] = first.float().cpu()
     return out
 
 

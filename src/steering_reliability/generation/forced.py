@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -72,18 +69,6 @@ def _forced_hidden(
     return out
 
 
-# Unsteered teacher-forced hidden states of the last few (model, prompts, completions) sets: a
-# sweep scores every case against the same baseline completions, so its half of the work is
-# done once per worker instead of once per case.
-_BASELINES: OrderedDict[tuple[Any, ...], dict[int, Tensor]] = OrderedDict()
-_BASELINES_KEPT = 2
-
-
-def _has_foreign_hooks(run: Runner) -> bool:
-    """Whether hooks someone else installed (an enclosing steer()) would change a forward."""
-    return any(m._forward_hooks or m._forward_pre_hooks for m in run.raw.modules())
-
-
 def _forced_pass(
     run: Runner, seqs: list[list[int]], comps: list[list[int]], p: int, batch_size: int
 ) -> dict[int, Tensor]:
@@ -92,9 +77,12 @@ def _forced_pass(
     with forward_phase("prompt"):
         prefix = run_prefix(run, seqs[0][:p], None)
     out: dict[int, Tensor] = {}
-    for b0 in range(0, len(order), batch_size):
-        rows = order[b0 : b0 + batch_size]
-        out.update(zip(rows, _forced_hidden(run, seqs, comps, p, rows, prefix), strict=True))
+    # The same prompts and completions are forced in the same batches for every steering, so
+    # a pass starts at the first steered layer once the layers below it have run on them.
+    with run.reusing(seqs[0][:p]):
+        for b0 in range(0, len(order), batch_size):
+            rows = order[b0 : b0 + batch_size]
+            out.update(zip(rows, _forced_hidden(run, seqs, comps, p, rows, prefix), strict=True))
     return out
 
 
@@ -132,23 +120,7 @@ def teacher_forced_scores(
     comps = [[int(t) for t in c] for c in completions_token_ids]
     p = shared_prefix(seqs)
     with torch.inference_mode():
-        # device and dtype too: hidden states kept from before a model moved must not be reused
-        key = (
-            id(model.hf_model),
-            model.info.weights_sha256,
-            str(run.device),
-            str(run.dtype),
-            _digest(seqs, comps),
-        )
-        cacheable = not _has_foreign_hooks(run)
-        base_h = _BASELINES.get(key) if cacheable else None
-        if base_h is None:
-            base_h = _forced_pass(run, seqs, comps, p, batch_size)
-        if cacheable:
-            _BASELINES[key] = base_h
-            _BASELINES.move_to_end(key)
-            while len(_BASELINES) > _BASELINES_KEPT:
-                _BASELINES.popitem(last=False)
+        base_h = _forced_pass(run, seqs, comps, p, batch_size)
         with steer(model, steerings):
             moved_h = _forced_pass(run, seqs, comps, p, batch_size)
         out = []
@@ -162,10 +134,3 @@ def teacher_forced_scores(
             kl, ce = kl_divergence(base, moved)[0], cross_entropy(moved, target)[0]
             out.append(TeacherForced(float(kl), float(ce)))
     return out
-
-
-def _digest(seqs: list[list[int]], comps: list[list[int]]) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for s, c in zip(seqs, comps, strict=True):
-        h.update(repr((s, c)).encode())
-    return h.hexdigest()

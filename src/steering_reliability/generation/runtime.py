@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ PREFILL_TOKENS_DEFAULT = 8192
 MIN_SHARED_PREFIX = 2  # share the template prefix's KV only when at least this many tokens
 # Largest KV cache one batch may allocate; batches shrink to fit (SmolLM2, 150 tokens: 7 MB/row).
 KV_BUDGET_BYTES = 4 << 30
+# Most bytes of unhooked residuals kept per process for passes that start at the first hooked
+# layer (Runner.reusing); the full default sweep keeps about 60 MB per steered layer.
+LOWER_LAYERS_BUDGET_BYTES = 1 << 30
 
 
 def prompt_seed(seed: int, prompt_id: str) -> int:
@@ -135,17 +139,115 @@ class Runner:
         self.packed = (
             _packed_head(self.head.weight) if isinstance(self.head, torch.nn.Linear) else None
         )
+        self._reuse: tuple[Any, ...] | None = None
+        layers = getattr(self.base, "layers", None)
+        ok = isinstance(layers, torch.nn.ModuleList) and len(layers) == self.n_layers
+        self._layers: torch.nn.ModuleList | None = layers if ok else None
+        self._layers_slot: tuple[Any, str] = (self.base, "layers")
+        self._norm: Any = getattr(self.base, "norm", None)
+        self._owner = {
+            id(m): i for i, layer in enumerate(self._layers or ()) for m in layer.modules()
+        }
 
     def hidden(self, ids: Tensor, pos: Tensor, mask: Tensor, cache: KVCache) -> Tensor:
-        """Final-norm hidden states [b, s, d] of ids [b, s] at positions pos, attending per mask [b,1,s,k]."""
-        out = self.base(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=pos,
-            use_cache=True,
-            **{self.cache_kw: cache},
+        """Final-norm hidden states [b, s, d] of ids [b, s] at positions pos, attending per mask [b,1,s,k].
+
+        Inside `reusing(...)`, a pass whose inputs were seen before starts at the first layer
+        that carries a hook: the layers below it compute what they computed then, so their
+        output (kept from then) is fed in and they do not run. Those layers write no KV cache
+        in such a pass, so only passes that decode nothing afterwards may reuse."""
+        if self._reuse is None:
+            return self._forward(ids, pos, mask, cache)
+        start = self.first_hooked_layer()
+        site = self._site(start)
+        if site is None:
+            return self._forward(ids, pos, mask, cache)
+        key = (self._reuse, start, _tensor_digest(ids, pos, mask))
+        kept = _LOWER.get(key)
+        if kept is not None:
+            _LOWER.move_to_end(key)
+            return self._forward(ids, pos, mask, cache, start=start, resid=kept)
+        seen: list[Tensor] = []
+        handle = site.register_forward_pre_hook(
+            lambda module, args, kwargs: _take_hidden(seen, args, kwargs),
+            with_kwargs=True,
+            prepend=True,  # before any steering hook at this layer edits the input
         )
-        return out.last_hidden_state
+        try:
+            out = self._forward(ids, pos, mask, cache)
+        finally:
+            handle.remove()
+        if seen:
+            _keep_lower(key, seen[-1])
+        return out
+
+    def _forward(
+        self,
+        ids: Tensor,
+        pos: Tensor,
+        mask: Tensor,
+        cache: KVCache,
+        *,
+        start: int = 0,
+        resid: Tensor | None = None,
+    ) -> Tensor:
+        if resid is None:
+            return self.base(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=pos,
+                use_cache=True,
+                **{self.cache_kw: cache},
+            ).last_hidden_state
+        site = self._site(start)
+        assert site is not None and self._layers is not None
+        handle = site.register_forward_pre_hook(
+            lambda module, args, kwargs: _give_hidden(resid, args, kwargs),
+            with_kwargs=True,
+            prepend=True,
+        )
+        owner, name = self._layers_slot
+        owner._modules[name] = torch.nn.ModuleList(list(self._layers)[start:])
+        try:
+            return self._forward(ids, pos, mask, cache)
+        finally:
+            owner._modules[name] = self._layers
+            handle.remove()
+
+    @contextmanager
+    def reusing(self, context: Sequence[int]) -> Iterator[None]:
+        """Passes inside may start at the first hooked layer (see `hidden`); `context` is what
+        else decides the lower layers' output besides the pass's own inputs: the ids of the
+        shared prefix already in the KV cache."""
+        self._reuse = (id(self.raw), self.model.info.weights_sha256, str(self.device),
+                       str(self.dtype), tuple(int(t) for t in context))  # fmt: skip
+        try:
+            yield
+        finally:
+            self._reuse = None
+
+    def first_hooked_layer(self) -> int:
+        """The first decoder layer that a forward or pre-forward hook could change (n_layers
+        when none); 0 when a hook sits anywhere else but the final norm or the unembedding."""
+        if self._layers is None or _global_hooks():
+            return 0
+        first = self.n_layers
+        for m in self.raw.modules():
+            if m._forward_hooks or m._forward_pre_hooks:
+                layer = self._owner.get(id(m))
+                if layer is None:
+                    if m is self.head or m is self._norm:
+                        continue
+                    return 0
+                first = min(first, layer)
+        return first
+
+    def _site(self, start: int) -> Any:
+        """The module whose input is the residual entering layer `start` (the final norm for
+        n_layers), or None where nothing is gained or the model's layout is not known."""
+        if self._layers is None or start <= 0:
+            return None
+        return self._layers[start] if start < self.n_layers else self._norm
 
     def logits(self, h: Tensor) -> Tensor:
         """Unembed [..., d] -> float32 logits [..., vocab]."""
@@ -156,6 +258,45 @@ class Runner:
         if self.softcap:
             z = torch.tanh(z / self.softcap) * self.softcap
         return z
+
+
+_LOWER: OrderedDict[tuple[Any, ...], Tensor] = OrderedDict()
+
+
+def _tensor_digest(*tensors: Tensor) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        h.update(repr((tuple(t.shape), str(t.dtype))).encode())
+        h.update(t.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _keep_lower(key: tuple[Any, ...], resid: Tensor) -> None:
+    _LOWER[key] = resid
+    total = sum(t.numel() * t.element_size() for t in _LOWER.values())
+    while total > LOWER_LAYERS_BUDGET_BYTES and _LOWER:
+        _, old = _LOWER.popitem(last=False)
+        total -= old.numel() * old.element_size()
+
+
+def _global_hooks() -> bool:
+    from torch.nn.modules import module as nn_module
+
+    return bool(nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks)
+
+
+def _take_hidden(seen: list[Tensor], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    hidden = args[0] if args and isinstance(args[0], Tensor) else kwargs.get("hidden_states")
+    if isinstance(hidden, Tensor):
+        seen.append(hidden.detach())
+
+
+def _give_hidden(resid: Tensor, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if args and isinstance(args[0], Tensor):
+        if args[0].shape != resid.shape:
+            raise RuntimeError(f"kept residual {tuple(resid.shape)} != {tuple(args[0].shape)}")
+        return (resid, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": resid}
 
 
 def prefill_mask(valid: Tensor, q0: int, s: int) -> Tensor:
