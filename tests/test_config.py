@@ -34,13 +34,13 @@ def test_shipped_configs_load_and_differ() -> None:
 
 
 # The run identity of the shipped configs (the pydantic loader reproduced the hand-written one's
-# hashes; the refusal_direction section then changed them once). Per config: as loaded, and with
-# model.device cpu and model.dtype float32 (what `resolved_for_machine` gives on a CPU where auto
+# hashes; the refusal_direction section, then generation.batch_size 64 -> 256, changed them).
+# Per config: as loaded, and with model.device cpu and model.dtype float32 (what `resolved_for_machine` gives on a CPU where auto
 # means float32; the run identity there, unchanged since device "cpu" was the default). A change
 # here starts new runs: change the literals only with the config.
 PINNED_HASHES = [
-    ("default", "0a2259069ecc87fe", "8f08d69c14ea6733"),
-    ("fast", "5b92874c2c0f5ec4", "4b99de0e3bc000f2"),
+    ("default", "ce9ec0829021c746", "2a50bc55252a430a"),
+    ("fast", "1b3a6eb65f02747b", "f6d86e2109a39ff2"),
 ]
 
 

@@ -158,7 +158,7 @@ class GenerationConfig:
     """Decoding settings; temperature 0 is greedy."""
 
     max_new_tokens: Positive = 80
-    batch_size: Positive = 64
+    batch_size: Positive = 256
     temperature: Annotated[Number, _rule(">= 0 (0 = greedy)", lambda v: v >= 0)] = 0.0
     top_p: Annotated[Number, _rule("in (0, 1]", lambda v: 0 < v <= 1)] = 1.0
 
