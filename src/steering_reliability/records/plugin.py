@@ -118,16 +118,7 @@ def fast_overrides(root: Path) -> dict[str, Any]:
     value in configs/fast.yaml differs from configs/default.yaml, with fast.yaml's value."""
     import yaml
 
-    def leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            if isinstance(value, Mapping):
-                out |= leaves(value, f"{prefix}{key}.")
-            else:
-                out[f"{prefix}{key}"] = value
-        return out
-
-    default, fast = (leaves(yaml.safe_load((root / p).read_text(encoding="utf-8")) or {})
+    default, fast = (runs.flatten(yaml.safe_load((root / p).read_text(encoding="utf-8")) or {})
                      for p in (DEFAULT_CONFIG, FAST_CONFIG))  # fmt: skip
     return {k: v for k, v in fast.items() if k not in default or default[k] != v}
 
