@@ -337,7 +337,17 @@ def test_passes_start_at_the_first_hooked_layer_with_the_same_numbers(
     with steer(tiny, [Steering("add", 2, _v(seed=3), 4.0)]):
         read = next_token_logits(tiny, PROMPTS)
     runs = _count_runs(layer0, monkeypatch)
+    layers = tiny.hf_model.model.layers
+    layer2, where = layers[2], []
+    inner2 = layer2.forward
+
+    def placed(*args: Any, **kwargs: Any) -> Any:  # per-layer settings indexed by position
+        where.append((len(layers), list(layers).index(layer2)))  # (Gemma) must still line up
+        return inner2(*args, **kwargs)
+
+    monkeypatch.setattr(layer2, "forward", placed)
     assert teacher_forced_scores(tiny, PROMPTS, comps, prompt_ids=IDS, steerings=s) == first
+    assert where and set(where) == {(4, 2)}
     with steer(tiny, [Steering("add", 2, _v(seed=3), 4.0)]):
         assert torch.equal(next_token_logits(tiny, PROMPTS), read)
     assert runs[0] == 0  # served from the kept residuals

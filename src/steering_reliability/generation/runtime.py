@@ -143,7 +143,6 @@ class Runner:
         layers = getattr(self.base, "layers", None)
         ok = isinstance(layers, torch.nn.ModuleList) and len(layers) == self.n_layers
         self._layers: torch.nn.ModuleList | None = layers if ok else None
-        self._layers_slot: tuple[Any, str] = (self.base, "layers")
         self._norm: Any = getattr(self.base, "norm", None)
         self._owner = {
             id(m): i for i, layer in enumerate(self._layers or ()) for m in layer.modules()
@@ -156,11 +155,10 @@ class Runner:
         that carries a hook: the layers below it compute what they computed then, so their
         output (kept from then) is fed in and they do not run. Those layers write no KV cache
         in such a pass, so only passes that decode nothing afterwards may reuse."""
-        if self._reuse is None:
+        if self._reuse is None or self._layers is None:
             return self._forward(ids, pos, mask, cache)
         start = self.first_hooked_layer()
-        site = self._site(start)
-        if site is None:
+        if start <= 0:
             return self._forward(ids, pos, mask, cache)
         key = (self._reuse, start, _tensor_digest(ids, pos, mask))
         kept = _LOWER.get(key)
@@ -168,11 +166,8 @@ class Runner:
             _LOWER.move_to_end(key)
             return self._forward(ids, pos, mask, cache, start=start, resid=kept)
         seen: list[Tensor] = []
-        handle = site.register_forward_pre_hook(
-            lambda module, args, kwargs: _take_hidden(seen, args, kwargs),
-            with_kwargs=True,
-            prepend=True,  # before any steering hook at this layer edits the input
-        )
+        last = self._layers[start - 1]  # no hook below `start`: its output is the unhooked one
+        handle = last.register_forward_hook(lambda module, args, out: _take(seen, out))
         try:
             out = self._forward(ids, pos, mask, cache)
         finally:
@@ -199,20 +194,19 @@ class Runner:
                 use_cache=True,
                 **{self.cache_kw: cache},
             ).last_hidden_state
-        site = self._site(start)
-        assert site is not None and self._layers is not None
-        handle = site.register_forward_pre_hook(
-            lambda module, args, kwargs: _give_hidden(resid, args, kwargs),
-            with_kwargs=True,
-            prepend=True,
-        )
-        owner, name = self._layers_slot
-        owner._modules[name] = torch.nn.ModuleList(list(self._layers)[start:])
+        # Layers below `start` stand aside for this forward, the last of them handing over the
+        # kept residual; the list keeps its length, so per-layer settings indexed by position
+        # (Gemma's attention types) still line up.
+        layers = self._layers
+        assert layers is not None
+        real = [layers[j] for j in range(start)]
+        for j in range(start):
+            layers[j] = _Handover(resid if j == start - 1 else None)
         try:
             return self._forward(ids, pos, mask, cache)
         finally:
-            owner._modules[name] = self._layers
-            handle.remove()
+            for j, layer in enumerate(real):
+                layers[j] = layer
 
     @contextmanager
     def reusing(self, context: Sequence[int]) -> Iterator[None]:
@@ -241,13 +235,6 @@ class Runner:
                     return 0
                 first = min(first, layer)
         return first
-
-    def _site(self, start: int) -> Any:
-        """The module whose input is the residual entering layer `start` (the final norm for
-        n_layers), or None where nothing is gained or the model's layout is not known."""
-        if self._layers is None or start <= 0:
-            return None
-        return self._layers[start] if start < self.n_layers else self._norm
 
     def logits(self, h: Tensor) -> Tensor:
         """Unembed [..., d] -> float32 logits [..., vocab]."""
@@ -285,18 +272,28 @@ def _global_hooks() -> bool:
     return bool(nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks)
 
 
-def _take_hidden(seen: list[Tensor], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    hidden = args[0] if args and isinstance(args[0], Tensor) else kwargs.get("hidden_states")
-    if isinstance(hidden, Tensor):
-        seen.append(hidden.detach())
+def _take(seen: list[Tensor], out: Any) -> None:
+    """Keep a decoder layer's output: only a plain tensor (what `_Handover` can stand in for)."""
+    if isinstance(out, Tensor):
+        seen.append(out.detach())
 
 
-def _give_hidden(resid: Tensor, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if args and isinstance(args[0], Tensor):
-        if args[0].shape != resid.shape:
-            raise RuntimeError(f"kept residual {tuple(resid.shape)} != {tuple(args[0].shape)}")
-        return (resid, *args[1:]), kwargs
-    return args, {**kwargs, "hidden_states": resid}
+class _Handover(torch.nn.Module):
+    """Stands in for a decoder layer below the first hooked one: returns the kept residual (the
+    last such layer) or its input unchanged (the layers before it), computing nothing."""
+
+    def __init__(self, resid: Tensor | None) -> None:
+        super().__init__()
+        self.resid = resid
+
+    def forward(self, hidden_states: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        if self.resid is None:
+            return hidden_states
+        if self.resid.shape != hidden_states.shape:
+            raise RuntimeError(
+                f"kept residual {tuple(self.resid.shape)} != {tuple(hidden_states.shape)}"
+            )
+        return self.resid
 
 
 def prefill_mask(valid: Tensor, q0: int, s: int) -> Tensor:
