@@ -394,3 +394,24 @@ def test_a_small_kv_budget_shrinks_batches_not_results(
     assert decode_mod._rows_within_budget(run, 64, 100) == 1
     small = generate(tiny, PROMPTS, prompt_ids=IDS, max_new_tokens=NEW)
     assert [g.token_ids for g in small] == [g.token_ids for g in ref]
+
+
+def test_kept_residuals_belong_to_one_model_object_and_its_weights() -> None:
+    """An in-place weight edit is never served from residuals kept before it, and a freed
+    model's kept residuals go (a new model may get its id; an orthogonalised export shares
+    its base's weights hash)."""
+    import gc
+
+    from steering_reliability.generation import next_token_logits
+    from steering_reliability.models import tiny_model
+
+    m = tiny_model(n_layers=4, d_model=64, seed=0)
+    token = runtime_mod._model_token(m.hf_model)
+    before = next_token_logits(m, PROMPTS)
+    assert any(k[0][0] == token for k in runtime_mod._LOWER)
+    with torch.no_grad():
+        m.hf_model.model.layers[0].mlp.down_proj.weight.mul_(3.0)
+    assert not torch.equal(next_token_logits(m, PROMPTS), before)
+    del m
+    gc.collect()
+    assert not any(k[0][0] == token for k in runtime_mod._LOWER)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import weakref
 from collections import OrderedDict
@@ -213,8 +214,12 @@ class Runner:
         """Passes inside may start at the first hooked layer (see `hidden`); `context` is what
         else decides the lower layers' output besides the pass's own inputs: the ids of the
         shared prefix already in the KV cache."""
-        self._reuse = (id(self.raw), self.model.info.weights_sha256, str(self.device),
-                       str(self.dtype), tuple(int(t) for t in context))  # fmt: skip
+        # The model object itself (a token no other object gets, even after this one is freed:
+        # an orthogonalised export shares its base's weights hash) and its weights' versions (an
+        # in-place edit bumps them).
+        versions = tuple(p._version for p in self.raw.parameters())
+        self._reuse = (_model_token(self.raw), versions, str(self.device), str(self.dtype),
+                       tuple(int(t) for t in context))  # fmt: skip
         try:
             yield
         finally:
@@ -248,6 +253,23 @@ class Runner:
 
 
 _LOWER: OrderedDict[tuple[Any, ...], Tensor] = OrderedDict()
+_TOKENS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_NEXT_TOKEN = itertools.count()
+
+
+def _model_token(raw: Any) -> int:
+    """A number for this model object that no other object ever gets; its kept residuals go
+    when it is freed."""
+    token = _TOKENS.get(raw)
+    if token is None:
+        token = _TOKENS[raw] = next(_NEXT_TOKEN)
+        weakref.finalize(raw, _forget, token)
+    return token
+
+
+def _forget(token: int) -> None:
+    for key in [k for k in _LOWER if k[0][0] == token]:
+        del _LOWER[key]
 
 
 def _tensor_digest(*tensors: Tensor) -> str:
@@ -273,9 +295,10 @@ def _global_hooks() -> bool:
 
 
 def _take(seen: list[Tensor], out: Any) -> None:
-    """Keep a decoder layer's output: only a plain tensor (what `_Handover` can stand in for)."""
+    """Keep a copy of a decoder layer's output: only a plain tensor (what `_Handover` can stand
+    in for); a copy, so that a later in-place edit of the live tensor cannot reach it."""
     if isinstance(out, Tensor):
-        seen.append(out.detach())
+        seen.append(out.detach().clone())
 
 
 class _Handover(torch.nn.Module):
