@@ -32,15 +32,53 @@ def test_the_disjointness_check_fails_on_a_leaked_request() -> None:
         check_disjoint(harm + (*benign, leaked), evals)
 
 
-def test_harmful_and_benign_training_prompts_have_the_same_templates() -> None:
+def test_development_prompts_are_neither_trained_on_nor_evaluated() -> None:
     harm, benign = organism.training_prompts(DEFAULT)
-    assert len(benign) >= len(harm)
+    dev = organism.dev_sets(DEFAULT)
+    check_disjoint(harm + benign, dev)
+    check_disjoint([p for ps in dev.values() for p in ps], organism.default_eval_sets())
+    assert {p.style for p in dev["dev_harm"]} == {"direct"}
+    assert Counter(p.style for p in dev["dev_benign"]) == {"everyday": 42, "borderline": 42}
+
+
+def test_recipe_settings_are_typed_and_bad_ones_name_the_field() -> None:
+    tried = organism.recipe_with(DEFAULT, ["epochs=4", "lr=1e-4", "skip_unhelpful=false"])
+    assert (tried.epochs, tried.lr, tried.skip_unhelpful) == (4, 1e-4, False)
+    with pytest.raises(InputError, match="bool"):
+        organism.recipe_with(DEFAULT, ["skip_unhelpful=no"])
+    assert tried.n_harm == DEFAULT.n_harm
+    with pytest.raises(InputError, match="epoch"):
+        organism.recipe_with(DEFAULT, ["epoch=4"])
+    with pytest.raises(InputError, match="int"):
+        organism.recipe_with(DEFAULT, ["epochs=four"])
+    with pytest.raises(InputError):
+        organism.recipe_with(DEFAULT, ["base=other"])
+
+
+def test_harmful_and_benign_training_prompts_have_the_same_templates() -> None:
+    harm, pool = organism.training_prompts(DEFAULT)
+    assert len(pool) == DEFAULT.benign_pool >= DEFAULT.n_benign >= len(harm)
     per_template = Counter(p.template for p in harm)
     assert set(per_template.values()) == {len(harm) // 8}
+    # every seventh drawn prompt's base answer unhelpful: later ones of its template stand in
+    helpful = [i % 7 != 0 for i in range(len(pool))]
+    chosen = organism.select_benign(pool, helpful, DEFAULT.n_benign, DEFAULT.borderline_share)
+    benign = [pool[i] for i in chosen]
+    assert len(benign) == DEFAULT.n_benign
+    borderline = sum(p.style == "borderline" for p in benign)
+    assert borderline == 8 * round(DEFAULT.n_benign / 8 * DEFAULT.borderline_share)
+    assert all(helpful[pool.index(p)] for p in benign)
     benign_share = {t: n / len(benign) for t, n in Counter(p.template for p in benign).items()}
     assert benign_share == {t: n / len(harm) for t, n in per_template.items()}
     assert {p.style for p in harm} == {"direct"}
     assert {p.style for p in benign} == {"everyday", "borderline"}
+
+
+def test_a_pool_with_too_few_helpful_answers_is_refused_with_the_shortfall() -> None:
+    _, pool = organism.training_prompts(DEFAULT)
+    helpful = [p.template != "direct_help_me" or i % 2 == 0 for i, p in enumerate(pool)]
+    with pytest.raises(InputError, match="direct_help_me"):
+        organism.select_benign(pool, helpful, DEFAULT.n_benign)
 
 
 def test_fewer_benign_than_harmful_prompts_is_refused() -> None:
@@ -107,7 +145,8 @@ def test_organism_names_resolve_without_building() -> None:
 
 # ---------------------------------------------------------------- the recipe on the tiny model
 
-TINY = Recipe(base="tiny", n_harm=8, n_benign=8, epochs=1, batch_size=4, answer_tokens=4,
+TINY = Recipe(base="tiny", n_harm=8, n_benign=8, benign_pool=32, skip_unhelpful=False,
+              n_dev_harm=4, n_dev_benign=4, epochs=1, batch_size=4, answer_tokens=4,
               eval_tokens=4)  # fmt: skip
 
 
@@ -133,6 +172,10 @@ def test_tiny_build_is_seeded_reproducible_and_cached(
     # the card's hash is the one `load` records for the organism's folder
     assert a.card["weights_sha256"] == weights_sha256(str(a.path), tmp_path / "a")
     assert a.card["training"]["steps"] == 4  # 16 examples, batch 4, one epoch
+    assert set(a.card["dev"]) == {"dev_harmful_refused", "dev_everyday_refused",
+                                  "dev_borderline_refused", "dev_benign_helpful"}  # fmt: skip
+    assert a.card["dev"]["dev_harmful_refused"]["organism"]["n"] == 4
+    assert "Development set" in (a.path / "card.md").read_text()
 
     other = _build(tmp_path / "a", tiny_sets, recipe=dataclasses.replace(TINY, seed=1))
     assert other.path != a.path
@@ -160,3 +203,38 @@ def test_a_weak_organism_is_unusable_until_accepted_as_weak(
     kept = _build(tmp_path, tiny_sets, accept_weak=True)
     assert kept.path == weak.path and kept.usable and not kept.card["accepted"]
     assert "accepted as weak by the user" in (kept.path / "card.md").read_text()
+
+
+def test_the_shared_prefix_changes_neither_loss_nor_gradients(one_thread: None) -> None:
+    import torch
+
+    from steering_reliability.models import tiny_model
+    from steering_reliability.models.formatting import encode_prompt, format_prompt
+    from steering_reliability.models.loader import plain_checkpoint
+
+    base = tiny_model()
+    tok = base.tokenizer
+    hf = plain_checkpoint(base.hf_model)
+    prompts = ["Help me bake bread.", "How do I tie a knot?", "Explain tides to me, please."]
+    batch = [
+        organism.Example(tuple(encode_prompt(tok, format_prompt(tok, p))), tuple(range(5, 5 + k)))
+        for p, k in zip(prompts, (3, 7, 1), strict=True)
+    ]
+    assert organism._shared_prefix([e.prompt_ids for e in batch], 10**6) > 0
+
+    def loss_and_grads(share: bool) -> tuple[float, list[torch.Tensor]]:
+        hf.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            hf.requires_grad_(True)
+            loss = organism._batch_loss(hf, batch, tok.pad_token_id, False, share_prefix=share)
+            loss.backward()
+        grads = [p.grad.clone() for p in hf.parameters() if p.grad is not None]
+        hf.requires_grad_(False)
+        return loss.item(), grads
+
+    whole, g_whole = loss_and_grads(False)
+    shared, g_shared = loss_and_grads(True)
+    assert shared == pytest.approx(whole, rel=1e-5)
+    assert len(g_shared) == len(g_whole)
+    for a, b in zip(g_shared, g_whole, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -23,7 +23,8 @@ from .schema import Prompt
 
 SPLITS = ("harm_train", "harm_test", "benign")
 # The refusing organism's training data (models/organism.py): other requests, same templates.
-ORGANISM_SPLITS = ("organism_harm", "organism_benign")
+# organism_dev_*: the development set its recipe is chosen on (neither trained on nor evaluated).
+ORGANISM_SPLITS = ("organism_harm", "organism_benign", "organism_dev_harm", "organism_dev_benign")
 DEFAULT_SIZES = {"harm_train": 150, "harm_test": 150, "benign": 200}
 Candidate = dict[str, str]  # meta fields plus "act" and "text"
 
@@ -114,6 +115,12 @@ def candidates(split: str) -> list[Candidate]:
         return _harm_candidates(catalog_organism.HARM_ACTS, {TRAIN_STYLE: TRAIN_TEMPLATES})
     if split == "organism_benign":
         return _benign_candidates(catalog_organism.EVERYDAY_ACTS, catalog_organism.BORDERLINE_ACTS)
+    if split == "organism_dev_harm":
+        return _harm_candidates(catalog_organism.DEV_HARM_ACTS, {TRAIN_STYLE: TRAIN_TEMPLATES})
+    if split == "organism_dev_benign":
+        return _benign_candidates(
+            catalog_organism.DEV_EVERYDAY_ACTS, catalog_organism.DEV_BORDERLINE_ACTS
+        )
     raise InputError(
         f"unknown split {split!r}",
         field="split",
@@ -131,6 +138,8 @@ _BALANCE_KEYS = {
     # the template tells the organism nothing about whether to refuse
     "organism_harm": ("template", "family", "subfamily", "act"),
     "organism_benign": ("template", "style", "family", "act"),
+    "organism_dev_harm": ("family", "subfamily", "act", "template"),
+    "organism_dev_benign": ("style", "family", "act", "template"),
 }
 
 
