@@ -499,6 +499,12 @@ def card_markdown(card: Mapping[str, Any]) -> str:
     def cell(e: Mapping[str, Any]) -> str:
         return f"{e['rate']:.2f} [{e['lo']:.2f}, {e['hi']:.2f}] (n={e['n']})"
 
+    def measures(rates: Mapping[str, Any]) -> str:
+        rows = [
+            [k.replace("_", " "), cell(v["organism"]), cell(v["base"])] for k, v in rates.items()
+        ]
+        return table(["measure", "organism", "base"], rows)
+
     verdict = (
         "accepted"
         if card["accepted"]
@@ -527,26 +533,14 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         "",
         "## Refusal and helpfulness (organism vs base)",
         "",
-        table(
-            ["measure", "organism", "base"],
-            [
-                [k.replace("_", " "), cell(v["organism"]), cell(v["base"])]
-                for k, v in card["rates"].items()
-            ],
-        ),
+        measures(card["rates"]),
         "",
     ]
     if card.get("dev"):
         lines += [
             "## Development set (the recipe was chosen on it; not an acceptance check)",
             "",
-            table(
-                ["measure", "organism", "base"],
-                [
-                    [k.replace("_", " "), cell(v["organism"]), cell(v["base"])]
-                    for k, v in card["dev"].items()
-                ],
-            ),
+            measures(card["dev"]),
             "",
         ]
     for field in ("style", "family"):
