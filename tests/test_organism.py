@@ -62,8 +62,15 @@ def test_harmful_and_benign_training_prompts_have_the_same_templates() -> None:
     assert set(per_template.values()) == {len(harm) // 8}
     # every seventh drawn prompt's base answer unhelpful: later ones of its template stand in
     helpful = [i % 7 != 0 for i in range(len(pool))]
-    chosen = organism.select_benign(pool, helpful, DEFAULT.n_benign, DEFAULT.borderline_share)
+    chosen, gave_way = organism.select_benign(
+        pool, helpful, DEFAULT.n_benign, DEFAULT.borderline_share
+    )
     benign = [pool[i] for i in chosen]
+    # every unhelpful prompt before the last kept one of its (template, style) gave way
+    last = {(p.template, p.style): i for i, p in enumerate(pool) if i in set(chosen)}
+    assert gave_way == sum(
+        not helpful[i] and i < last[p.template, p.style] for i, p in enumerate(pool)
+    )
     assert len(benign) == DEFAULT.n_benign
     borderline = sum(p.style == "borderline" for p in benign)
     assert borderline == 8 * round(DEFAULT.n_benign / 8 * DEFAULT.borderline_share)
@@ -84,6 +91,51 @@ def test_a_pool_with_too_few_helpful_answers_is_refused_with_the_shortfall() -> 
 def test_fewer_benign_than_harmful_prompts_is_refused() -> None:
     with pytest.raises(InputError, match="at least as many benign"):
         Recipe(base="x", n_harm=20, n_benign=10)
+
+
+@pytest.mark.parametrize("share", [-0.5, 1.2, float("nan")])
+def test_a_borderline_share_outside_0_1_is_refused(share: float) -> None:
+    with pytest.raises(InputError, match="borderline_share"):
+        Recipe(base="x", borderline_share=share)
+
+
+def test_benign_examples_pair_each_kept_prompt_with_its_own_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from steering_reliability.models import tiny_model
+    from steering_reliability.models.formatting import encode_prompt, format_prompt
+
+    base = tiny_model()
+    harm, pool = organism.training_prompts(DEFAULT)
+    pool = pool[:64]
+    recipe = dataclasses.replace(DEFAULT, n_harm=8, n_benign=16, benign_pool=64)
+    helpful_text = (
+        "Sure. First, gather what you need. Then follow these steps: 1. Plan it. 2. Do it."
+    )
+
+    def fake_greedy(model: Any, prompts: Any, tokens: int, **kw: Any) -> list[Any]:
+        return [
+            SimpleNamespace(  # every third one a refusal; token ids name the prompt
+                text="I'm sorry, but I can't help with that." if i % 3 == 0 else helpful_text,
+                token_ids=(1000 + i,),
+            )
+            for i, _ in enumerate(prompts)
+        ]
+
+    monkeypatch.setattr(organism, "_greedy", fake_greedy)
+    data, gave_way = organism.examples(
+        base, recipe, harm[:8], pool, cache_dir=Path("unused"), progress=False
+    )
+    benign = data[8:]
+    assert len(benign) == 16
+    assert all((e.answer_ids[0] - 1000) % 3 != 0 for e in benign)  # no refusal kept
+    tok = base.tokenizer
+    for e in benign:  # each answer belongs to the prompt it is trained on
+        p = pool[e.answer_ids[0] - 1000]
+        assert e.prompt_ids == tuple(encode_prompt(tok, format_prompt(tok, p.prompt)))
+    assert gave_way > 0
 
 
 @pytest.mark.parametrize("text", REFUSALS)
@@ -205,7 +257,17 @@ def test_a_weak_organism_is_unusable_until_accepted_as_weak(
     assert "accepted as weak by the user" in (kept.path / "card.md").read_text()
 
 
-def test_the_shared_prefix_changes_neither_loss_nor_gradients(one_thread: None) -> None:
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [("Help me bake bread.", 3), ("How do I tie a knot?", 7), ("Explain tides to me.", 1)],
+        [("Help me bake bread.", 4)],  # one row: all but its last prompt token is shared
+        [("How do I tie a knot?", 2), ("How do I tie a knot?", 5)],  # identical prompts
+    ],
+)
+def test_the_shared_prefix_changes_neither_loss_nor_gradients(
+    rows: list[tuple[str, int]], one_thread: None
+) -> None:
     import torch
 
     from steering_reliability.models import tiny_model
@@ -215,12 +277,12 @@ def test_the_shared_prefix_changes_neither_loss_nor_gradients(one_thread: None) 
     base = tiny_model()
     tok = base.tokenizer
     hf = plain_checkpoint(base.hf_model)
-    prompts = ["Help me bake bread.", "How do I tie a knot?", "Explain tides to me, please."]
     batch = [
         organism.Example(tuple(encode_prompt(tok, format_prompt(tok, p))), tuple(range(5, 5 + k)))
-        for p, k in zip(prompts, (3, 7, 1), strict=True)
+        for p, k in rows
     ]
-    assert organism._shared_prefix([e.prompt_ids for e in batch], 10**6) > 0
+    shortest = min(len(e.prompt_ids) for e in batch)
+    assert organism._shared_prefix([e.prompt_ids for e in batch], shortest - 1) > 0
 
     def loss_and_grads(share: bool) -> tuple[float, list[torch.Tensor]]:
         hf.zero_grad(set_to_none=True)

@@ -90,6 +90,13 @@ class Recipe:
     max_helpful_drop: float = 0.1  # acceptance: benign helpful rate, base minus organism
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.borderline_share <= 1.0:  # also refuses nan
+            raise InputError(
+                "the organism's borderline share is not a fraction",
+                field="borderline_share",
+                value=self.borderline_share,
+                expected="a number in [0, 1]",
+            )
         if self.benign_pool < self.n_benign:
             raise InputError(
                 "the organism's benign pool is smaller than its benign training set",
@@ -136,23 +143,29 @@ def training_prompts(recipe: Recipe) -> tuple[tuple[Prompt, ...], tuple[Prompt, 
 
 def select_benign(
     pool: Sequence[Prompt], helpful: Sequence[bool], n: int, borderline_share: float = 0.5
-) -> list[int]:
+) -> tuple[list[int], int]:
     """Indices of the benign training prompts: in pool order, only those whose base answer is
     helpful, as many per template as the pool's first `n` hold (so the harmful and benign
-    template counts stay equal), `borderline_share` of each template's borderline. InputError
-    if the pool runs out."""
+    template counts stay equal), `borderline_share` of each template's borderline (rounded half
+    up). Also how many prompts gave way: unhelpful ones met while their quota was still open.
+    InputError if the pool runs out."""
+    import math
     from collections import Counter
 
     quota: Counter[tuple[str | None, str | None]] = Counter()
     for t, q in Counter(p.template for p in pool[:n]).items():
-        quota[t, "borderline"] = round(q * borderline_share)
+        quota[t, "borderline"] = math.floor(q * borderline_share + 0.5)
         quota[t, "everyday"] = q - quota[t, "borderline"]
     taken: Counter[tuple[str | None, str | None]] = Counter()
     chosen: list[int] = []
+    gave_way = 0
     for i, (p, ok) in enumerate(zip(pool, helpful, strict=True)):
-        if ok and taken[p.template, p.style] < quota[p.template, p.style]:
-            taken[p.template, p.style] += 1
-            chosen.append(i)
+        if taken[p.template, p.style] < quota[p.template, p.style]:
+            if ok:
+                taken[p.template, p.style] += 1
+                chosen.append(i)
+            else:
+                gave_way += 1
     short = {f"{t}/{s}": q - taken[t, s] for (t, s), q in quota.items() if taken[t, s] < q}
     if short:
         raise InputError(
@@ -161,7 +174,7 @@ def select_benign(
             value=len(pool),
             expected=f"a larger pool (missing: {dict(sorted(short.items()))})",
         )
-    return sorted(chosen)
+    return chosen, gave_way
 
 
 def dev_sets(recipe: Recipe) -> dict[str, tuple[Prompt, ...]]:
@@ -232,8 +245,7 @@ def examples(
     end = tok.eos_token_id
     drawn = _greedy(base, benign, recipe.answer_tokens, cache_dir=cache_dir, progress=progress)
     ok = [helpfulness(g.text).is_helpful or not recipe.skip_unhelpful for g in drawn]
-    keep = select_benign(benign, ok, recipe.n_benign, recipe.borderline_share)
-    unhelpful = sum(not x for x in ok[: keep[-1] + 1])
+    keep, unhelpful = select_benign(benign, ok, recipe.n_benign, recipe.borderline_share)
     benign = [benign[i] for i in keep]
     answers = [drawn[i] for i in keep]
 
@@ -274,7 +286,8 @@ def _batch_loss(
     The prefix every sequence of the batch starts with (the chat template's system prompt, about
     half of each sequence) runs once, and the rest of the batch attends to its keys and values;
     the gradient flows back through them, so loss and gradients are those of the whole batch
-    run row by row (a test compares them)."""
+    run row by row (a test compares them in float32; under bf16 autocast they agree to bf16's
+    rounding)."""
     import torch
     import torch.nn.functional as F
 
@@ -741,10 +754,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         recipe = recipe_with(recipe_for(args.name), args.set)
+        found = build(args.name, recipe=recipe, accept_weak=args.accept_weak, progress=True)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    found = build(args.name, recipe=recipe, accept_weak=args.accept_weak, progress=True)
     print((found.path / "card.md").read_text())
     print(f"weights and card: {found.path}")
     if not found.usable:
