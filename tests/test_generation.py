@@ -415,3 +415,22 @@ def test_kept_residuals_belong_to_one_model_object_and_its_weights() -> None:
     del m
     gc.collect()
     assert not any(k[0][0] == token for k in runtime_mod._LOWER)
+
+
+def test_a_hook_that_edits_its_input_in_place_cannot_reach_the_kept_residual(tiny: Any) -> None:
+    """The kept residual is handed over as a copy, so a hook at the first hooked layer that
+    edits its input in place changes this pass only, not the passes served after it."""
+    from steering_reliability.generation import next_token_logits
+
+    def bump(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        (kwargs.get("hidden_states") if not args else args[0]).add_(0.5)
+
+    runtime_mod._LOWER.clear()
+    handle = tiny.hf_model.model.layers[2].register_forward_pre_hook(bump, with_kwargs=True)
+    try:
+        assert runtime_mod.Runner(tiny).first_hooked_layer() == 2
+        reads = [next_token_logits(tiny, PROMPTS) for _ in range(3)]  # computed, then served
+    finally:
+        handle.remove()
+    assert runtime_mod._LOWER
+    assert torch.equal(reads[1], reads[0]) and torch.equal(reads[2], reads[0])

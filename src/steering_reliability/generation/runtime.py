@@ -316,7 +316,7 @@ class _Handover(torch.nn.Module):
             raise RuntimeError(
                 f"kept residual {tuple(self.resid.shape)} != {tuple(hidden_states.shape)}"
             )
-        return self.resid
+        return self.resid.clone()  # a copy: a hook editing its input in place cannot reach it
 
 
 def prefill_mask(valid: Tensor, q0: int, s: int) -> Tensor:
