@@ -90,28 +90,22 @@ class Recipe:
     max_helpful_drop: float = 0.1  # acceptance: benign helpful rate, base minus organism
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.borderline_share <= 1.0:  # also refuses nan
-            raise InputError(
-                "the organism's borderline share is not a fraction",
-                field="borderline_share",
-                value=self.borderline_share,
-                expected="a number in [0, 1]",
-            )
-        if self.benign_pool < self.n_benign:
-            raise InputError(
-                "the organism's benign pool is smaller than its benign training set",
-                field="benign_pool",
-                value=self.benign_pool,
-                expected=f">= n_benign ({self.n_benign})",
-            )
-        if self.n_benign < self.n_harm:
-            raise InputError(
-                "the organism needs at least as many benign as harmful training prompts",
-                field="n_benign",
-                value=self.n_benign,
-                expected=f">= n_harm ({self.n_harm})",
-                hint="with fewer, the model learns the shared templates instead of the harm",
-            )
+        checks = (  # (holds, field, problem, expected, hint)
+            (0.0 <= self.borderline_share <= 1.0, "borderline_share",  # refuses nan too
+             "the organism's borderline share is not a fraction", "a number in [0, 1]", None),
+            (self.benign_pool >= self.n_benign, "benign_pool",
+             "the organism's benign pool is smaller than its benign training set",
+             f">= n_benign ({self.n_benign})", None),
+            (self.n_benign >= self.n_harm, "n_benign",
+             "the organism needs at least as many benign as harmful training prompts",
+             f">= n_harm ({self.n_harm})",
+             "with fewer, the model learns the shared templates instead of the harm"),
+        )  # fmt: skip
+        for holds, field, problem, expected, hint in checks:
+            if not holds:
+                raise InputError(
+                    problem, field=field, value=getattr(self, field), expected=expected, hint=hint
+                )
 
 
 def recipe_for(name: str) -> Recipe:
@@ -636,15 +630,14 @@ def build(
     dev = dev_sets(recipe)
     # the base's weights hash names the organism; the base itself is loaded only to build it
     base_sha = base.info.weights_sha256 if base is not None else weights_sha256(recipe.base, cache)
+    prompts = {
+        "train": _prompt_digest(harm + benign),
+        "eval": {s: _prompt_digest(p) for s, p in eval_sets.items()},
+        "dev": {s: _prompt_digest(p) for s, p in dev.items()},
+    }
     key = digest(
-        {
-            "version": RECIPE_VERSION,
-            "recipe": dataclasses.asdict(recipe),
-            "base": base_sha,
-            "train": _prompt_digest(harm + benign),
-            "eval": {s: _prompt_digest(p) for s, p in eval_sets.items()},
-            "dev": {s: _prompt_digest(p) for s, p in dev.items()},
-        }
+        {"version": RECIPE_VERSION, "recipe": dataclasses.asdict(recipe), "base": base_sha}
+        | prompts
     )
 
     def fill(folder: Path) -> None:
@@ -680,9 +673,9 @@ def build(
                 "n_benign": recipe.n_benign,
                 "benign_pool": len(benign),
                 "benign_unhelpful_base_answers_skipped": unhelpful,
-                "train_prompts": _prompt_digest(harm + benign),
-                "eval_prompts": {s: _prompt_digest(p) for s, p in eval_sets.items()},
-                "dev_prompts": {s: _prompt_digest(p) for s, p in dev.items()},
+                "train_prompts": prompts["train"],
+                "eval_prompts": prompts["eval"],
+                "dev_prompts": prompts["dev"],
                 "leaking_pairs": 0,
             },
             "training": log,
