@@ -33,8 +33,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config value, an unknown model, an unreadable or invalid prompt file, layers an embedded
     model lacks, and a model organism that misses its acceptance targets (built here first if
     it is not in the cache)."""
+    from steering_reliability import behaviours
+
+    for name, b in behaviours.registered().items():  # -m toxicity, on every process
+        if name != "refusal":
+            config.addinivalue_line("markers", f"{name}: the {name} behaviour's cases "
+                                    f"(experiments/test_behaviours.py): {b.description}")  # fmt: skip
     if hasattr(config, "workerinput") or config.option.help or config.option.version:
         return
+    from steering_reliability.behaviour_run import check_files
     from steering_reliability.errors import ConfigError, SteeringReliabilityError
     from steering_reliability.experiment import select_prompts
     from steering_reliability.models.loader import check_model_name, default_cache_dir
@@ -45,6 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
         cfg = _config_at_collection(config)
         check_model_name(cfg.model.name)
         select_prompts(cfg)  # reads and validates every prompt file
+        check_files(cfg)  # and every listed behaviour's prompt and pairs files
         ce_text = cfg.resolve_path(cfg.refusal_direction.ce_text)
         if not ce_text.is_file():
             raise ConfigError("the general text for CE is not a file", file=cfg.source or None,
@@ -68,9 +76,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     cases too (its generations are cached, so this costs seconds once they exist)."""
     everything = list(items)
     result = yield  # -k / -m deselect inside
-    if any(_reads_baseline(i) for i in items):
+    wanted = {_baseline_of(i) for i in items} - {None}
+    if wanted:
         kept = set(items)
-        needed = [i for i in everything if _is_baseline_case(i) and i not in kept]
+        needed = [i for i in everything if _baseline_kind(i) in wanted and i not in kept]
         if needed:
             items[:0] = needed
             reporter = config.pluginmanager.get_plugin("terminalreporter")
@@ -84,12 +93,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     return result
 
 
-def _is_baseline_case(item: pytest.Item) -> bool:
-    return getattr(item, "originalname", "") == "test_baseline"
+def _baseline_kind(item: pytest.Item) -> str | None:
+    """Which baseline a baseline case records: refusal's, or a behaviour's (by name)."""
+    name = getattr(item, "originalname", "")
+    if name == "test_baseline":
+        return "refusal"
+    if name == "test_behaviour_baseline":
+        return str(item.callspec.params["behaviour"])  # type: ignore[attr-defined]
+    return None
 
 
-def _reads_baseline(item: pytest.Item) -> bool:
-    return not _is_baseline_case(item) and "baseline" in getattr(item, "fixturenames", ())
+def _baseline_of(item: pytest.Item) -> str | None:
+    """The baseline a (non-baseline) case is compared with, if any."""
+    if _baseline_kind(item) is not None:
+        return None
+    names = getattr(item, "fixturenames", ())
+    if "bcase" in names:
+        return str(item.callspec.params["bcase"].behaviour)  # type: ignore[attr-defined]
+    return "refusal" if "baseline" in names else None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -107,6 +128,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("rd_layer", layers, ids=[f"layer{i}-scan" for i in layers])
     if {"gen_source", "gen_layer", "gen_setting"} & set(metafunc.fixturenames):
         _generalisation_params(metafunc, _config_at_collection(metafunc.config))
+    if {"behaviour", "bcase"} & set(metafunc.fixturenames):
+        _behaviour_params(metafunc, _config_at_collection(metafunc.config))
     if "rd_setting" in metafunc.fixturenames:  # evaluation settings (+ the base's direction)
         from steering_reliability.refusal_direction import settings_for
 
@@ -129,6 +152,21 @@ def _generalisation_params(metafunc: pytest.Metafunc, cfg: Config) -> None:
         metafunc.parametrize("gen_layer", layers, ids=[f"layer{i}-families" for i in layers])
     if "gen_setting" in metafunc.fixturenames:
         metafunc.parametrize("gen_setting", gen.equal_kl_settings(cfg))
+
+
+def _behaviour_params(metafunc: pytest.Metafunc, cfg: Config) -> None:
+    """The behaviours beside refusal: one case per behaviour (baseline, sanity checks) or per
+    behaviour x layer x alpha, each marked with its behaviour's name (`-m toxicity`)."""
+    from steering_reliability.behaviour_run import behaviour_cases
+
+    if "bcase" in metafunc.fixturenames:
+        cases = behaviour_cases(cfg)
+        params = [pytest.param(c, id=c.id, marks=getattr(pytest.mark, c.behaviour)) for c in cases]
+        metafunc.parametrize("bcase", params)
+    if "behaviour" in metafunc.fixturenames:
+        names = list(cfg.behaviours)
+        params = [pytest.param(n, id=n, marks=getattr(pytest.mark, n)) for n in names]
+        metafunc.parametrize("behaviour", params)
 
 
 def _pin_threads() -> None:
@@ -264,3 +302,73 @@ def baseline(
         for split in order
     }
     return {split: found[split] for split in names}
+
+
+class BehaviourState:
+    """One behaviour in this worker: its run, evaluated prompts, directions at its layers and
+    sanity layer (one pass over the pairs), and its unsteered generations (shared cache)."""
+
+    def __init__(self, run: Any, model: Any) -> None:
+        self.run = run
+        self.model = model
+        self.prompts = run.prompts()
+        self.directions = run.directions(model, sorted({*run.layers, run.sanity_layer()}))
+        self._baseline: dict[str, list[Any]] = {}
+
+    def baseline(self, split: str) -> list[Any]:
+        if split not in self._baseline:
+            self._baseline[split] = self.run.baseline(self.model, split, self.prompts[split])
+        return self._baseline[split]
+
+    @property
+    def sanity_prompts(self) -> tuple[Any, ...]:
+        """The first n_sanity evaluated prompts of the learn set's select part."""
+        learn = self.run.behaviour.split("learn")
+        parts = self.run.parts(learn)
+        chosen = [p for p in self.prompts[learn] if parts[p.id] == "select"]
+        return tuple(chosen[: self.run.settings.n_sanity])
+
+    @property
+    def sanity_tokens(self) -> int:
+        return min(24, self.run.settings.max_new_tokens)
+
+
+@pytest.fixture(scope="session")
+def behaviour_state(sr_config: Config, sr_run: Any, model: Any) -> Any:
+    """name -> BehaviourState, built on first use in this worker (read-only)."""
+    from steering_reliability.behaviour_run import BehaviourRun
+
+    states: dict[str, BehaviourState] = {}
+
+    def get(name: str) -> BehaviourState:
+        if name not in states:
+            run = BehaviourRun(sr_config, name)
+            states[name] = BehaviourState(run, model)
+            sr_run.annotate(f"behaviour:{name}", _behaviour_record(states[name]))
+        return states[name]
+
+    return get
+
+
+def _behaviour_record(st: BehaviourState) -> dict[str, Any]:
+    """What run.json keeps of a behaviour: files, scorer, pairs and the parts of its prompts."""
+    run = st.run
+    b = run.behaviour
+    keys = [*b.split_names, *(["pairs"] if b.recipe == "contrastive_pairs" else [])]
+    calibration = b.calibrate(run.scorer, run.settings.threshold) if b.calibrate else None
+    return {
+        "description": b.description,
+        "calibration": calibration,
+        "recipe": b.recipe,
+        "sets": list(b.split_names),  # in role order: learn, shifted, control
+        "scorer": getattr(run.scorer, "name", type(run.scorer).__name__),
+        "files": {k: str(run.file(k)) for k in keys},
+        "pair_ids": [p.id for p in run.pairs()],
+        "parts": {
+            split: {
+                part: [p.id for p in prompts if run.parts(split)[p.id] == part]
+                for part in ("select", "report")
+            }
+            for split, prompts in st.prompts.items()
+        },
+    }

@@ -6,7 +6,6 @@ which checks passed and with what values. Sizes come from the config's `sanity` 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 
 from steering_reliability import checks
 from steering_reliability.checks import Verdict
-from steering_reliability.config import Config, config_hash, sanity_layer
+from steering_reliability.config import Config, sanity_layer
 from steering_reliability.experiment import steering_for
 
 pytestmark = [pytest.mark.sanity, pytest.mark.experiment]
@@ -59,7 +58,7 @@ class Sanity:
     def conclude(self, v: Verdict, **extra: Any) -> None:
         """Record the verdict row, then make the pytest outcome say the same thing: a failed
         check fails, an inconclusive one is skipped with its reason (never shown as passed)."""
-        self.record.rows([_summary_row(self.cfg, self.run_id, v, self.layer, **extra)])
+        self.record.rows([checks.verdict_row(self.cfg, self.run_id, v, layer=self.layer, **extra)])
         if v.verdict == "failed":
             pytest.fail(f"{v.name} failed: {v.reason}", pytrace=False)
         if v.verdict == "inconclusive":
@@ -82,33 +81,6 @@ def _refusal_flags(cfg: Config, prompts: Sequence[Any], gens: Sequence[Any]) -> 
     t = cfg.metrics.refusal_threshold
     flags = [float(refusal(g.text, threshold=t).is_refusal) for g in gens]
     return pd.Series(flags, index=[p.id for p in prompts])
-
-
-def _summary_row(cfg: Config, run_id: str, v: Verdict, layer: int, **extra: Any) -> dict[str, Any]:
-    """A non-prompt row carrying one sanity check's headline number, verdict and reason."""
-    return {
-        "run_id": run_id,
-        "config_hash": config_hash(cfg),
-        "experiment": f"sanity:{v.name}",
-        "case_id": f"sanity-{v.name}",
-        "model": cfg.model.name,
-        "split": "",
-        "prompt_id": "",
-        "layer": layer,
-        "hook_point": cfg.direction.hook_point,
-        "intervention": "",
-        "alpha": float(cfg.sanity.alpha),
-        "alpha_scale": cfg.direction.alpha_scale,
-        "direction_method": cfg.direction.method,
-        "direction_variant": "main",
-        "seed": cfg.seed,
-        "value": float(v.value),
-        "passed": v.passed,
-        "verdict": v.verdict,
-        "extra_json": json.dumps(
-            {"reason": v.reason, **v.details, **extra}, sort_keys=True, default=float
-        ),
-    }
 
 
 def _refusal_measure(model: Any, cfg: Config, prompts: Sequence[Any]) -> Any:

@@ -38,9 +38,10 @@ def test_shipped_configs_load_and_differ() -> None:
 # Per config: as loaded, and with model.device cpu and model.dtype float32 (what `resolved_for_machine` gives on a CPU where auto
 # means float32; the run identity there, unchanged since device "cpu" was the default). A change
 # here starts new runs: change the literals only with the config.
+# The behaviours section (toxicity) changed them again.
 PINNED_HASHES = [
-    ("default", "ce9ec0829021c746", "2a50bc55252a430a"),
-    ("fast", "1b3a6eb65f02747b", "f6d86e2109a39ff2"),
+    ("default", "c3b9602449d98ecc", "d5685e90631737c1"),
+    ("fast", "5d46aa746d19c326", "05bae38fb530b665"),
 ]
 
 
@@ -58,15 +59,19 @@ def test_shipped_config_hashes_are_pinned(name: str, as_loaded: str, float32: st
 def test_fast_with_a_config_is_that_config_at_fast_yaml_sizes() -> None:
     from steering_reliability.records.plugin import fast_overrides
 
-    sizes = fast_overrides(CONFIG_DIR.parent)
+    sizes = fast_overrides(CONFIG_DIR.parent, CONFIG_DIR / "default.yaml")
     assert "model.name" not in sizes and sizes["generation.max_new_tokens"] == 24
     # default.yaml at fast.yaml's sizes is fast.yaml (so `--fast` means the same either way)
     assert config_hash(load_config(CONFIG_DIR / "default.yaml", sizes)) == config_hash(
         load_config(CONFIG_DIR / "fast.yaml")
     )
+    # a behaviour's fast sizes apply where the config lists it: --fast adds none to organism.yaml
+    sizes = fast_overrides(CONFIG_DIR.parent, CONFIG_DIR / "organism.yaml")
+    assert not [k for k in sizes if k.startswith("behaviours.")]
     organism, fast = (load_config(CONFIG_DIR / "organism.yaml", sizes),
                       load_config(CONFIG_DIR / "fast.yaml"))  # fmt: skip
-    assert organism.model.name == "smollm2-135m-refusal"
+    assert organism.model.name == "smollm2-135m-refusal" and organism.behaviours == {}
+    fast = dataclasses.replace(fast, behaviours={})
     # the generalisation map bypasses the organism's refusal (ablation at alpha 1) instead of
     # inducing it; at fast.yaml's sizes like the rest
     assert (organism.generalisation.intervention, organism.generalisation.transfer_alpha) == (

@@ -45,7 +45,9 @@ def test_bare_pytest_collects_only_the_tests() -> None:
 @pytest.mark.slow
 def test_marker_selection_without_a_path_means_the_experiments() -> None:
     ids = collected("-m", "sanity")
-    assert ids and all(i.startswith("experiments/test_sanity.py::") for i in ids)
+    assert ids and all(i.startswith(("experiments/test_sanity.py::",
+                                     "experiments/test_behaviours.py::")) for i in ids)  # fmt: skip
+    assert any("::test_behaviour_random_direction_of_equal_norm[toxicity]" in i for i in ids)
 
 
 @pytest.mark.slow
@@ -57,9 +59,14 @@ def test_a_negated_marker_still_means_the_tests() -> None:
 @pytest.mark.slow
 def test_a_layer_selection_keeps_the_baseline_it_is_compared_with() -> None:
     ids = collected("experiments", "-k", "layer12")
-    baseline = [i for i in ids if "::test_baseline[" in i]
-    sweep = [i for i in ids if "::test_sweep[" in i]
-    assert len(baseline) == 3 and sweep and all("layer12" in i for i in sweep)
+    baseline = [i for i in ids if "::test_baseline[" in i or "::test_behaviour_baseline[" in i]
+    sweep = [i for i in ids if "::test_sweep[" in i or "::test_behaviour_sweep[" in i]
+    assert len(baseline) == 4 and sweep and all("layer12" in i for i in sweep)
     assert ids[: len(baseline)] == baseline  # first: every case reads them
+    # a behaviour's cases keep only that behaviour's baseline
+    tox = collected("experiments", "-m", "toxicity", "-k", "layer12")
+    assert [i for i in tox if "baseline" in i] == [
+        "experiments/test_behaviours.py::test_behaviour_baseline[toxicity]"
+    ]
     assert not [i for i in collected("experiments", "-k", "layer12 and ablate and a4")
                 if "::test_sweep[" in i and "ablate-a4" not in i]  # fmt: skip

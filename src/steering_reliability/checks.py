@@ -13,7 +13,7 @@ behaviour and can be driven by a toy measure in tests.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -271,6 +271,7 @@ def equivalence(name: str, diff: Any, margin: float, said: str) -> Verdict:
 def template_agreement(
     main: Tensor, alt: Tensor, base: Any, f_main: Any, f_alt: Any, *, min_cosine: float = 0.3,
     min_raise: float = 0.2, margin: float = 0.35,
+    what: str = "the main and the alternate-prefix direction",
 ) -> Verdict:  # fmt: skip
     """A direction built from other prefix wording: related (cosine) and equally effective.
 
@@ -282,10 +283,9 @@ def template_agreement(
     from .analysis.stats import diff_ci
 
     name = "template_robustness"
-    agree = direction_agreement(name, main, alt, min_cosine=min_cosine,
-                                what="the main and the alternate-prefix direction")  # fmt: skip
+    agree = direction_agreement(name, main, alt, min_cosine=min_cosine, what=what)
     r_base, r_main, r_alt = float(base.mean()), float(f_main.mean()), float(f_alt.mean())
-    said = (f"{agree.reason}; refusal unsteered {r_base:.2f}, main {r_main:.2f}, alternate "
+    said = (f"{agree.reason}; rate unsteered {r_base:.2f}, main {r_main:.2f}, alternate "
             f"{r_alt:.2f}")  # fmt: skip
     same = equivalence(name, diff_ci(f_main, f_alt), margin, said)
     details = {**agree.details, **same.details, "rate_baseline": r_base, "rate_main": r_main,
@@ -296,3 +296,52 @@ def template_agreement(
         weak = f"{same.reason}; a direction raises the rate by < {min_raise:g}"
         return Verdict(name, "inconclusive", agree.value, weak, details)
     return Verdict(name, same.verdict, agree.value, same.reason, details)
+
+
+def verdict_row(
+    cfg: Any,
+    run_id: str,
+    v: Verdict,
+    *,
+    layer: int,
+    behaviour: str = "refusal",
+    alpha: float | None = None,
+    site: Mapping[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A non-prompt row carrying one sanity check's headline number, verdict and reason.
+
+    Refusal's checks are named `sanity:<check>`; another behaviour's `sanity:<behaviour>_<check>`
+    (so the report's sanity table lists every behaviour's checks side by side). `site` replaces
+    the refusal direction's columns for a behaviour with a direction of its own.
+    """
+    import json
+
+    from .config import config_hash
+
+    name = v.name if behaviour == "refusal" else f"{behaviour}_{v.name}"
+    return {
+        "run_id": run_id,
+        "config_hash": config_hash(cfg),
+        "experiment": f"sanity:{name}",
+        "case_id": f"sanity-{name}",
+        "model": cfg.model.name,
+        "split": "",
+        "prompt_id": "",
+        "layer": layer,
+        "hook_point": cfg.direction.hook_point,
+        "intervention": "",
+        "alpha": float(cfg.sanity.alpha if alpha is None else alpha),
+        "alpha_scale": cfg.direction.alpha_scale,
+        "direction_method": cfg.direction.method,
+        "direction_variant": "main",
+        "seed": cfg.seed,
+        "value": float(v.value),
+        "passed": v.passed,
+        "verdict": v.verdict,
+        "behaviour": behaviour,
+        "extra_json": json.dumps(
+            {"reason": v.reason, **v.details, **extra}, sort_keys=True, default=float
+        ),
+        **(site or {}),
+    }

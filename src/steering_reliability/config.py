@@ -237,6 +237,39 @@ class GeneralisationConfig:
 
 
 @dataclass(frozen=True, config=_NO_UNKNOWN_KEYS)
+class BehaviourConfig:
+    """One behaviour beside refusal (behaviours/, experiments/test_behaviours.py): its layer x
+    alpha grid of activation addition, sizes, decoding and scorer. Defaults: the CAA toxicity
+    seed (alphas -1 .. 1.5 with alpha 0 as the shared baseline, T = 0.7, top-p 0.9, 20 pairs
+    mean-pooled over their last 32 tokens)."""
+
+    layers: Annotated[
+        tuple[StrictInt, ...] | None, BeforeValidator(lambda v: v if v is None or
+                                                      isinstance(v, (list, tuple)) else [v]),
+        _rule("null (sweep.layers) or a non-empty list of distinct layers",
+              lambda v: v is None or (bool(v) and len(set(v)) == len(v))),
+    ] = None  # fmt: skip
+    alphas: Annotated[
+        tuple[Number, ...], Listed,
+        _rule("a non-empty list of distinct non-zero alphas (negative ones steer away)",
+              lambda v: bool(v) and len(set(v)) == len(v) and 0 not in v,
+              "alpha 0 is the shared baseline and is always run; leave it out"),
+    ] = (-1.0, 0.5, 1.0, 1.5)  # fmt: skip
+    n_prompts: Count = 60  # per split: half from each part (select, report); null: all
+    n_pairs: Count = 20  # contrastive pairs the direction is learned from (null: all)
+    pair_tokens: Positive = 32  # each pair's residuals are mean-pooled over its last tokens
+    max_new_tokens: Positive = 40
+    temperature: Annotated[Number, _rule(">= 0 (0 = greedy)", lambda v: v >= 0)] = 0.7
+    top_p: Annotated[Number, _rule("in (0, 1]", lambda v: 0 < v <= 1)] = 0.9
+    threshold: Fraction = 0.5  # the scorer's score -> flag
+    scorer: StrictStr | None = None  # null: the behaviour's default scorer
+    # split name (or "pairs") -> a prompt file of your own (e.g. an ingested dataset export)
+    files: dict[StrictStr, StrictStr] = dataclasses.field(default_factory=dict)
+    n_sanity: Positive = 16  # prompts of the sanity checks (learn split, select part)
+    sanity_alpha: Number | None = None  # null: the largest alpha of the grid
+
+
+@dataclass(frozen=True, config=_NO_UNKNOWN_KEYS)
 class Config:
     """The whole resolved configuration of one run."""
 
@@ -249,6 +282,10 @@ class Config:
     sanity: Annotated[SanityConfig, Section] = SanityConfig()
     refusal_direction: Annotated[RefusalDirectionConfig, Section] = RefusalDirectionConfig()
     generalisation: Annotated[GeneralisationConfig, Section] = GeneralisationConfig()
+    # behaviours beside refusal to run (name -> its settings); {} runs none
+    behaviours: Annotated[dict[StrictStr, BehaviourConfig], Section] = dataclasses.field(
+        default_factory=dict
+    )
     seed: StrictInt = 0
     source: StrictStr = ""  # the file it was read from (not part of the hash)
 
@@ -302,6 +339,8 @@ def _config_error(exc: pydantic.ValidationError, file: str, data: dict[Any, Any]
     problem, expected, hint = _TYPE_ERRORS.get(kind, (err["msg"], None, None))
     if kind in _UNKNOWN_KEY:
         section = getattr(Config(), str(loc[0])) if len(loc) > 1 else Config
+        if loc[0] == "behaviours":  # behaviours.<name>.<key>
+            section = BehaviourConfig
         names = [f.name for f in dataclasses.fields(section)]
         problem, expected, hint = "unknown config key", None, suggest(str(loc[-1]), names)
         loc = (*loc[:-1], str(loc[-1]))  # a key, even when YAML read it as a number
@@ -385,6 +424,7 @@ _POSITION_FOR = {  # direction.method -> (the position it needs, why)
 def validate(cfg: Config, *, file: str | None = None) -> None:
     """The checks across fields. Each field's own values are checked when a Config is built, the
     layer range by `validate_for_model`."""
+    _validate_behaviours(cfg, file)
     d = cfg.direction  # contrastive_prefix cannot read at last_prompt; diff_in_means must
     if (d.position == "last_prompt") != (d.method == "contrastive_prefix"):
         return
@@ -399,9 +439,41 @@ def validate(cfg: Config, *, file: str | None = None) -> None:
     )
 
 
+def _validate_behaviours(cfg: Config, file: str | None) -> None:
+    """Each listed behaviour is registered (refusal has its own sections), its scorer is one of
+    its own, and a file it overrides is one of its sets."""
+    from . import behaviours
+
+    for name, b in cfg.behaviours.items():
+        field = f"behaviours.{name}"
+        known = tuple(n for n in behaviours.names() if n != "refusal")
+        if name not in known:
+            hint = ("refusal is configured by the prompts, direction and sweep sections"
+                    if name == "refusal" else suggest(name, known))  # fmt: skip
+            raise ConfigError("unknown behaviour", file=file, field=field, value=name,
+                              expected=f"one of {list(known)}", hint=hint)  # fmt: skip
+        beh = behaviours.get(name)
+        if b.scorer is not None and b.scorer not in beh.scorers:
+            raise ConfigError("unknown scorer", file=file, field=f"{field}.scorer",
+                              value=b.scorer, expected=f"one of {list(beh.scorers)}",
+                              hint=suggest(b.scorer, tuple(beh.scorers)))  # fmt: skip
+        for key in b.files:
+            if key not in beh.files:
+                raise ConfigError("unknown file key", file=file, field=f"{field}.files.{key}",
+                                  value=key, expected=f"one of {list(beh.files)}",
+                                  hint=suggest(key, tuple(beh.files)))  # fmt: skip
+
+
+def behaviour_layers(cfg: Config, name: str) -> tuple[int, ...]:
+    """A behaviour's layers: its own, or sweep.layers."""
+    layers = cfg.behaviours[name].layers
+    return layers if layers is not None else cfg.sweep.layers
+
+
 def validate_for_model(cfg: Config, *, model_name: str, n_layers: int) -> None:
     """Layer indices must exist in the model."""
     extra = [cfg.sanity.layer, cfg.generalisation.layer]
+    extra += [x for name in cfg.behaviours for x in behaviour_layers(cfg, name)]
     layers = list(cfg.sweep.layers) + [x for x in extra if x is not None]
     for layer in layers:
         if not 0 <= layer < n_layers:

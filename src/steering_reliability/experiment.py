@@ -291,7 +291,11 @@ def request_for(
     steering: str = "none",
     max_new_tokens: int | None = None,
     seed: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> GenerationRequest:
+    """The request of these prompts at the config's decoding settings (or the ones given)."""
     from .models.sites import variant_key
 
     g = cfg.generation
@@ -301,13 +305,13 @@ def request_for(
         prompts=tuple(p.prompt for p in prompts),
         system_prompt=cfg.model.system_prompt,
         max_new_tokens=max_new_tokens or g.max_new_tokens,
-        temperature=g.temperature,
-        top_p=g.top_p,
+        temperature=g.temperature if temperature is None else temperature,
+        top_p=g.top_p if top_p is None else top_p,
         seed=cfg.seed if seed is None else seed,
         steering=steering,
         # another dtype or device is another cache entry (a baseline decoded on the CPU is not
         # what the GPU decodes, and sampling differs there)
-        extra=variant_key(model),
+        extra={**variant_key(model), **(extra or {})},
     )
 
 
@@ -374,17 +378,28 @@ def score_rows(
     seed: int | None = None,
     teacher_forced: Sequence[Any] | None = None,
     parts: Mapping[str, str] | None = None,
+    behaviour: str = "refusal",
+    scores: Sequence[Any] | None = None,
+    site: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per prompt, every score computed by `metrics` (DESIGN.md row schema).
 
     `parts` maps prompt id -> select/report (default: the config's split of this split's file).
+    `behaviour` names what the rows measure; its scorer's `scores` (one per generation) fill the
+    behaviour columns. For refusal they are the refusal metric's own, computed here; the
+    refusal, helpfulness and confound columns are filled for every behaviour. `site` replaces
+    the direction columns that the config's refusal direction would give (hook_point,
+    position, alpha_scale, direction_method) for a behaviour with a direction of its own.
     """
     from .metrics import degeneracy, helpfulness, refusal, token_stats
 
     part_of = parts if parts is not None else file_parts(cfg).get(split, {})
+    if scores is not None and len(scores) != len(gens):
+        raise ValueError(f"{len(scores)} scores for {len(gens)} generations")
     rows: list[dict[str, Any]] = []
     for i, (p, g) in enumerate(zip(prompts, gens, strict=True)):
         r = refusal(g.text, threshold=cfg.metrics.refusal_threshold)
+        b = scores[i] if scores is not None else None
         h = helpfulness(g.text, threshold=cfg.metrics.helpful_threshold, refusal_result=r)
         d = degeneracy(g.text, list(g.token_ids))
         t = token_stats(list(g.logprobs), list(g.entropies))
@@ -429,6 +444,11 @@ def score_rows(
                 "ce_on_baseline": None if tf is None else tf.ce,
                 "proj_before": g.proj_before,
                 "proj_after": g.proj_after,
+                "behaviour": behaviour,
+                "behaviour_score": r.score if b is None else b.score,
+                "behaviour_flag": r.is_refusal if b is None else b.flag,
+                "behaviour_evidence": list(r.matched_phrases if b is None else b.evidence),
+                **(site or {}),
             }
         )
     return rows

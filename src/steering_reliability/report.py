@@ -17,11 +17,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 
+from steering_reliability.analysis import behaviours as beh
 from steering_reliability.analysis import generalisation as gen
 from steering_reliability.analysis import refusal_direction as rd
 from steering_reliability.analysis.aggregate import (
@@ -90,8 +92,8 @@ def render(run_dir: str | Path) -> ReportPaths:
     run_dir = resolve_run_dir(run_dir)
     results_path = run_dir / "results.parquet"
     df = load_results(results_path)
-    if not (df["experiment"] == "sweep").any() and (rd.has_rows(df) or gen.has_rows(df)):
-        return _render_sections_only(run_dir, df)
+    if not (df["experiment"] == "sweep").any() and _has_sections(df):
+        return _render_sections_only(run_dir, df, load_run_info(run_dir / "run.json"))
     check_rows(df, source=str(results_path))
     info = load_run_info(run_dir / "run.json")
     # Choose on the select part, report on the report part (VALIDITY.md section 1).
@@ -103,7 +105,7 @@ def render(run_dir: str | Path) -> ReportPaths:
     checks = (collapse_at_operating_point(summary),)
     figures: list[Path] = []
     figs = build_figures(summary, shift_rates(report_df, op), report_df, select_summary)
-    figs |= _section_figures(df)
+    figs |= _section_figures(df, info)
     for stem, fig in figs.items():
         for fmt in FIGURE_FORMATS:
             path = run_dir / "figures" / f"{stem}.{fmt}"
@@ -127,35 +129,42 @@ def render(run_dir: str | Path) -> ReportPaths:
         report_df, summary, info, select_summary=select_summary, parts=has_parts(df),
         analysis_checks=checks,
     )  # fmt: skip
-    findings += _sections(df)
+    findings += _sections(df, info)
     atomic_write_bytes(paths.findings_md, findings.encode("utf-8"))
     return paths
 
 
-def _section_figures(df: pd.DataFrame) -> dict[str, Figure]:
+def _has_sections(df: pd.DataFrame) -> bool:
+    return rd.has_rows(df) or gen.has_rows(df) or beh.has_rows(df)
+
+
+def _section_figures(df: pd.DataFrame, info: dict[str, Any]) -> dict[str, Figure]:
     """The figures of the experiments beside the sweep that have rows in this run."""
     figs = {"refusal_direction_scan": rd.scan_figure(df)} if rd.has_rows(df) else {}
-    return figs | (gen.figures(df) if gen.has_rows(df) else {})
+    figs |= gen.figures(df) if gen.has_rows(df) else {}
+    return figs | (beh.figures(df, info) if beh.has_rows(df) else {})
 
 
-def _sections(df: pd.DataFrame) -> str:
+def _sections(df: pd.DataFrame, info: dict[str, Any]) -> str:
     """The findings sections of the experiments beside the sweep that have rows in this run."""
     parts = [rd.section(df)] if rd.has_rows(df) else []
     parts += [gen.section(df)] if gen.has_rows(df) else []
+    parts += [beh.section(df, info)] if beh.has_rows(df) else []
     return "".join("\n" + p for p in parts)
 
 
-def _render_sections_only(run_dir: Path, df: pd.DataFrame) -> ReportPaths:
-    """A run without the sweep (`-m refusal_direction`, `-m generalisation`): the sections and
-    figures of the experiments it ran."""
+def _render_sections_only(run_dir: Path, df: pd.DataFrame, info: dict[str, Any]) -> ReportPaths:
+    """A run without the sweep (`-m refusal_direction`, `-m generalisation`, `-m toxicity`):
+    the sections and figures of the experiments it ran."""
     figures = []
-    for stem, fig in _section_figures(df).items():
+    for stem, fig in _section_figures(df, info).items():
         for fmt in FIGURE_FORMATS:
             path = run_dir / "figures" / f"{stem}.{fmt}"
             atomic_write_bytes(path, figure_bytes(fig, fmt))
             figures.append(path)
     findings = run_dir / "findings.md"
-    atomic_write_bytes(findings, (f"# Findings: {run_dir.name}\n" + _sections(df)).encode("utf-8"))
+    text = f"# Findings: {run_dir.name}\n" + _sections(df, info)
+    atomic_write_bytes(findings, text.encode("utf-8"))
     return ReportPaths(run_dir=run_dir, summary_csv=run_dir / "summary.csv", figures=tuple(figures),
                        examples_md=run_dir / "examples.md", findings_md=findings)  # fmt: skip
 

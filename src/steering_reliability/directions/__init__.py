@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from .activations import SpanResiduals, encode, encode_plain, residual_spans, residuals
-from .builders import CONTRASTIVE_POSITIONS, contrastive_prefix, diff_in_means, outcome_conditioned
+from .builders import (
+    CONTRASTIVE_POSITIONS,
+    contrastive_pairs,
+    contrastive_prefix,
+    diff_in_means,
+    outcome_conditioned,
+)
 from .cache import (
     CODE_VERSION,
     check_variant,
@@ -24,6 +30,7 @@ __all__ = [
     "Direction",
     "SpanResiduals",
     "check_variant",
+    "contrastive_pairs",
     "contrastive_prefix",
     "cosine",
     "diff_in_means",

@@ -313,3 +313,61 @@ def diff_in_means_differences(
     n_a = len(ids_a)
     diffs = res.mean[:n_a, :, 0] - res.mean[n_a:, :, 0].mean(0, keepdim=True)
     return diffs, res.token_norm[:, :, 0].mean(0)
+
+
+def contrastive_pairs(
+    model: LoadedModel,
+    pairs: Sequence[tuple[str, str, str]],
+    *,
+    layers: Sequence[int],
+    hook_point: str = "resid_pre",
+    last_tokens: int = 32,
+    system_prompt: str | None = None,
+    batch_size: int = 16,
+) -> dict[int, Direction]:
+    """CAA (Rimsky et al.): v = mean over pairs of resid(prompt + positive) - resid(prompt +
+    negative), each sequence mean-pooled over its continuation's tokens, at most the last
+    `last_tokens` of them. pairs: (prompt, positive continuation, negative continuation).
+
+    The continuations' ids are appended to the formatted prompt's ids (as contrastive_prefix
+    does), so the prompt part is the same in both sequences and only the answers differ.
+    """
+    if last_tokens < 1:
+        raise DirectionError("last_tokens must be positive", field="pair_tokens",
+                             value=last_tokens, expected="an integer > 0")  # fmt: skip
+    tok = model.tokenizer
+    base = _formatted_ids(model, [p for p, _, _ in pairs], system_prompt)
+    rows: list[list[int]] = []
+    starts: list[int] = []
+    for (prompt, pos, neg), ids in zip(pairs, base, strict=True):
+        for text in (pos, neg):
+            cont = encode_plain(tok, text)
+            if not cont:
+                raise DirectionError("empty continuation in a pair", field="pairs",
+                                     value=prompt, expected="non-empty continuations")  # fmt: skip
+            rows.append(ids + cont)
+            starts.append(len(ids))
+
+    def spans(i: int, length: int) -> list[Span]:
+        return [(max(starts[i], length - last_tokens), length)]
+
+    res = residual_spans(
+        model, rows, layers=layers, hook_point=hook_point, spans=spans, batch_size=2 * batch_size
+    )
+    diffs = res.mean[0::2, :, 0] - res.mean[1::2, :, 0]  # [n, L, d]
+    resid_norm = res.token_norm[:, :, 0].mean(0)
+    meta = {
+        "n_pairs": len(pairs),
+        "last_tokens": last_tokens,
+        "system_prompt": system_prompt,
+        "model": model.info.name,
+        "weights_sha256": model.info.weights_sha256,
+    }
+    return {
+        layer: make_direction(
+            method="contrastive_pairs", layer=layer, hook_point=hook_point,
+            position=f"pair_last{last_tokens}", diffs=diffs[:, j],
+            mean_resid_norm=float(resid_norm[j]), batch_size=batch_size, meta=meta,
+        )
+        for j, layer in enumerate(layers)
+    }  # fmt: skip

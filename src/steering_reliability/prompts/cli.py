@@ -1,4 +1,5 @@
-"""`python -m steering_reliability.prompts {make,ingest,summary}`: the prompt sets from a shell."""
+"""`python -m steering_reliability.prompts {make,toxicity,ingest,summary}`: the prompt sets from a
+shell."""
 
 from __future__ import annotations
 
@@ -72,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--n_test", "--n-test", type=int, default=DEFAULT_SIZES["harm_test"])
     make.add_argument("--n_benign", "--n-benign", type=int, default=DEFAULT_SIZES["benign"])
     make.add_argument("--seed", type=int, default=0)
+    tox = sub.add_parser("toxicity", help="generate the toxicity behaviour's sets and pairs")
+    tox.add_argument("--out_dir", "--out-dir", default="data/behaviours/toxicity", type=Path)
+    tox.add_argument("--seed", type=int, default=0)
     ing = sub.add_parser("ingest", help="convert a CSV / JSON list / JSONL to the prompt schema")
     ing.add_argument("file", type=Path)
     ing.add_argument("--split", required=True, help="split name, used in ids (e.g. harmbench)")
@@ -97,6 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=args.seed,
             )
             for path in paths:
+                print(f"wrote {path}  sha256 {file_sha256(path)[:16]}")
+        elif args.command == "toxicity":
+            from ..behaviours.toxicity_data import write
+
+            for path in write(args.out_dir, seed=args.seed).values():
                 print(f"wrote {path}  sha256 {file_sha256(path)[:16]}")
         elif args.command == "ingest":
             path, n = ingest_file(

@@ -104,7 +104,7 @@ class Options:
             if path is None:
                 path = str(config.rootpath / FAST_CONFIG)
             else:
-                overrides = fast_overrides(config.rootpath)
+                overrides = fast_overrides(config.rootpath, path)
         overrides |= {k: v for k, v in (("model.name", get("sr_model")),
                                         ("model.dtype", get("sr_dtype")),
                                         ("model.device", get("sr_device"))) if v is not None}  # fmt: skip
@@ -113,14 +113,23 @@ class Options:
                    str(config.rootpath / get("sr_runs_dir")), explicit)  # fmt: skip
 
 
-def fast_overrides(root: Path) -> dict[str, Any]:
+def fast_overrides(root: Path, config_path: str | Path | None = None) -> dict[str, Any]:
     """What --fast changes in a config given with --config: every setting (a dotted key) whose
-    value in configs/fast.yaml differs from configs/default.yaml, with fast.yaml's value."""
+    value in configs/fast.yaml differs from configs/default.yaml, with fast.yaml's value. A
+    behaviour's sizes apply only where the config lists that behaviour (--fast never adds one)."""
     import yaml
 
     default, fast = (runs.flatten(yaml.safe_load((root / p).read_text(encoding="utf-8")) or {})
                      for p in (DEFAULT_CONFIG, FAST_CONFIG))  # fmt: skip
-    return {k: v for k, v in fast.items() if k not in default or default[k] != v}
+    listed: set[str] = set()
+    if config_path is not None and Path(config_path).is_file():
+        own = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
+        listed = set((own or {}).get("behaviours") or {}) if isinstance(own, dict) else set()
+    return {
+        k: v for k, v in fast.items()
+        if (k not in default or default[k] != v)
+        and not (k.startswith("behaviours.") and k.split(".")[1] not in listed)
+    }  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,12 @@ def _rate(rows: Sequence[Mapping[str, Any]], column: str, split: str | None = No
 def case_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Key rates of one case's prompt rows, and any sanity verdict: plain values only."""
     prompts = [r for r in rows if r.get("prompt_id")]
+    other = {r.get("behaviour") for r in prompts} - {None, "refusal"}
+    if other:  # another behaviour's case: its flag rate per set, in the order they ran
+        splits = list(dict.fromkeys(str(r["split"]) for r in prompts))
+        found: dict[str, Any] = {f"{next(iter(other))} {s}": _rate(prompts, "behaviour_flag", s)
+                                 for s in splits}  # fmt: skip
+        return found | {"collapse": _rate(prompts, "collapsed")}
     out: dict[str, Any] = {
         "harm_train": _rate(prompts, "is_refusal", "harm_train"),
         "harm_test": _rate(prompts, "is_refusal", "harm_test"),

@@ -54,6 +54,13 @@ ROW_SCHEMA: pa.Schema = pa.schema(
         ("ce_on_baseline", pa.float64()),
         ("proj_before", pa.float64()),
         ("proj_after", pa.float64()),
+        # the behaviour the row measures (refusal, toxicity, ...; null in parts written before
+        # behaviours existed = refusal) and its scorer's score, flag and evidence (for refusal:
+        # refusal_score, is_refusal and matched_phrases again)
+        ("behaviour", pa.string()),
+        ("behaviour_score", pa.float64()),
+        ("behaviour_flag", pa.bool_()),
+        ("behaviour_evidence", pa.list_(pa.string())),
         ("value", pa.float64()),  # a sanity row's headline number
         ("passed", pa.bool_()),  # True/False for a passed/failed sanity check, else null
         ("verdict", pa.string()),  # a sanity row's: passed | failed | inconclusive ("" otherwise)
