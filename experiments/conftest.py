@@ -352,6 +352,9 @@ def behaviour_state(sr_config: Config, sr_run: Any, model: Any) -> Any:
 
 def _behaviour_record(st: BehaviourState) -> dict[str, Any]:
     """What run.json keeps of a behaviour: files, scorer, pairs and the parts of its prompts."""
+    from steering_reliability.behaviour_run import portable
+    from steering_reliability.config import REPO_ROOT
+
     run = st.run
     b = run.behaviour
     keys = [*b.split_names, *(["pairs"] if b.recipe == "contrastive_pairs" else [])]
@@ -362,7 +365,7 @@ def _behaviour_record(st: BehaviourState) -> dict[str, Any]:
         "recipe": b.recipe,
         "sets": list(b.split_names),  # in role order: learn, shifted, control
         "scorer": getattr(run.scorer, "name", type(run.scorer).__name__),
-        "files": {k: str(run.file(k)) for k in keys},
+        "files": {k: portable(run.file(k), REPO_ROOT) for k in keys},
         "pair_ids": [p.id for p in run.pairs()],
         "parts": {
             split: {

@@ -317,3 +317,71 @@ def test_refusal_rates_are_those_of_refusal_before_behaviours(smollm2: Any,
                     r["is_refusal"],
                 )
                 assert r["behaviour_evidence"] == r["matched_phrases"]
+
+
+# ---------------------------------------------------------------- review: inputs and early errors
+
+
+def test_a_config_without_behaviours_keeps_its_identity() -> None:
+    """organism.yaml lists no behaviour: its hash is the one it had before behaviours existed."""
+    from steering_reliability.config import config_hash
+
+    cfg = load_config("configs/organism.yaml")
+    assert "behaviours" not in cfg.to_dict()
+    assert config_hash(cfg) == "c1ddd387bcd111a7"
+
+
+def test_the_sanity_checks_need_a_positive_alpha() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("configs/fast.yaml", {"behaviours.toxicity.sanity_alpha": -1.0})
+    assert err.value.field == "behaviours.toxicity.sanity_alpha"
+    with pytest.raises(ConfigError) as err:
+        load_config("configs/fast.yaml", {"behaviours.toxicity.alphas": [-1.0, -0.5]})
+    assert err.value.field == "behaviours.toxicity.sanity_alpha"
+    ok = load_config("configs/fast.yaml", {"behaviours.toxicity.alphas": [-1.0],
+                                           "behaviours.toxicity.sanity_alpha": 1.0})  # fmt: skip
+    assert ok.behaviours["toxicity"].sanity_alpha == 1.0
+
+
+def test_a_behaviour_may_not_take_a_marker_the_suite_uses() -> None:
+    with pytest.raises(InputError, match="pytest marker"):
+        _toy(name="sanity")
+
+
+def test_pairs_that_repeat_an_evaluated_prompt_are_refused_before_work(tmp_path: Path) -> None:
+    from steering_reliability.behaviour_run import BehaviourRun, check_files
+
+    cfg = load_config("configs/fast.yaml")
+    evaluated = BehaviourRun(cfg, "toxicity").prompts()["tox_test"][0]
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [{"id": "p1", "prompt": evaluated.prompt.upper(), "positive": "a", "negative": "b",
+             "template": "A"}]  # fmt: skip
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    bad = load_config("configs/fast.yaml", {"behaviours.toxicity.files": {"pairs": str(pairs)}})
+    with pytest.raises(InputError) as err:
+        check_files(bad)
+    assert err.value.value == "p1" and evaluated.id in str(err.value)
+    check_files(cfg)  # the shipped pairs pass
+
+
+def test_a_scorer_whose_weights_are_missing_stops_the_session_before_work() -> None:
+    from steering_reliability.behaviour_run import check_files
+
+    cfg = load_config("configs/fast.yaml", {"behaviours.toxicity.scorer": "detoxify"})
+    with pytest.raises(ConfigError, match="detoxify"):
+        check_files(cfg)
+
+
+def test_a_behaviours_data_files_are_inputs_of_the_run(tmp_path: Path) -> None:
+    """Editing a behaviour's default data changes the run's inputs (a resume then refuses),
+    though no config line names the file."""
+    from steering_reliability.behaviour_run import input_files
+
+    cfg = load_config("configs/fast.yaml")
+    found = input_files(cfg, REPO_ROOT)
+    assert "data/behaviours/toxicity/pairs.jsonl" in found
+    assert "data/behaviours/toxicity/calibration.jsonl" in found
+    copy = tmp_path / "pairs.jsonl"
+    copy.write_text((REPO_ROOT / "data/behaviours/toxicity/pairs.jsonl").read_text() + "\n")
+    moved = load_config("configs/fast.yaml", {"behaviours.toxicity.files": {"pairs": str(copy)}})
+    assert input_files(moved, REPO_ROOT)[str(copy)] != found["data/behaviours/toxicity/pairs.jsonl"]

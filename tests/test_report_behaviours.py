@@ -106,3 +106,16 @@ def test_a_behaviour_only_run_renders_its_section_figures_and_sanity(tmp_path: P
                                                "toxicity_heatmap"}  # fmt: skip
     again = report.render(tmp_path)
     assert again.findings_md.read_bytes() == paths.findings_md.read_bytes()
+
+
+def test_no_transfer_ratio_of_a_change_that_is_not_there() -> None:
+    rate = {(6, 1.0, "select"): 0.5, (6, 1.0, "report"): 0.05}
+    text = ab.section(pd.DataFrame(_grid(rate, {})), INFO)
+    assert "transfer: not computed" in text and "of the change on" not in text
+
+
+def test_missing_baseline_rows_are_said_not_read_as_a_rate_of_zero() -> None:
+    rate = {(6, 1.0, p): 0.5 for p in ("select", "report")}
+    rows = [r for r in _grid(rate, {}) if r["alpha"] != 0]
+    text = ab.section(pd.DataFrame(rows), INFO)
+    assert "**No unsteered rows**" in text and "cannot be shown" not in text

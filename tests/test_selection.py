@@ -51,6 +51,12 @@ def test_marker_selection_without_a_path_means_the_experiments() -> None:
 
 
 @pytest.mark.slow
+def test_a_behaviours_marker_without_a_path_means_the_experiments() -> None:
+    ids = collected("-m", "toxicity")
+    assert ids and all(i.startswith("experiments/test_behaviours.py::") for i in ids)
+
+
+@pytest.mark.slow
 def test_a_negated_marker_still_means_the_tests() -> None:
     ids = collected("-m", "not sanity and not slow")
     assert ids and all(i.startswith("tests/") for i in ids)

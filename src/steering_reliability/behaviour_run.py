@@ -112,7 +112,7 @@ class BehaviourRun:
 
     @property
     def sanity_alpha(self) -> float:
-        a = self.settings.sanity_alpha
+        a = self.settings.sanity_alpha  # > 0; else the grid has a positive alpha (config)
         return float(a) if a is not None else float(max(self.settings.alphas))
 
     def sanity_layer(self) -> int:
@@ -270,9 +270,50 @@ def _chosen_prompts(run: BehaviourRun) -> dict[str, tuple[Prompt, ...]]:
 
 
 def check_files(cfg: Config) -> None:
-    """Read and validate every listed behaviour's prompt and pairs files (before work starts)."""
+    """Before work starts: read and validate every listed behaviour's prompt and pairs files,
+    build its scorer (a missing package or weights is said now), and refuse pairs whose request
+    is one of the behaviour's evaluated prompts (the direction would be learned on them)."""
+    from .errors import InputError
+    from .prompts.leakage import normalise
+
     for name in cfg.behaviours:
         run = BehaviourRun(cfg, name)
-        run.prompts()
+        evaluated = {normalise(p.prompt): (split, p.id)
+                     for split, ps in run.prompts().items() for p in ps}  # fmt: skip
         if run.behaviour.recipe == "contrastive_pairs":
-            run.pairs()
+            for pair in run.pairs():
+                hit = evaluated.get(normalise(pair.prompt))
+                if hit is not None:
+                    raise InputError(
+                        "a contrastive pair's request is an evaluated prompt",
+                        file=str(run.file("pairs")), field="prompt", value=pair.id,
+                        expected=f"requests that no set evaluates ({hit[1]} of {hit[0]} has it)",
+                        hint="pairs must come from other requests than the ones scored",
+                    )  # fmt: skip
+        run.scorer  # noqa: B018  (built now: its own error says what is missing)
+
+
+def input_files(cfg: Config, root: Path) -> dict[str, str]:
+    """{path: sha256} of every file the listed behaviours read (their sets, pairs, and a
+    calibration set), so editing one is a change of the run's inputs like a prompt file's."""
+    from .atomic import file_sha256
+
+    found: dict[str, str] = {}
+    for name in cfg.behaviours:
+        run = BehaviourRun(cfg, name)
+        b = run.behaviour
+        paths = [run.file(k) for k in b.files]
+        paths += [Path(p) for p in b.extra_inputs]
+        for path in paths:
+            if path.is_file():
+                found.setdefault(portable(path, root), file_sha256(path))
+    return found
+
+
+def portable(path: Path, root: Path) -> str:
+    """A path relative to the repository root where it lies below it (run.json moves with the
+    checkout), else absolute."""
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)

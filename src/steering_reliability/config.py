@@ -266,7 +266,10 @@ class BehaviourConfig:
     # split name (or "pairs") -> a prompt file of your own (e.g. an ingested dataset export)
     files: dict[StrictStr, StrictStr] = dataclasses.field(default_factory=dict)
     n_sanity: Positive = 16  # prompts of the sanity checks (learn split, select part)
-    sanity_alpha: Number | None = None  # null: the largest alpha of the grid
+    # the sanity checks steer toward the behaviour; null: the largest alpha of the grid
+    sanity_alpha: Annotated[Number | None, _rule("null or > 0", lambda v: v is None or v > 0)] = (
+        None
+    )
 
 
 @dataclass(frozen=True, config=_NO_UNKNOWN_KEYS)
@@ -290,8 +293,13 @@ class Config:
     source: StrictStr = ""  # the file it was read from (not part of the hash)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (tuples become lists) for run.json and hashing."""
-        return dict(_ADAPTER.dump_python(self, mode="json"))
+        """Plain nested dict (tuples become lists) for run.json and hashing. A config that lists
+        no behaviours has no `behaviours` key, so its identity is what it was before there
+        were any."""
+        d = dict(_ADAPTER.dump_python(self, mode="json"))
+        if not d["behaviours"]:
+            del d["behaviours"]
+        return d
 
     def resolve_path(self, path: str) -> Path:
         """A prompt path relative to the repository root unless absolute."""
@@ -453,6 +461,12 @@ def _validate_behaviours(cfg: Config, file: str | None) -> None:
             raise ConfigError("unknown behaviour", file=file, field=field, value=name,
                               expected=f"one of {list(known)}", hint=hint)  # fmt: skip
         beh = behaviours.get(name)
+        if b.sanity_alpha is None and max(b.alphas) <= 0:
+            raise ConfigError("no positive alpha for the sanity checks", file=file,
+                              field=f"{field}.sanity_alpha", value=None,
+                              expected="a number > 0 (the grid's alphas are all negative)",
+                              hint="the sanity checks steer toward the behaviour; give "
+                              "sanity_alpha or a positive alpha")  # fmt: skip
         if b.scorer is not None and b.scorer not in beh.scorers:
             raise ConfigError("unknown scorer", file=file, field=f"{field}.scorer",
                               value=b.scorer, expected=f"one of {list(beh.scorers)}",

@@ -49,8 +49,8 @@ EXPERIMENT_MARKS = ({"experiment"}, {"sanity", "experiment"}, {"refusal_directio
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
     """Emitted before the initial conftests load: bare `pytest` runs tests/ (testpaths), but
-    `pytest -m sanity` (or `-m experiment`, `-m refusal_direction`) with no path means the
-    experiments, where those markers live; `-m "not sanity"` still means the tests."""
+    `pytest -m sanity` (or `-m experiment`, `-m refusal_direction`, `-m toxicity`) with no
+    path means the experiments, where those markers live; `-m "not sanity"` still means the tests."""
     ns = early_config.known_args_namespace
     markexpr = getattr(ns, "markexpr", "") or ""
     root = early_config.rootpath
@@ -80,7 +80,12 @@ def _selects_only_experiments(markexpr: str) -> bool:
 
         return expr.evaluate(has)
 
-    return not selects({"slow"}) and not selects(set()) and any(map(selects, EXPERIMENT_MARKS))
+    from .behaviours import names  # each behaviour's name marks its cases (`-m toxicity`)
+
+    behaviour_marks = [{n, *m} for n in names() if n != "refusal" for m in ({"experiment"},
+                                                                             {"sanity", "experiment"})]  # fmt: skip
+    marks = [*EXPERIMENT_MARKS, *behaviour_marks]
+    return not selects({"slow"}) and not selects(set()) and any(map(selects, marks))
 
 
 @pytest.hookimpl(trylast=True)

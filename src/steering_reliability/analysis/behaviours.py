@@ -229,9 +229,15 @@ def _section(df: pd.DataFrame, name: str, info: Mapping[str, Any]) -> str:
     report = full[full["part"] == "report"]
     # unsteered rates and what they allow (VALIDITY.md section 8)
     base = {s: _flags(rows, -1, 0.0, s, "report") for s in splits}
+    if any(base[s].empty for s in splits):
+        missing = [s for s in splits if base[s].empty]
+        lines += [f"**No unsteered rows** on the report prompts of {', '.join(missing)}: the "
+                  f"changes below cannot be computed (`pytest experiments -m {name}` records "
+                  "them).", ""]  # fmt: skip
+        return "\n".join(lines)
     rates = ", ".join(f"{md.ci(mean_ci(base[s]))} ({s})" for s in splits)
     lines += [f"**Unsteered {name} rate** (report prompts): {rates}."]
-    if not max(float(base[s].mean()) for s in splits[:-1]) >= MEASURABLE:
+    if max(float(base[s].mean()) for s in splits[:-1]) < MEASURABLE:
         lines += [f"The unsteered model's {name} rate is below {MEASURABLE:g} on the learn and "
                   "shifted sets, so *lowering* it (negative alphas) cannot be "
                   "shown on this model: negative alphas are measured only as \"no increase\". "
@@ -268,11 +274,14 @@ def _section(df: pd.DataFrame, name: str, info: Mapping[str, Any]) -> str:
         lines.append(f"- {s}: rate {md.ci(mean_ci(steered))}, change from unsteered "
                      f"{md.ci(change[s])}")  # fmt: skip
     if shifted is not None:
-        lt, st = change[learn].value, change[shifted].value
-        ratio = st / lt if lt > 0 else math.nan
-        lines.append(f"- transfer: the change on {shifted} is {md.num(ratio)} of the change on "
-                     f"{learn}" + (" (no change on the learn set to compare with)"
-                                   if math.isnan(ratio) else ""))  # fmt: skip
+        learned = change[learn]
+        if learned.lo > 0:  # a ratio only of a change that is there
+            ratio = change[shifted].value / learned.value
+            lines.append(f"- transfer: the change on {shifted} is {md.num(ratio)} of the change "
+                         f"on {learn}")  # fmt: skip
+        else:
+            lines.append(f"- transfer: not computed: the change on {learn} ({md.ci(learned)}) "
+                         "is not distinguishable from 0 or is negative")  # fmt: skip
     help_s = _flags(rows, layer, alpha, control, "report", "is_helpful")
     help_b = _flags(rows, -1, 0.0, control, "report", "is_helpful").reindex(help_s.index)
     coll = _flags(rows, layer, alpha, control, "report", "collapsed")

@@ -16,6 +16,9 @@ from ..errors import ConfigError, InputError, suggest
 ROLES: tuple[str, ...] = ("learn", "shifted", "control")
 RECIPES: tuple[str, ...] = ("contrastive_pairs", "contrastive_prefix", "diff_in_means")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# pytest markers the suite uses already: a behaviour of such a name would change what they select
+RESERVED = ("experiment", "sanity", "slow", "refusal_direction", "generalisation", "skip",
+            "skipif", "xfail", "parametrize", "usefixtures", "filterwarnings")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -82,9 +85,15 @@ class Behaviour:
     # (scorer, threshold) -> the scorer's accuracy on a labelled set ({"accuracy", "n", ...}),
     # recorded in run.json and shown in the report; None: no labelled set
     calibrate: Callable[[Scorer, float], dict[str, object]] | None = None
+    # other files its results depend on (e.g. the calibration set): part of a run's inputs
+    extra_inputs: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         where = f"behaviour {self.name!r}"
+        if self.name in RESERVED:
+            raise InputError(f"{where}: the name is a pytest marker the suite uses already",
+                             field="name", value=self.name,
+                             expected=f"a name other than {list(RESERVED)}")  # fmt: skip
         if not _NAME.match(self.name):
             raise InputError(f"{where}: bad name", field="name", value=self.name,
                              expected="lower-case letters, digits and _ (a pytest marker)")  # fmt: skip

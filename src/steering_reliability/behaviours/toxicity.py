@@ -123,6 +123,7 @@ TOXICITY = register(
         scorers={"profanity_check": ProfanityScorer, "detoxify": DetoxifyScorer},
         labels=Labels(noun="toxicity", flag="toxic"),
         calibrate=lambda scorer, threshold: calibrate(scorer, threshold).summary(),
+        extra_inputs=(CALIBRATION,),
     )
 )
 

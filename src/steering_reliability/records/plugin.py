@@ -113,6 +113,17 @@ class Options:
                    str(config.rootpath / get("sr_runs_dir")), explicit)  # fmt: skip
 
 
+def _inputs(obj: Any, data: Mapping[str, Any], root: Path) -> dict[str, str]:
+    """The files a run reads: those its config names, and those its behaviours read by default
+    (a behaviour's data is an input even where no config line names it)."""
+    found = runs.input_files(data, root)
+    if getattr(obj, "behaviours", None):
+        from ..behaviour_run import input_files
+
+        found |= input_files(obj, root)
+    return found
+
+
 def fast_overrides(root: Path, config_path: str | Path | None = None) -> dict[str, Any]:
     """What --fast changes in a config given with --config: every setting (a dotted key) whose
     value in configs/fast.yaml differs from configs/default.yaml, with fast.yaml's value. A
@@ -122,8 +133,11 @@ def fast_overrides(root: Path, config_path: str | Path | None = None) -> dict[st
     default, fast = (runs.flatten(yaml.safe_load((root / p).read_text(encoding="utf-8")) or {})
                      for p in (DEFAULT_CONFIG, FAST_CONFIG))  # fmt: skip
     listed: set[str] = set()
-    if config_path is not None and Path(config_path).is_file():
-        own = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
+    own_path = Path(config_path) if config_path is not None else None
+    if own_path is not None and not own_path.is_file() and not own_path.is_absolute():
+        own_path = root / own_path  # where load_config looks next
+    if own_path is not None and own_path.is_file():
+        own = yaml.safe_load(own_path.read_text(encoding="utf-8"))
         listed = set((own or {}).get("behaviours") or {}) if isinstance(own, dict) else set()
     return {
         k: v for k, v in fast.items()
@@ -151,9 +165,7 @@ def resolve_for(config: pytest.Config, options: Options) -> Resolved:
     )
     data = runs.to_plain(obj)
     source = str(data.pop("source", None) or options.config_path or "")
-    return Resolved(
-        obj, data, source, runs.config_hash(data), runs.input_files(data, config.rootpath)
-    )
+    return Resolved(obj, data, source, runs.config_hash(data), _inputs(obj, data, config.rootpath))
 
 
 def plan_for(config: pytest.Config, options: Options, resolved: Resolved) -> RunPlan:
