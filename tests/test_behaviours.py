@@ -3,6 +3,9 @@ toy third behaviour run through the experiments by its definition and data alone
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import importlib.util
 import json
 import re
 import shutil
@@ -385,3 +388,45 @@ def test_a_behaviours_data_files_are_inputs_of_the_run(tmp_path: Path) -> None:
     copy.write_text((REPO_ROOT / "data/behaviours/toxicity/pairs.jsonl").read_text() + "\n")
     moved = load_config("configs/fast.yaml", {"behaviours.toxicity.files": {"pairs": str(copy)}})
     assert input_files(moved, REPO_ROOT)[str(copy)] != found["data/behaviours/toxicity/pairs.jsonl"]
+
+
+def test_mutation_sampled_alpha_zero_identity_fails_when_alpha_zero_is_not_zero(
+    tiny: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The behaviour experiment's alpha-0 check samples (T 0.7, top-p 0.9) with per-prompt
+    seeds: on the real hook it passes; with a hook whose alpha 0 leaks a little, or with
+    sampling seeds that move between the two generations, it fails."""
+    from steering_reliability import checks
+    from steering_reliability.behaviour_run import BehaviourRun
+
+    steer_mod = importlib.import_module("steering_reliability.interventions.steer")
+
+    (tmp_path / "conftest.py").write_text(TOY_DEFINITION)
+    _toy_files(tmp_path)
+    spec = importlib.util.spec_from_file_location("toy_shouting", tmp_path / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))  # registers "shouting"
+    try:
+        cfg = load_config("configs/fast.yaml", {"behaviours": {"shouting": {
+            "layers": [1], "alphas": [2.0], "n_prompts": 4, "n_pairs": 4,
+            "max_new_tokens": 6}}})  # fmt: skip
+        run = BehaviourRun(cfg, "shouting")
+        prompts = run.prompts()["shout_train"]
+        v = run.directions(tiny, [1])[1].vector
+        zero = [run.steering(1, v, 0.0)]
+        plain = run.generate(tiny, prompts)
+        good = checks.identical_outputs(plain, run.generate(tiny, prompts, zero))
+        assert good.verdict == "passed", good.reason
+
+        real_hook = steer_mod.make_hook
+        with monkeypatch.context() as m:
+            m.setattr(steer_mod, "make_hook",
+                      lambda kind, vec, alpha: real_hook(kind, vec, alpha + 0.05))  # fmt: skip
+            leaky = checks.identical_outputs(plain, run.generate(tiny, prompts, zero))
+        assert leaky.verdict == "failed", leaky.reason
+
+        moved = BehaviourRun(dataclasses.replace(cfg, seed=cfg.seed + 1), "shouting")
+        reseeded = checks.identical_outputs(plain, moved.generate(tiny, prompts, zero))
+        assert reseeded.verdict == "failed", reseeded.reason
+    finally:
+        behaviours.unregister("shouting")

@@ -85,7 +85,7 @@ def test_the_unsteered_rate_says_whether_lowering_is_measurable() -> None:
     assert "*lowering* it (negative alphas) cannot be shown" in rare
     assert "alpha -1 at layer 6: t_learn rate 0.00" in rare
     common = ab.section(pd.DataFrame(_grid(rate, {}, base_rate=0.3)), INFO)
-    assert "cannot be shown" not in common
+    assert "cannot be shown" not in common and "both halves are measurable" in common
     assert "change -0.30" in common  # the negative alpha lowers a rate the model has
 
 

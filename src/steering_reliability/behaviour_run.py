@@ -15,7 +15,7 @@ from typing import Any
 
 from .behaviours import Behaviour, Pair, Scorer, get, load_pairs
 from .config import BehaviourConfig, Config, behaviour_layers
-from .experiment import PARTS, _subset, alpha_id, assign_parts, score_rows
+from .experiment import alpha_id, assign_parts, sample_parts, score_rows
 from .prompts import Prompt, load_prompts
 
 EXPERIMENT_PREFIX = "behaviour:"  # rows of behaviour cases: experiment "behaviour:<name>"
@@ -250,23 +250,9 @@ def _prompts(run: BehaviourRun) -> dict[str, tuple[Prompt, ...]]:
 
 
 def _chosen_prompts(run: BehaviourRun) -> dict[str, tuple[Prompt, ...]]:
-    n = run.settings.n_prompts
-    out: dict[str, tuple[Prompt, ...]] = {}
-    for split in run.splits:
-        prompts = run.all_prompts(split)
-        if n is None or n >= len(prompts):
-            out[split] = prompts
-            continue
-        parts = run.parts(split)
-        chosen: set[str] = set()
-        for k, part in enumerate(PARTS):
-            pool = tuple(p for p in prompts if parts[p.id] == part)
-            take = (n + 1) // 2 if k == 0 else n // 2
-            chosen |= {
-                p.id for p in _subset(pool, take, f"{run.cfg.seed}:{run.name}:{split}:{part}")
-            }
-        out[split] = tuple(p for p in prompts if p.id in chosen)
-    return out
+    n, seed = run.settings.n_prompts, f"{run.cfg.seed}:{run.name}"
+    return {split: sample_parts(run.all_prompts(split), run.parts(split), n, f"{seed}:{split}")
+            for split in run.splits}  # fmt: skip
 
 
 def check_files(cfg: Config) -> None:

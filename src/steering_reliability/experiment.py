@@ -136,20 +136,25 @@ def select_prompts(cfg: Config) -> dict[str, tuple[Prompt, ...]]:
         "benign": cfg.prompts.n_benign,
     }
     parts = file_parts(cfg)
-    out: dict[str, tuple[Prompt, ...]] = {}
-    for s in SPLITS:
-        prompts = load_prompts(files[s], split=s)
-        n = limits[s]
-        if n is None or n >= len(prompts):
-            out[s] = prompts
-            continue
-        chosen: set[str] = set()
-        for k, part in enumerate(PARTS):
-            pool = tuple(p for p in prompts if parts[s][p.id] == part)
-            take = (n + 1) // 2 if k == 0 else n // 2
-            chosen |= {p.id for p in _subset(pool, take, f"{cfg.seed}:{s}:{part}")}
-        out[s] = tuple(p for p in prompts if p.id in chosen)
-    return out
+    return {
+        s: sample_parts(load_prompts(files[s], split=s), parts[s], limits[s], f"{cfg.seed}:{s}")
+        for s in SPLITS
+    }
+
+
+def sample_parts(
+    prompts: tuple[Prompt, ...], parts: Mapping[str, str], n: int | None, seed: str
+) -> tuple[Prompt, ...]:
+    """n prompts (None: all), half from each part (select, report), each half a seeded sample
+    (`{seed}:{part}`); file order."""
+    if n is None or n >= len(prompts):
+        return prompts
+    chosen: set[str] = set()
+    for k, part in enumerate(PARTS):
+        pool = tuple(p for p in prompts if parts[p.id] == part)
+        take = (n + 1) // 2 if k == 0 else n // 2
+        chosen |= {p.id for p in _subset(pool, take, f"{seed}:{part}")}
+    return tuple(p for p in prompts if p.id in chosen)
 
 
 def direction_prompts(cfg: Config) -> tuple[Prompt, ...]:

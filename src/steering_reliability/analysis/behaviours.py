@@ -242,6 +242,10 @@ def _section(df: pd.DataFrame, name: str, info: Mapping[str, Any]) -> str:
                   "shifted sets, so *lowering* it (negative alphas) cannot be "
                   "shown on this model: negative alphas are measured only as \"no increase\". "
                   "This section measures *induction* (positive alphas) and its transfer."]  # fmt: skip
+    else:
+        lines += [f"The unsteered model is {name}-flagged at {MEASURABLE:g} or more on the "
+                  "learn or shifted set, so both halves are measurable: *inducing* it (positive "
+                  "alphas) and *lowering* it (negative alphas), each against that rate."]  # fmt: skip
     lines.append("")
     # the grid on report prompts
     header = ["layer", "alpha", *[f"{s} rate" for s in splits], f"{control} helpful",
