@@ -74,6 +74,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """The baseline is recorded once, by test_baseline, and every case that reads it is compared
     with it: a selection (`-k layer12`, `-m sanity`) that keeps such a case keeps the baseline
     cases too (its generations are cached, so this costs seconds once they exist)."""
+    placeholders = [i for i in items if _no_behaviour(i)]
+    if placeholders:  # a config without behaviours: their tests have nothing to run
+        items[:] = [i for i in items if i not in placeholders]
+        config.hook.pytest_deselected(items=placeholders)
     everything = list(items)
     result = yield  # -k / -m deselect inside
     wanted = {_baseline_of(i) for i in items} - {None}
@@ -91,6 +95,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                     "selected cases are compared with"
                 )
     return result
+
+
+def _no_behaviour(item: pytest.Item) -> bool:
+    """The placeholder pytest makes of a behaviour test when the config lists no behaviour
+    (an empty parameter set): it holds no behaviour name or case."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    name, case = params.get("behaviour", ""), params.get("bcase")
+    return not isinstance(name, str) or (case is not None and not hasattr(case, "behaviour"))
 
 
 def _baseline_kind(item: pytest.Item) -> str | None:

@@ -76,3 +76,13 @@ def test_a_layer_selection_keeps_the_baseline_it_is_compared_with() -> None:
     ]
     assert not [i for i in collected("experiments", "-k", "layer12 and ablate and a4")
                 if "::test_sweep[" in i and "ablate-a4" not in i]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_config_without_behaviours_collects_no_behaviour_case() -> None:
+    ids = collected("experiments", "--fast", "--config", "configs/organism.yaml")
+    assert ids and not [i for i in ids if "test_behaviours.py" in i]
+    assert any("::test_baseline[" in i for i in ids)
+    # the same with a selection that reads the baseline (the path that broke on placeholders)
+    assert any("::test_sweep[" in i for i in collected(
+        "experiments", "--fast", "--config", "configs/organism.yaml", "-k", "layer6"))  # fmt: skip
