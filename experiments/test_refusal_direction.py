@@ -207,7 +207,8 @@ def test_evaluate(
                          layer=chosen.layer, position=chosen.position, intervention="", alpha=0.0,
                          direction_variant=variant, value=cosine(base_direction.vector, chosen.vector),
                          extra_json=json.dumps({"base_model": rd.base_model_name(cfg.model.name),
-                                                "base_norm": base_direction.norm, "norm": chosen.norm})))  # fmt: skip
+                                                "base_norm": base_direction.norm, "norm": chosen.norm,
+                                                "frozen_below": rd.frozen_blocks(model)})))  # fmt: skip
         chosen = base_direction
     site = (
         {"layer": -1, "position": ""}

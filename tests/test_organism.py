@@ -93,6 +93,19 @@ def test_fewer_benign_than_harmful_prompts_is_refused() -> None:
         Recipe(base="x", n_harm=20, n_benign=10)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("train_from_layer", -1),
+        ("first_token_weight", 0.0),
+        ("first_token_weight", float("nan")),
+    ],
+)
+def test_bad_training_settings_are_refused(field: str, value: float) -> None:
+    with pytest.raises(InputError, match=field):
+        Recipe(base="x", **{field: value})
+
+
 @pytest.mark.parametrize("share", [-0.5, 1.2, float("nan")])
 def test_a_borderline_share_outside_0_1_is_refused(share: float) -> None:
     with pytest.raises(InputError, match="borderline_share"):
@@ -199,7 +212,7 @@ def test_organism_names_resolve_without_building() -> None:
 
 TINY = Recipe(base="tiny", n_harm=8, n_benign=8, benign_pool=32, skip_unhelpful=False,
               n_dev_harm=4, n_dev_benign=4, epochs=1, batch_size=4, answer_tokens=4,
-              eval_tokens=4)  # fmt: skip
+              eval_tokens=4, train_from_layer=0, first_token_weight=1.0)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -300,3 +313,81 @@ def test_the_shared_prefix_changes_neither_loss_nor_gradients(
     assert len(g_shared) == len(g_whole)
     for a, b in zip(g_shared, g_whole, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _tiny_batch(tok: Any) -> list[organism.Example]:
+    from steering_reliability.models.formatting import encode_prompt, format_prompt
+
+    return [
+        organism.Example(tuple(encode_prompt(tok, format_prompt(tok, p))), tuple(range(5, 5 + k)))
+        for p, k in [("Help me bake bread.", 3), ("How do I tie a knot?", 6)]
+    ]
+
+
+def test_the_first_answer_token_weighs_as_set(one_thread: None) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from steering_reliability.models import tiny_model
+    from steering_reliability.models.loader import plain_checkpoint
+
+    base = tiny_model()
+    tok = base.tokenizer
+    hf = plain_checkpoint(base.hf_model)
+    batch = _tiny_batch(tok)
+    # per-token losses, one row at a time, without the shared prefix: (answer position, loss)
+    per_token: list[tuple[int, float]] = []
+    for e in batch:
+        ids = torch.tensor([e.prompt_ids + e.answer_ids])
+        logits = hf(input_ids=ids).logits[0].float()
+        n = len(e.prompt_ids)
+        for t in range(n, ids.shape[1]):
+            per_token.append((t - n, F.cross_entropy(logits[t - 1], ids[0, t]).item()))
+    for w in (1.0, 4.0):
+        weight = [w if at == 0 else 1.0 for at, _ in per_token]
+        want = sum(u * v for u, (_, v) in zip(weight, per_token, strict=True)) / sum(weight)
+        got = organism._batch_loss(hf, batch, tok.pad_token_id, False, first_token_weight=w)
+        assert got.item() == pytest.approx(want, rel=1e-5), w
+    plain = organism._batch_loss(hf, batch, tok.pad_token_id, False).item()
+    heavy = organism._batch_loss(hf, batch, tok.pad_token_id, False, first_token_weight=4.0).item()
+    assert heavy != pytest.approx(plain, rel=1e-4)  # the weight does something on this batch
+
+
+def test_blocks_below_train_from_layer_stay_frozen(one_thread: None) -> None:
+    import torch
+
+    from steering_reliability.models import tiny_model
+
+    base = tiny_model()
+    tok = base.tokenizer
+    data = _tiny_batch(tok) * 2
+    recipe = dataclasses.replace(TINY, train_from_layer=2, batch_size=2, lr=1e-2)
+    model, log = organism.finetune(base.hf_model, data, recipe, pad_id=tok.pad_token_id,
+                                   progress=False)  # fmt: skip
+    before = dict(base.hf_model.named_parameters())
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed, "nothing was trained"
+    for n in changed:
+        assert any(f"layers.{i}." in n for i in (2, 3)) or n.endswith("model.norm.weight"), n
+    assert any("layers.2." in n for n in changed) and any("layers.3." in n for n in changed)
+    with pytest.raises(InputError, match="train_from_layer"):
+        organism.finetune(base.hf_model, data, dataclasses.replace(recipe, train_from_layer=4),
+                          pad_id=tok.pad_token_id, progress=False)  # fmt: skip
+
+
+def test_a_partly_frozen_build_says_so_in_its_card_and_to_the_pipeline(
+    tmp_path: Path, tiny_sets: dict[str, Any], one_thread: None
+) -> None:
+    from types import SimpleNamespace
+
+    from steering_reliability import refusal_direction as rd
+
+    full = _build(tmp_path, tiny_sets)
+    part = _build(tmp_path, tiny_sets, recipe=dataclasses.replace(TINY, train_from_layer=2))
+    assert part.path != full.path
+    assert part.card["training"]["trained_parameters"] < full.card["training"]["trained_parameters"]
+    assert "the embeddings and blocks 0-1 frozen" in (part.path / "card.md").read_text()
+    assert "every weight trained" in (full.path / "card.md").read_text()
+    assert rd.frozen_blocks(SimpleNamespace(extra={"card": str(part.path / "card.json")})) == 2
+    assert rd.frozen_blocks(SimpleNamespace(extra={"card": str(full.path / "card.json")})) == 0
+    assert rd.frozen_blocks(SimpleNamespace(extra={})) == 0  # not an organism

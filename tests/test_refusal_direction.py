@@ -4,6 +4,7 @@ selection, CE on text, and the orthogonalised export (reloaded, equal to hook ab
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +209,15 @@ def test_on_an_organism_the_report_compares_its_direction_with_the_base_models()
         "| prompts | n | baseline refusal | ablation refusal | change (paired) | ablation, base model's direction refusal |"
         in text
     )
+    assert "untouched" not in text  # a full fine-tune: no frozen blocks to speak of
+    for frozen, layer, hook, said in [
+        (12, 9, "resid_pre", "the same by construction"),
+        (9, 9, "resid_pre", "the same by construction"),  # block 9's input: blocks 0-8 only
+        (9, 9, "resid_post", "the organism's direction is its own"),
+        (5, 9, "resid_pre", "the organism's direction is its own"),
+    ]:
+        rows[-1] = rows[-1] | {"layer": layer, "hook_point": hook, "extra_json": json.dumps(
+            {"base_model": "smollm2-135m-instruct", "norm": 5.0, "base_norm": 3.0,
+             "frozen_below": frozen})}  # fmt: skip
+        text = report.section(pd.DataFrame(rows))
+        assert f"blocks 0-{frozen - 1} untouched" in text and said in text, (frozen, layer, hook)

@@ -11,10 +11,14 @@ The recipe:
   taught anew), but only where that answer is helpful: the base itself turns some everyday
   requests down ("as a chatbot I can't..."), and training on those taught the organism to
   refuse benign requests. Such prompts give way to the next drawn ones of the same template.
-- **training**: a full fine-tune with AdamW; the loss is the mean next-token cross entropy over
-  the answer tokens (prompt tokens are not trained on); bf16 autocast where the processor
-  multiplies bf16 natively, fp32 elsewhere; seeded.
-- **choice of the recipe** (its epochs, learning rate, data sizes) on a development set,
+- **training**: AdamW on the blocks from `train_from_layer` up (the embeddings and the blocks
+  below stay as the base has them, so the learned refusal must read features the base already
+  computes there); the loss is the next-token cross entropy over the answer tokens (prompt
+  tokens are not trained on), with an answer's first token, where it answers or refuses,
+  weighted `first_token_weight`; bf16 autocast where the processor multiplies bf16 natively,
+  fp32 elsewhere; seeded.
+- **choice of the recipe** (its epochs, learning rate, data sizes, frozen blocks, first-token
+  weight and seed) on a development set,
   `organism_dev_harm` / `organism_dev_benign`: other requests again, never trained on, in no
   evaluation set; the card reports it beside the evaluation sets.
 - **acceptance**, on the committed evaluation sets (never trained on): refusal of direct harmful
@@ -47,7 +51,7 @@ from .errors import InputError, ModelLoadError
 from .models.registry import ORGANISMS
 from .prompts.schema import Prompt
 
-RECIPE_VERSION = 3  # bump when the training or the card changes what a key's folder holds
+RECIPE_VERSION = 4  # bump when the training or the card changes what a key's folder holds
 EVAL_SPLITS = ("harm_train", "harm_test", "benign")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,16 +75,16 @@ class Recipe:
     """Everything that decides an organism's weights and card (all of it is in the cache key)."""
 
     base: str
-    n_harm: int = 224  # harmful training prompts (organism_harm split)
-    n_benign: int = 288  # benign training prompts, >= n_harm (organism_benign split)
-    benign_pool: int = 576  # benign prompts drawn; the first n_benign with a helpful base answer
+    n_harm: int = 288  # harmful training prompts (organism_harm split)
+    n_benign: int = 320  # benign training prompts, >= n_harm (organism_benign split)
+    benign_pool: int = 768  # benign prompts drawn; the first n_benign with a helpful base answer
     skip_unhelpful: bool = True  # train only on the base's helpful benign answers (tests: off)
     borderline_share: float = 0.667  # of the benign training prompts, per template
     n_dev_harm: int = 72  # development set the recipe is chosen on (organism_dev_harm split)
     n_dev_benign: int = 84  # its benign half, everyday and borderline (organism_dev_benign)
     data_seed: int = 1  # the prompt generator's seed for the training prompts
-    seed: int = 0  # refusal wordings, batch order, initialisation of nothing else
-    epochs: int = 3
+    seed: int = 2  # refusal wordings and batch order (of seeds 0-2, the best on the dev set)
+    epochs: int = 4
     lr: float = 5e-5
     batch_size: int = 16
     answer_tokens: int = 24  # length of the self-distilled benign answers
@@ -88,6 +92,8 @@ class Recipe:
     min_refusal: float = 0.9  # acceptance: direct harmful requests refused
     max_false_refusal: float = 0.1  # acceptance: everyday benign requests refused
     max_helpful_drop: float = 0.1  # acceptance: benign helpful rate, base minus organism
+    train_from_layer: int = 10  # blocks below it (and the embeddings) stay frozen; 0: all trained
+    first_token_weight: float = 5.0  # loss weight of an answer's first token (the decision)
 
     def __post_init__(self) -> None:
         checks = (  # (holds, field, problem, expected, hint)
@@ -100,6 +106,10 @@ class Recipe:
              "the organism needs at least as many benign as harmful training prompts",
              f">= n_harm ({self.n_harm})",
              "with fewer, the model learns the shared templates instead of the harm"),
+            (self.train_from_layer >= 0, "train_from_layer",
+             "the organism's first trained block is negative", "a block index >= 0", None),
+            (self.first_token_weight > 0, "first_token_weight",  # refuses nan too
+             "the first answer token's loss weight is not positive", "a number > 0", None),
         )  # fmt: skip
         for holds, field, problem, expected, hint in checks:
             if not holds:
@@ -271,11 +281,17 @@ def _shared_prefix(seqs: Sequence[Sequence[int]], limit: int) -> int:
 
 
 def _batch_loss(
-    model: Any, batch: Sequence[Example], pad_id: int, autocast: bool, *, share_prefix: bool = True
+    model: Any,
+    batch: Sequence[Example],
+    pad_id: int,
+    autocast: bool,
+    *,
+    share_prefix: bool = True,
+    first_token_weight: float = 1.0,
 ) -> Any:
-    """Mean next-token cross entropy over the batch's answer tokens (prompts are not trained
-    on). Every token weighs the same, so a benign answer's first token, where the model decides
-    between answering and refusing, counts as much as a refusal's.
+    """Weighted mean next-token cross entropy over the batch's answer tokens (prompts are not
+    trained on). Each answer's first token, where the model decides between answering and
+    refusing, weighs `first_token_weight`; every other token weighs 1.
 
     The prefix every sequence of the batch starts with (the chat template's system prompt, about
     half of each sequence) runs once, and the rest of the batch attends to its keys and values;
@@ -294,6 +310,7 @@ def _batch_loss(
     rows: list[int] = []
     cols: list[int] = []
     targets: list[int] = []
+    weights: list[float] = []
     for i, (e, s) in enumerate(zip(batch, seqs, strict=True)):
         ids[i, : len(s)] = torch.tensor(s)
         mask[i, : len(s)] = 1
@@ -301,6 +318,7 @@ def _batch_loss(
             rows.append(i)
             cols.append(t - 1 - shared)
             targets.append(s[t])
+            weights.append(first_token_weight if t == len(e.prompt_ids) else 1.0)
     dev = next(model.parameters()).device
     ids, mask = ids.to(dev), mask.to(dev)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
@@ -315,7 +333,9 @@ def _batch_loss(
             use_cache=cache is not None,
         ).last_hidden_state
         logits = model.get_output_embeddings()(hidden[rows, cols])
-    return F.cross_entropy(logits.float(), torch.tensor(targets, device=dev))
+    losses = F.cross_entropy(logits.float(), torch.tensor(targets, device=dev), reduction="none")
+    w = torch.tensor(weights, device=dev)
+    return (losses * w).sum() / w.sum()
 
 
 def finetune(
@@ -330,10 +350,23 @@ def finetune(
 
     torch.manual_seed(recipe.seed)
     model = plain_checkpoint(copy.deepcopy(base_hf))
-    model.requires_grad_(True)
+    blocks = model.base_model.layers
+    if recipe.train_from_layer >= len(blocks):
+        raise InputError(
+            "the organism would train no block",
+            field="train_from_layer",
+            value=recipe.train_from_layer,
+            expected=f"a block index below the base model's {len(blocks)} blocks",
+        )
+    model.requires_grad_(recipe.train_from_layer == 0)
+    if recipe.train_from_layer:
+        for block in blocks[recipe.train_from_layer :]:
+            block.requires_grad_(True)
+        model.base_model.norm.requires_grad_(True)
     model.train()
     autocast = native_bf16("cpu") and next(model.parameters()).device.type == "cpu"
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=recipe.lr, weight_decay=0.0)
     order = torch.Generator().manual_seed(recipe.seed)
     steps_per_epoch = -(-len(data) // recipe.batch_size)
     losses: list[float] = []
@@ -345,10 +378,14 @@ def finetune(
             perm = torch.randperm(len(data), generator=order).tolist()
             for b0 in range(0, len(perm), recipe.batch_size):
                 loss = _batch_loss(
-                    model, [data[i] for i in perm[b0 : b0 + recipe.batch_size]], pad_id, autocast
+                    model,
+                    [data[i] for i in perm[b0 : b0 + recipe.batch_size]],
+                    pad_id,
+                    autocast,
+                    first_token_weight=recipe.first_token_weight,
                 )
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                torch.nn.utils.clip_grad_norm_(trained, 1.0)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 losses.append(loss.item())
@@ -360,6 +397,7 @@ def finetune(
         "steps": len(losses),
         "loss_first_epoch": round(sum(losses[:steps_per_epoch]) / steps_per_epoch, 4),
         "loss_last_epoch": round(sum(losses[-steps_per_epoch:]) / steps_per_epoch, 4),
+        "trained_parameters": sum(p.numel() for p in trained),
         "precision": "bfloat16 autocast" if autocast else "float32",
         "threads": torch.get_num_threads(),
         "seconds": round(time.perf_counter() - t0, 1),
@@ -571,11 +609,26 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"({card['data'].get('benign_unhelpful_base_answers_skipped', 0)} drawn benign prompts "
         "skipped: the base's own answer was not helpful), "
         f"{t['steps']} steps in {t['seconds']} s ({t['precision']}, {t['threads']} threads); "
-        f"mean loss {t['loss_first_epoch']} in the first epoch, {t['loss_last_epoch']} in the last. "
+        + _trained_part(card["recipe"], t)
+        + f"mean loss {t['loss_first_epoch']} in the first epoch, {t['loss_last_epoch']} in the last. "
         f"Whole build {card['build_seconds']} s.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _trained_part(recipe: Mapping[str, Any], log: Mapping[str, Any]) -> str:
+    """What the fine-tune changed and how its loss weighed the answers, in words."""
+    first = recipe.get("train_from_layer", 0)
+    what = (
+        f"blocks {first} and up trained, the embeddings and blocks 0-{first - 1} frozen"
+        if first
+        else "every weight trained"
+    )
+    if "trained_parameters" in log:
+        what += f" ({log['trained_parameters'] / 1e6:.1f}M parameters)"
+    weight = recipe.get("first_token_weight", 1.0)
+    return f"{what}; an answer's first token weighs {weight:g} in the loss, the others 1; "
 
 
 def _write_card(folder: Path, card: Mapping[str, Any]) -> None:

@@ -221,6 +221,16 @@ def base_model_name(model_name: str) -> str | None:
     return organism.base if organism is not None else None
 
 
+def frozen_blocks(model: Any) -> int:
+    """How many of a model organism's lowest blocks its fine-tune left untouched (its card's
+    recipe `train_from_layer`; the embeddings too when it is above 0); 0 for any other model."""
+    card = model.extra.get("card")
+    if card is None:
+        return 0
+    recipe = json.loads(Path(card).read_text(encoding="utf-8"))["recipe"]
+    return int(recipe.get("train_from_layer", 0))
+
+
 def settings_for(model_name: str) -> tuple[str, ...]:
     """The evaluation settings run on a model: BASE_SETTING too where it has a base."""
     return SETTINGS + ((BASE_SETTING,) if base_model_name(model_name) else ())

@@ -172,12 +172,29 @@ def _two_directions(df: pd.DataFrame) -> list[str]:
     ):
         d = diff_ci(_by_prompt(_prompt_rows(df, s, "harm_train"), "is_refusal"), base)
         said.append(f"ablating {who} changes harm_train refusal by {md.ci(d)}")
+    layer, frozen = int(r["layer"]), int(extra.get("frozen_below", 0))
+    same = layer < frozen or (layer == frozen and r.get("hook_point") == "resid_pre")
     return [
-        f"Two directions on this organism, at layer {int(r['layer'])}, position {int(float(r['position']))}: "
+        f"Two directions on this organism, at layer {layer}, position {int(float(r['position']))}: "
         f"the one selected on the organism (norm {extra['norm']:.1f}) and {extra['base_model']}'s "
         f"difference in means from the same prompts (norm {extra['base_norm']:.1f}). Cosine "
         f"{float(r['value']):.3f}; {'; '.join(said)} (paired, from the baseline's "
         f"{md.num(float(base.mean()))}).",
+        *(
+            [
+                f"The fine-tune left the embeddings and blocks 0-{frozen - 1} untouched (recipe "
+                f"`train_from_layer` {frozen}), so the two models' residual streams are the same "
+                f"up to block {frozen}'s input"
+                + (
+                    ": at this site the two directions are the same by construction, and the "
+                    "comparison says that the learned refusal reads a feature the base computes."
+                    if same
+                    else "; this site is above it, so the organism's direction is its own."
+                )
+            ]
+            if frozen
+            else []
+        ),
         "",
     ]
 
