@@ -99,6 +99,7 @@ def test_fewer_benign_than_harmful_prompts_is_refused() -> None:
         ("train_from_layer", -1),
         ("first_token_weight", 0.0),
         ("first_token_weight", float("nan")),
+        ("first_token_weight", float("inf")),
     ],
 )
 def test_bad_training_settings_are_refused(field: str, value: float) -> None:
@@ -386,8 +387,22 @@ def test_a_partly_frozen_build_says_so_in_its_card_and_to_the_pipeline(
     part = _build(tmp_path, tiny_sets, recipe=dataclasses.replace(TINY, train_from_layer=2))
     assert part.path != full.path
     assert part.card["training"]["trained_parameters"] < full.card["training"]["trained_parameters"]
-    assert "the embeddings and blocks 0-1 frozen" in (part.path / "card.md").read_text()
+    assert (
+        "the final norm trained, the embeddings and blocks 0-1 frozen"
+        in (part.path / "card.md").read_text()
+    )
     assert "every weight trained" in (full.path / "card.md").read_text()
     assert rd.frozen_blocks(SimpleNamespace(extra={"card": str(part.path / "card.json")})) == 2
     assert rd.frozen_blocks(SimpleNamespace(extra={"card": str(full.path / "card.json")})) == 0
     assert rd.frozen_blocks(SimpleNamespace(extra={})) == 0  # not an organism
+
+
+def test_a_train_from_layer_past_the_model_is_refused_before_the_base_answers(
+    tmp_path: Path, tiny_sets: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_answers(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the base answered its pool before the recipe was checked")
+
+    monkeypatch.setattr(organism, "examples", no_answers)
+    with pytest.raises(InputError, match="train_from_layer"):
+        _build(tmp_path, tiny_sets, recipe=dataclasses.replace(TINY, train_from_layer=4))

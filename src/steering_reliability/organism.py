@@ -108,7 +108,7 @@ class Recipe:
              "with fewer, the model learns the shared templates instead of the harm"),
             (self.train_from_layer >= 0, "train_from_layer",
              "the organism's first trained block is negative", "a block index >= 0", None),
-            (self.first_token_weight > 0, "first_token_weight",  # refuses nan too
+            (0 < self.first_token_weight < float("inf"), "first_token_weight",  # and nan
              "the first answer token's loss weight is not positive", "a number > 0", None),
         )  # fmt: skip
         for holds, field, problem, expected, hint in checks:
@@ -338,6 +338,19 @@ def _batch_loss(
     return (losses * w).sum() / w.sum()
 
 
+def _trained_blocks(hf_model: Any, recipe: Recipe) -> Any:
+    """The model's blocks; InputError when `train_from_layer` would leave none to train."""
+    blocks = hf_model.base_model.layers
+    if recipe.train_from_layer >= len(blocks):
+        raise InputError(
+            "the organism would train no block",
+            field="train_from_layer",
+            value=recipe.train_from_layer,
+            expected=f"a block index below the base model's {len(blocks)} blocks",
+        )
+    return blocks
+
+
 def finetune(
     base_hf: Any, data: Sequence[Example], recipe: Recipe, *, pad_id: int, progress: bool
 ) -> tuple[Any, dict[str, Any]]:
@@ -350,14 +363,7 @@ def finetune(
 
     torch.manual_seed(recipe.seed)
     model = plain_checkpoint(copy.deepcopy(base_hf))
-    blocks = model.base_model.layers
-    if recipe.train_from_layer >= len(blocks):
-        raise InputError(
-            "the organism would train no block",
-            field="train_from_layer",
-            value=recipe.train_from_layer,
-            expected=f"a block index below the base model's {len(blocks)} blocks",
-        )
+    blocks = _trained_blocks(model, recipe)
     model.requires_grad_(recipe.train_from_layer == 0)
     if recipe.train_from_layer:
         for block in blocks[recipe.train_from_layer :]:
@@ -621,7 +627,9 @@ def _trained_part(recipe: Mapping[str, Any], log: Mapping[str, Any]) -> str:
     """What the fine-tune changed and how its loss weighed the answers, in words."""
     first = recipe.get("train_from_layer", 0)
     what = (
-        f"blocks {first} and up trained, the embeddings and blocks 0-{first - 1} frozen"
+        f"blocks {first} and up and the final norm trained, the embeddings and "
+        + (f"blocks 0-{first - 1}" if first > 1 else "block 0")
+        + " frozen"
         if first
         else "every weight trained"
     )
@@ -701,6 +709,7 @@ def build(
             [p for ps in dev.values() for p in ps], eval_sets, what="organism development prompts"
         )
         start = load(recipe.base, dtype="float32", cache_dir=cache) if base is None else base
+        _trained_blocks(start.hf_model, recipe)  # said before the base answers its pool
         data, unhelpful = examples(start, recipe, harm, benign, cache_dir=cache, progress=progress)
         tok = start.tokenizer
         model, log = finetune(
