@@ -7,9 +7,7 @@ baseline come from content-addressed caches on disk, computed once across worker
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -193,6 +191,7 @@ def _pin_threads() -> None:
 def model(sr_config: Config, sr_run: Any) -> Any:
     """The model under test (read-only; never edit its weights)."""
     from steering_reliability.models import load
+    from steering_reliability.organism import card_of
 
     _pin_threads()
     m = load(sr_config.model.name, device=sr_config.model.device, dtype=sr_config.model.dtype)
@@ -210,8 +209,8 @@ def model(sr_config: Config, sr_run: Any) -> Any:
             "device": m.info.device,
         },
     )
-    if "card" in m.extra:  # a model organism: how it was made and whether it met its targets
-        card = json.loads(Path(m.extra["card"]).read_text(encoding="utf-8"))
+    card = card_of(m)
+    if card is not None:  # a model organism: how it was made and whether it met its targets
         keep = (
             "key",
             "base",

@@ -83,7 +83,7 @@ class Recipe:
     n_dev_harm: int = 72  # development set the recipe is chosen on (organism_dev_harm split)
     n_dev_benign: int = 84  # its benign half, everyday and borderline (organism_dev_benign)
     data_seed: int = 1  # the prompt generator's seed for the training prompts
-    seed: int = 2  # refusal wordings and batch order (of seeds 0-2, the best on the dev set)
+    seed: int = 2  # refusal wordings and batch order (of seeds 0-4, the best on the dev set)
     epochs: int = 4
     lr: float = 5e-5
     batch_size: int = 16
@@ -637,6 +637,12 @@ def _trained_part(recipe: Mapping[str, Any], log: Mapping[str, Any]) -> str:
         what += f" ({log['trained_parameters'] / 1e6:.1f}M parameters)"
     weight = recipe.get("first_token_weight", 1.0)
     return f"{what}; an answer's first token weighs {weight:g} in the loss, the others 1; "
+
+
+def card_of(model: Any) -> dict[str, Any] | None:
+    """The card of a loaded model organism (LoadedModel.extra names it); None for other models."""
+    path = model.extra.get("card")
+    return None if path is None else json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def _write_card(folder: Path, card: Mapping[str, Any]) -> None:

@@ -224,11 +224,10 @@ def base_model_name(model_name: str) -> str | None:
 def frozen_blocks(model: Any) -> int:
     """How many of a model organism's lowest blocks its fine-tune left untouched (its card's
     recipe `train_from_layer`; the embeddings too when it is above 0); 0 for any other model."""
-    card = model.extra.get("card")
-    if card is None:
-        return 0
-    recipe = json.loads(Path(card).read_text(encoding="utf-8"))["recipe"]
-    return int(recipe.get("train_from_layer", 0))
+    from .organism import card_of
+
+    card = card_of(model)
+    return 0 if card is None else int(card["recipe"].get("train_from_layer", 0))
 
 
 def settings_for(model_name: str) -> tuple[str, ...]:
