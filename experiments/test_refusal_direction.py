@@ -76,11 +76,13 @@ def rd_selection(
     meta = rd.direction_metadata(
         chosen,
         criterion=by,
-        scores={k: _plain(row[k]) for k in ("induce_score", "bypass_score", "kl",
+        scores={k: _plain(row[k]) for k in ("induce_score", "bypass_score", "ablation_kl", "addition_kl",
                                             "baseline_refusal_prob_benign", "n_refusing_baseline")},
         thresholds={"kl_max": sr_config.refusal_direction.kl_max,
+                    "kl_of": "all-layer ablation, harmless select prompts",
                     "max_layer_frac": sr_config.refusal_direction.max_layer_frac,
                     "must_induce": True, "bypass_needs_refusing": rd.MIN_REFUSING},
+        frontier=rd.frontier(table, sr_config),
         prompts=_ids(rd_prompts),
     )  # fmt: skip
     atomic_write(rd_folder / "direction.pt", lambda fh: torch.save(chosen.vector.clone(), fh))
@@ -134,17 +136,19 @@ def test_scan(
 ) -> None:
     """One layer's candidates: induce (first-token refusal probability under +v on harmless
     select prompts), bypass (its drop under all-layer ablation on harmful select prompts that
-    refuse at baseline; empty when none does) and KL on the harmless prompts."""
+    refuse at baseline; empty when none does) and the KL on the harmless prompts under that
+    ablation (`extra_json`, the one selection bounds) and under +v (`kl_to_baseline`)."""
     table = rd.scan_layer(model, sr_config, rd_candidates, rd_layer, rd_prompts)
     assert len(table) == len([k for k in rd_candidates if k[0] == rd_layer]) > 0
-    assert table["kl"].ge(0).all() and table["induce_score"].between(0, 1).all()
+    assert table[["ablation_kl", "addition_kl"]].ge(0).all().all()
+    assert table["induce_score"].between(0, 1).all()
     record.rows(
         _row(sr_config, model, experiment=f"{EXPERIMENT}:scan",
              case_id=f"layer{rd_layer}-scan", layer=rd_layer, position=str(r["position"]),
              intervention="add", alpha=1.0, direction_variant=f"pos{r['position']}",
              value=r["induce_score"], first_token_refusal_prob=r["induce_score"],
-             kl_to_baseline=r["kl"],
-             extra_json=json.dumps({k: _plain(r[k]) for k in ("bypass_score", "n_refusing_baseline",
+             kl_to_baseline=r["addition_kl"],
+             extra_json=json.dumps({k: _plain(r[k]) for k in ("ablation_kl", "bypass_score", "n_refusing_baseline",
                                     "baseline_refusal_prob_benign", "norm", "split_half_cosine")},
                                    default=float))
         for r in table.to_dict("records")

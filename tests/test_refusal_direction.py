@@ -62,14 +62,16 @@ def _table(**cols: list[Any]) -> pd.DataFrame:
 
 
 def test_selection_applies_kl_layer_and_induce_filters_then_ranks() -> None:
-    t = _table(layer=[2, 3, 9, 4], kl=[0.05, 0.5, 0.01, 0.02], induce_score=[0.6, 0.9, 0.99, 0.05])
+    t = _table(layer=[2, 3, 9, 4], ablation_kl=[0.05, 0.5, 0.01, 0.02],
+               induce_score=[0.6, 0.9, 0.99, 0.05])  # fmt: skip
     # layer 3: KL too high; layer 9: past 80% of layers; layer 4: does not induce (0.05 < 0.1).
     assert select_direction(t, 0.1, 0.8, require_induce=True)["layer"] == 2
     assert select_direction(t, 0.1, 0.8)["layer"] == 2  # without the filter 4 ranks lower anyway
     t.loc[0, "induce_score"] = 0.01
     with pytest.raises(DirectionError, match="induce filter"):
         select_direction(t, 0.1, 0.8, require_induce=True)
-    by = _table(layer=[2, 3], kl=[0.01, 0.02], induce_score=[0.9, 0.2], bypass_score=[0.1, 0.7])
+    by = _table(layer=[2, 3], ablation_kl=[0.01, 0.02], induce_score=[0.9, 0.2],
+                bypass_score=[0.1, 0.7])  # fmt: skip
     assert select_direction(by, 0.1, 0.8, by="bypass")["layer"] == 3
 
 
@@ -94,7 +96,8 @@ def test_scan_select_ce_and_orthogonalised_export_on_the_tiny_model(
     pd.testing.assert_frame_equal(again.reset_index(drop=True),
                                   table[table["layer"] == layers[0]].reset_index(drop=True),
                                   check_dtype=False)  # fmt: skip
-    assert (table["kl"] >= 0).all() and table["induce_score"].between(0, 1).all()
+    assert (table[["ablation_kl", "addition_kl"]] >= 0).all().all()
+    assert table["induce_score"].between(0, 1).all()
 
     best = max(cands.values(), key=lambda d: d.norm)
     base_ce, n = rd.text_ce(tiny, ["The river begins in the hills.", "Bread is made from flour."])
@@ -185,6 +188,22 @@ def test_the_report_table_reads_baseline_rows_of_the_same_prompts_and_says_what_
     # harm_test's report prompts 0..7: past_tense are the even ones (baseline 1,1,1,1 -> 0,1,0,0)
     assert "| harm_test past_tense | 4 | 1.00 [1.00, 1.00] | 0.25 [" in text
     assert "ablation, base model's direction" not in text  # not a model organism
+    assert "What a looser bound" not in text  # no selection row: nothing to say about bounds
+
+    meta = {"layer": 4, "position": "-2", "criterion": "bypass", "scores": {},
+            "thresholds": {"kl_max": 0.1, "max_layer_frac": 0.8},
+            "frontier": [{"kl_max": 0.1, "candidate": "layer4-pos-2", "layer": 4, "position": "-2",
+                          "bypass_score": 0.12, "ablation_kl": 0.09},
+                         {"kl_max": 0.5, "candidate": None},
+                         {"kl_max": None, "candidate": "layer1-pos-4", "layer": 1, "position": "-4",
+                          "bypass_score": 0.99, "ablation_kl": 6.8}]}  # fmt: skip
+    sel = {"experiment": "refusal_direction:select", "case_id": "rd-select", "split": "",
+           "prompt_id": "", "extra_json": json.dumps(meta)}  # fmt: skip
+    text = report.section(pd.concat([df, pd.DataFrame([sel])], ignore_index=True))
+    assert "ran only on the configured bound, 0.1)" in text
+    assert "| <= 0.1 | layer 4, position -2 | 0.120 | 0.090 |" in text
+    assert "| <= 0.5 | none passes |  |  |" in text
+    assert "| no bound | layer 1, position -4 | 0.990 | 6.800 |" in text
 
 
 def test_on_an_organism_the_report_compares_its_direction_with_the_base_models() -> None:

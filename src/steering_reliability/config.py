@@ -189,7 +189,8 @@ class RefusalDirectionConfig:
     """The refusal-direction pipeline (Arditi et al. 2024; experiments/test_refusal_direction.py):
     defaults as the paper where it says, sizes for a CPU."""
 
-    # Selection: KL of harmless next-token distributions under addition, and the layer cut-off.
+    # Selection: KL of harmless next-token distributions under all-layer ablation (as the paper),
+    # and the layer cut-off.
     kl_max: Annotated[Number, _rule("> 0", lambda v: v > 0)] = 0.1
     max_layer_frac: Fraction = 0.8
     # Select-part prompts that score each candidate (harmless: induce and KL; harmful: bypass).

@@ -5,9 +5,11 @@
    derived from the template), one forward pass per batch for all layers;
 2. a cheap scan without generation: per candidate, the first-token refusal probability under
    addition on harmless prompts (induce), its drop under all-layer ablation on harmful prompts
-   that refuse at baseline (bypass) and the KL on harmless prompts (`selection.score_candidates`);
-3. selection on *select* prompts: KL bound, layer cut-off, must induce; the best bypass where the
-   model refuses enough to measure it, else the best induce score;
+   that refuse at baseline (bypass) and the KL on harmless prompts under that ablation and under
+   the addition (`selection.score_candidates`);
+3. selection on *select* prompts: a bound on the ablation's KL on harmless prompts (as in the
+   paper), layer cut-off, must induce; the best bypass where the model refuses enough to measure
+   it, else the best induce score;
 4. evaluation settings on *report* prompts: all-layer directional ablation, and activation
    addition (-v on harmful prompts, +v on harmless ones) at the selected layer;
 5. CE on a general text sample, and the weight-orthogonalised model as a loadable export.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,15 +41,18 @@ from .models.formatting import post_instruction_positions
 from .models.loader import plain_checkpoint
 from .prompts import Prompt
 
-SCAN_VERSION = 3  # bump when the scan's numerics change: cached layer tables are recomputed
+SCAN_VERSION = 4  # bump when the scan's numerics change: cached layer tables are recomputed
 PROMPT_ROLES = ("harmful", "harmless", "harmful_val", "harmless_val")
 SETTINGS = ("baseline", "ablation", "actadd")
 # On a model organism (models.registry.ORGANISMS), one more setting: all-layer ablation of the
 # *base* model's direction (same prompts, layer and position), beside the organism's own.
 BASE_SETTING = "ablation_base"
 MIN_REFUSING = 5  # harmful select prompts that must refuse at baseline for selection by bypass
+# Ablation-KL bounds beside the configured one at which the report shows what selection would
+# take (`frontier`): what a looser bound buys in bypass or induce, and at what cost.
+FRONTIER_KL = (0.25, 0.5, 1.0, 2.0, math.inf)
 _FLOATS = ("alpha", "norm", "split_half_cosine", "induce_score", "baseline_refusal_prob_benign",
-           "kl", "bypass_score")  # fmt: skip
+           "ablation_kl", "addition_kl", "bypass_score")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -168,6 +174,22 @@ def scan_layer(
     return table
 
 
+def criterion(table: pd.DataFrame) -> str:
+    """ "bypass" where enough harmful select prompts refuse at baseline to rank by it, else
+    "induce"."""
+    return "bypass" if int(table["n_refusing_baseline"].max()) >= MIN_REFUSING else "induce"
+
+
+def frontier(table: pd.DataFrame, cfg: Config) -> list[dict[str, Any]]:
+    """What selection takes at the configured ablation-KL bound and at each of FRONTIER_KL
+    (`selection.kl_frontier`), with the same cut-off, induce filter and ranking."""
+    from .directions.selection import kl_frontier
+
+    rd = cfg.refusal_direction
+    return kl_frontier(table, (rd.kl_max, *FRONTIER_KL), rd.max_layer_frac,
+                       require_induce=True, by=criterion(table))  # fmt: skip
+
+
 def select(table: pd.DataFrame, cfg: Config) -> tuple[pd.Series, str]:
     """The selected candidate and the criterion that ranked it ("bypass" or "induce"); a
     ConfigError naming the refusal_direction setting to change when no candidate passes."""
@@ -175,7 +197,7 @@ def select(table: pd.DataFrame, cfg: Config) -> tuple[pd.Series, str]:
     from .errors import DirectionError
 
     rd = cfg.refusal_direction
-    by = "bypass" if int(table["n_refusing_baseline"].max()) >= MIN_REFUSING else "induce"
+    by = criterion(table)
     try:
         row = select_direction(table, rd.kl_max, rd.max_layer_frac, require_induce=True, by=by)
     except DirectionError as exc:

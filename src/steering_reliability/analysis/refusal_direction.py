@@ -92,12 +92,15 @@ def section(df: pd.DataFrame) -> str:
         lines += [
             f"Selected on *select* prompts (these scores are select-part numbers): layer {meta.get('layer')}, position {meta.get('position')} "
             f"(post-instruction token, counted from the end), ranked by {meta.get('criterion')} "
-            f"among candidates with KL <= {meta['thresholds']['kl_max']} in the first "
-            f"{meta['thresholds']['max_layer_frac']:.0%} of layers that induce refusal. Its scores: "
+            f"among candidates in the first {meta['thresholds']['max_layer_frac']:.0%} of layers that "
+            f"induce refusal and whose all-layer ablation moves the harmless next-token distributions "
+            f"by KL <= {meta['thresholds']['kl_max']}. Its scores: "
             f"induce {s.get('induce_score', float('nan')):.3f} (benign baseline "
-            f"{s.get('baseline_refusal_prob_benign', float('nan')):.3f}), KL {s.get('kl', float('nan')):.3f}, "
+            f"{s.get('baseline_refusal_prob_benign', float('nan')):.3f}), KL under ablation "
+            f"{s.get('ablation_kl', float('nan')):.3f}, under +v {s.get('addition_kl', float('nan')):.3f}, "
             f"harmful select prompts refusing at baseline: {s.get('n_refusing_baseline')}.",
             "",
+            *_frontier(meta),
         ]
     t = table(df)
     cols = list(t["baseline"])
@@ -107,6 +110,28 @@ def section(df: pd.DataFrame) -> str:
                                             for name in t])]  # fmt: skip
     lines += ["", _measurable(df), "", *_by_style(df), *_two_directions(df), _checks(df), ""]
     return "\n".join(lines)
+
+
+def _frontier(meta: dict[str, Any]) -> list[str]:
+    """What selection would take under looser ablation-KL bounds (select-part scores): the
+    price of the bound, or of a direction that bypasses more."""
+    rows = meta.get("frontier") or []
+    if len(rows) < 2:
+        return []
+    score = f"{meta.get('criterion')}_score"
+
+    def cell(r: dict[str, Any]) -> list[str]:
+        if r.get("candidate") is None:
+            return ["none passes", "", ""]
+        return [f"layer {r['layer']}, position {r['position']}", md.num(r[score], 3),
+                md.num(r["ablation_kl"], 3)]  # fmt: skip
+
+    body = [["no bound" if r["kl_max"] is None else f"<= {r['kl_max']:g}", *cell(r)] for r in rows]
+    return [f"What a looser bound on the ablation KL would select (same cut-off, induce filter "
+            f"and ranking; select-part scores; the report prompts ran only on the configured "
+            f"bound, {meta['thresholds']['kl_max']:g}):", "",
+            md.table(["ablation KL bound", "candidate", score.replace("_", " "), "its ablation KL"],
+                     body), ""]  # fmt: skip
 
 
 def _harm_refusal(df: pd.DataFrame) -> float:
@@ -251,17 +276,25 @@ def _checks(df: pd.DataFrame) -> str:
 
 
 def scan_figure(df: pd.DataFrame) -> Any:
-    """Induce score and KL against layer, one line per post-instruction position."""
+    """Induce score and the KL on harmless prompts under all-layer ablation (the one selection
+    bounds) and under +v, against layer, one line per post-instruction position."""
     import matplotlib.pyplot as plt
 
     scan = df[df["experiment"] == f"{EXPERIMENT}:scan"].copy()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    scan["ablation_kl"] = [
+        json.loads(x).get("ablation_kl", math.nan) if isinstance(x, str) else math.nan
+        for x in scan["extra_json"]
+    ]
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 3.6))
     for pos, rows in scan.groupby("position"):
         rows = rows.sort_values("layer")
         a.plot(rows["layer"], rows["value"], marker=".", label=f"pos {pos}")
-        b.plot(rows["layer"], rows["kl_to_baseline"], marker=".", label=f"pos {pos}")
+        b.plot(rows["layer"], rows["ablation_kl"], marker=".", label=f"pos {pos}")
+        c.plot(rows["layer"], rows["kl_to_baseline"], marker=".", label=f"pos {pos}")
     a.set(xlabel="layer", ylabel="first-token refusal p under +v (harmless)", title="induce")
-    b.set(xlabel="layer", ylabel="KL on harmless prompts", title="KL", yscale="log")
+    b.set(xlabel="layer", ylabel="KL on harmless prompts", yscale="log",
+          title="KL under all-layer ablation (bounded)")  # fmt: skip
+    c.set(xlabel="layer", ylabel="KL on harmless prompts", title="KL under +v", yscale="log")
     a.legend(fontsize=7)
     fig.suptitle("refusal-direction candidates, select prompts")
     fig.tight_layout()

@@ -2,9 +2,12 @@
 
 Each candidate gets an induce score (mean first-token refusal probability on held-out benign
 prompts with the direction added), a bypass score (drop in first-token refusal probability
-under full ablation, on harmful prompts that refuse at baseline; NaN if none does) and the KL of
-benign next-token distributions from baseline. One prefill forward per batch and setting; only
-the last position's logits are computed.
+under full ablation, on harmful prompts that refuse at baseline; NaN if none does) and two KLs
+of the benign next-token distributions from baseline: under all-layer ablation (the one
+selection bounds, as Arditi et al. do: removing a refusal direction should leave harmless
+prompts nearly as they were) and under the addition (recorded, not bounded: inducing refusal
+on a harmless prompt *is* a large change of its next token). One prefill forward per batch and
+setting; only the last position's logits are computed.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "split_half_cosine",
     "induce_score",
     "baseline_refusal_prob_benign",
-    "kl",
+    "ablation_kl",
+    "addition_kl",
     "bypass_score",
     "n_refusing_baseline",
     "key",
@@ -62,6 +66,11 @@ def _label(key: Any, d: Direction) -> str:
     )
 
 
+def _mean_kl(base: torch.Tensor, other: torch.Tensor) -> float:
+    """Mean KL(base || other) of [n, vocab] next-token logits."""
+    return float(kl_divergence(base[:, None, :], other[:, None, :]).mean())
+
+
 def score_candidates(
     model: LoadedModel,
     candidates: Mapping[Any, Direction] | Sequence[Direction],
@@ -74,7 +83,8 @@ def score_candidates(
     refusal_threshold: float = 0.5,
     batch_size: int = 16,
 ) -> pd.DataFrame:
-    """One row per candidate: induce score, bypass score, KL on benign prompts (TABLE_COLUMNS)."""
+    """One row per candidate (TABLE_COLUMNS): induce score, bypass score, and the KL on benign
+    prompts under all-layer ablation and under the addition."""
     items = (
         list(candidates.items())
         if isinstance(candidates, Mapping)
@@ -104,12 +114,12 @@ def score_candidates(
         s = Steering("add", d.layer, d.scaled(alpha_scale), alpha, hook_point=d.hook_point)
         with steer(model, [s]):
             steered = last_logits(model, benign, **kw)
-        kl = kl_divergence(base_benign[:, None, :], steered[:, None, :])  # [n_benign]
         bypass = math.nan
-        if refusing:
-            with full_ablation(model, d.vector):
+        with full_ablation(model, d.vector):
+            ablated_benign = last_logits(model, benign, **kw)
+            if refusing:
                 ablated = first_token_refusal_prob(last_logits(model, refusing, **kw), ids)
-            bypass = float(base_harm_prob.mean() - ablated.mean())
+                bypass = float(base_harm_prob.mean() - ablated.mean())
         rows.append(
             {
                 "candidate": _label(key, d),
@@ -124,7 +134,8 @@ def score_candidates(
                 "split_half_cosine": d.split_half_cosine,
                 "induce_score": float(first_token_refusal_prob(steered, ids).mean()),
                 "baseline_refusal_prob_benign": float(base_prob.mean()),
-                "kl": float(kl.mean()),
+                "ablation_kl": _mean_kl(base_benign, ablated_benign),
+                "addition_kl": _mean_kl(base_benign, steered),
                 "bypass_score": bypass,
                 "n_refusing_baseline": len(refusing),
                 "key": d.key,
@@ -141,15 +152,17 @@ def select_direction(
     require_induce: bool = False,
     by: str = "induce",
 ) -> pd.Series:
-    """The best candidate among those with KL <= kl_max and layer < max_layer_frac * n_layers
-    (late layers steer the output, not the decision) and, with `require_induce`, whose addition
-    raises the benign refusal probability above baseline. `by`: "induce" ranks by the induce
-    score, "bypass" by the drop in refusal under all-layer ablation (then KL, lower first)."""
+    """The best candidate among those whose all-layer ablation moves the benign next-token
+    distributions by KL <= kl_max, with layer < max_layer_frac * n_layers (late layers steer the
+    output, not the decision) and, with `require_induce`, whose addition raises the benign
+    refusal probability above baseline. `by`: "induce" ranks by the induce score, "bypass" by the
+    drop in refusal under all-layer ablation (then ablation KL, lower first)."""
     t = candidates_table
     score = {"induce": "induce_score", "bypass": "bypass_score"}.get(by)
     if score is None:
         raise DirectionError("unknown ranking", field="by", value=by, expected="induce or bypass")
-    missing = [c for c in ("layer", "n_layers", "kl", "induce_score", score) if c not in t.columns]
+    need = ("layer", "n_layers", "ablation_kl", "induce_score", score)
+    missing = [c for c in need if c not in t.columns]
     if missing:
         raise DirectionError(
             "candidate table lacks columns",
@@ -157,24 +170,64 @@ def select_direction(
             value=missing,
             hint="build it with score_candidates",
         )
-    keep = (t["kl"] <= kl_max) & (t["layer"] < max_layer_frac * t["n_layers"]) & t[score].notna()
+    keep = t["ablation_kl"] <= kl_max
+    keep &= (t["layer"] < max_layer_frac * t["n_layers"]) & t[score].notna()
     if require_induce:
         keep &= t["induce_score"] > t["baseline_refusal_prob_benign"]
     ok = t[keep]
     if ok.empty:
-        best = t.sort_values("kl").head(3)[["candidate", "kl", "induce_score"]].to_dict("records")
+        best = t.sort_values("ablation_kl").head(3)[["candidate", "ablation_kl", "induce_score"]]
         raise DirectionError(
-            "no candidate passes the KL bound, the layer cut-off"
+            "no candidate passes the ablation-KL bound, the layer cut-off"
             + (" and the induce filter" if require_induce else ""),
             field="kl_max",
             value=kl_max,
-            expected=f"a bound some candidate meets (lowest KL: {best})",
+            expected=f"a bound some candidate meets (lowest: {best.to_dict('records')})",
             hint=f"raise kl_max, or max_layer_frac (now {max_layer_frac})",
         )
-    ranked = ok.sort_values([score, "kl"], ascending=[False, True], kind="stable")
+    ranked = ok.sort_values([score, "ablation_kl"], ascending=[False, True], kind="stable")
     return ranked.iloc[0]
 
 
 def write_candidate_table(df: pd.DataFrame, path: str | Path) -> Path:
     """The whole candidate table as CSV, published atomically (temp file + os.replace)."""
     return atomic_write_bytes(path, df.to_csv(index=False).encode("utf-8"))
+
+
+def kl_frontier(
+    candidates_table: pd.DataFrame,
+    budgets: Sequence[float],
+    max_layer_frac: float = 0.8,
+    *,
+    require_induce: bool = False,
+    by: str = "induce",
+) -> list[dict[str, Any]]:
+    """What `select_direction` would take under each ablation-KL bound in `budgets` (math.inf:
+    none), under the same layer cut-off, induce filter and ranking: one record per bound, with
+    the candidate, its layer, position, score and ablation KL, or candidate None where nothing
+    passes; kl_max None for no bound (JSON has no infinity). It shows what the bound costs: the
+    best bypass a looser bound buys, and at what KL."""
+    if by not in ("induce", "bypass"):
+        raise DirectionError("unknown ranking", field="by", value=by, expected="induce or bypass")
+    out: list[dict[str, Any]] = []
+    score = f"{by}_score"
+    for bound in sorted(set(budgets)):
+        shown = None if math.isinf(bound) else float(bound)
+        try:
+            row = select_direction(
+                candidates_table, bound, max_layer_frac, require_induce=require_induce, by=by
+            )
+        except DirectionError:
+            out.append({"kl_max": shown, "candidate": None})
+            continue
+        out.append(
+            {
+                "kl_max": shown,
+                "candidate": str(row["candidate"]),
+                "layer": int(row["layer"]),
+                "position": str(row.get("position", "")),
+                score: float(row[score]),
+                "ablation_kl": float(row["ablation_kl"]),
+            }
+        )
+    return out
