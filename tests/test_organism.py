@@ -257,6 +257,20 @@ def test_tiny_build_is_seeded_reproducible_and_cached(
     assert again.path == a.path and again.card == a.card
 
 
+def test_the_training_precision_is_part_of_the_key(
+    tmp_path: Path, tiny_sets: dict[str, Any], monkeypatch: pytest.MonkeyPatch, one_thread: None
+) -> None:
+    """bf16 autocast (a CPU with native bf16) and fp32 (any other) train different weights from
+    the same recipe, so they are two organisms, not one key with two contents."""
+    a = _build(tmp_path, tiny_sets)
+    assert a.card["training"]["precision"] == organism.training_precision("cpu")
+    other = "float32" if a.card["training"]["precision"] != "float32" else "bfloat16 autocast"
+    monkeypatch.setattr(organism, "training_precision", lambda device="cpu": other)
+    b = _build(tmp_path, tiny_sets)
+    assert b.path != a.path and b.card["training"]["precision"] == other
+    assert file_sha256(b.path / "model.safetensors") != file_sha256(a.path / "model.safetensors")
+
+
 def test_a_weak_organism_is_unusable_until_accepted_as_weak(
     tmp_path: Path, tiny_sets: dict[str, Any], one_thread: None
 ) -> None:

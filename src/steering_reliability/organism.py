@@ -351,6 +351,14 @@ def _trained_blocks(hf_model: Any, recipe: Recipe) -> Any:
     return blocks
 
 
+def training_precision(device: str = "cpu") -> str:
+    """What `finetune` trains in on `device`: bf16 autocast on a CPU that multiplies bf16 in
+    hardware, fp32 elsewhere. Part of the cache key: the two give different weights."""
+    from .models.precision import native_bf16
+
+    return "bfloat16 autocast" if device == "cpu" and native_bf16("cpu") else "float32"
+
+
 def finetune(
     base_hf: Any, data: Sequence[Example], recipe: Recipe, *, pad_id: int, progress: bool
 ) -> tuple[Any, dict[str, Any]]:
@@ -359,7 +367,6 @@ def finetune(
     from tqdm.auto import tqdm
 
     from .models.loader import plain_checkpoint
-    from .models.precision import native_bf16
 
     torch.manual_seed(recipe.seed)
     model = plain_checkpoint(copy.deepcopy(base_hf))
@@ -370,7 +377,8 @@ def finetune(
             block.requires_grad_(True)
         model.base_model.norm.requires_grad_(True)
     model.train()
-    autocast = native_bf16("cpu") and next(model.parameters()).device.type == "cpu"
+    precision = training_precision(next(model.parameters()).device.type)
+    autocast = precision != "float32"
     trained = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trained, lr=recipe.lr, weight_decay=0.0)
     order = torch.Generator().manual_seed(recipe.seed)
@@ -404,7 +412,7 @@ def finetune(
         "loss_first_epoch": round(sum(losses[:steps_per_epoch]) / steps_per_epoch, 4),
         "loss_last_epoch": round(sum(losses[-steps_per_epoch:]) / steps_per_epoch, 4),
         "trained_parameters": sum(p.numel() for p in trained),
-        "precision": "bfloat16 autocast" if autocast else "float32",
+        "precision": precision,
         "threads": torch.get_num_threads(),
         "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -702,10 +710,11 @@ def build(
         "eval": {s: _prompt_digest(p) for s, p in eval_sets.items()},
         "dev": {s: _prompt_digest(p) for s, p in dev.items()},
     }
+    device = next(base.hf_model.parameters()).device.type if base is not None else "cpu"
     key = digest(
-        {"version": RECIPE_VERSION, "recipe": dataclasses.asdict(recipe), "base": base_sha}
-        | prompts
-    )
+        {"version": RECIPE_VERSION, "recipe": dataclasses.asdict(recipe), "base": base_sha,
+         "precision": training_precision(device)} | prompts
+    )  # fmt: skip
 
     def fill(folder: Path) -> None:
         say = print if progress else (lambda *a, **k: None)
