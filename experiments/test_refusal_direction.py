@@ -50,17 +50,14 @@ def rd_folder(sr_run: Any) -> Path:
 
 
 @pytest.fixture(scope="session")
-def rd_selection(
+def rd_table(
     sr_config: Config, model: Any, rd_candidates: dict[Any, Any], rd_prompts: Any, rd_folder: Path
-) -> tuple[Any, dict[str, Any]] | str:
-    """The selected direction and its metadata, or why no candidate passed selection. Writes
-    candidates.parquet, and direction.pt and direction_metadata.json when one was selected, into
-    the run (the scan tables come from the per-layer cache)."""
+) -> Any:
+    """Every layer's scan table in one (from the per-layer cache), written to the run as
+    candidates.parquet."""
     import pandas as pd
-    import torch
 
-    from steering_reliability.atomic import atomic_write, atomic_write_json
-    from steering_reliability.errors import ConfigError
+    from steering_reliability.atomic import atomic_write
 
     table = pd.concat(
         [rd.scan_layer(model, sr_config, rd_candidates, layer, rd_prompts)
@@ -68,6 +65,25 @@ def rd_selection(
         ignore_index=True,
     )  # fmt: skip
     atomic_write(rd_folder / "candidates.parquet", lambda fh: table.to_parquet(fh, index=False))
+    return table
+
+
+@pytest.fixture(scope="session")
+def rd_selection(
+    sr_config: Config,
+    rd_table: Any,
+    rd_candidates: dict[Any, Any],
+    rd_prompts: Any,
+    rd_folder: Path,
+) -> tuple[Any, dict[str, Any]] | str:
+    """The selected direction and its metadata, or why no candidate passed selection. Writes
+    direction.pt and direction_metadata.json into the run when one was selected."""
+    import torch
+
+    from steering_reliability.atomic import atomic_write, atomic_write_json
+    from steering_reliability.errors import ConfigError
+
+    table = rd_table
     try:
         row, by = rd.select(table, sr_config)
     except ConfigError as exc:
@@ -155,14 +171,20 @@ def test_scan(
     )  # fmt: skip
 
 
-def test_select(record: Any, sr_config: Config, model: Any, rd_selection: Any) -> None:
+def test_select(
+    record: Any, sr_config: Config, model: Any, rd_table: Any, rd_selection: Any
+) -> None:
     """The selected candidate, with its scores and thresholds; inconclusive (skipped, with the
-    reason in its row) when no candidate passes the KL bound, the layer cut-off and the induce
-    filter, so the settings that need a direction are not run."""
+    reason and what looser ablation-KL bounds would take in its row) when no candidate passes the
+    KL bound, the layer cut-off and the induce filter, so the settings that need a direction are
+    not run."""
     if isinstance(rd_selection, str):
+        why = {"reason": rd_selection, "criterion": rd.criterion(rd_table),
+               "thresholds": {"kl_max": sr_config.refusal_direction.kl_max},
+               "frontier": rd.frontier(rd_table, sr_config)}  # fmt: skip
         record.rows([_row(sr_config, model, experiment=f"{EXPERIMENT}:select", case_id="rd-select",
                           layer=-1, intervention="", alpha=0.0, direction_variant="rd",
-                          verdict="inconclusive", extra_json=json.dumps({"reason": rd_selection}))])  # fmt: skip
+                          verdict="inconclusive", extra_json=json.dumps(why))])  # fmt: skip
         pytest.skip(f"inconclusive: {rd_selection}")
     chosen, meta = rd_selection
     record.rows([_row(sr_config, model, experiment=f"{EXPERIMENT}:select",

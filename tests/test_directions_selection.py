@@ -139,6 +139,8 @@ def test_selection_refuses_a_candidate_whose_ablation_breaks_harmless_prompts() 
     assert got[1]["layer"] == 8 and got[1]["position"] == ""  # this table has no positions
     with pytest.raises(DirectionError, match="unknown ranking"):
         kl_frontier(t, [0.1], by="bypas")
+    with pytest.raises(DirectionError, match="lacks columns"):  # an old table, not "none passes"
+        kl_frontier(t.rename(columns={"ablation_kl": "kl"}), [0.1, math.inf])
 
 
 def test_write_candidate_table(tmp_path: Path) -> None:

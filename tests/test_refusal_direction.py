@@ -98,6 +98,11 @@ def test_scan_select_ce_and_orthogonalised_export_on_the_tiny_model(
                                   check_dtype=False)  # fmt: skip
     assert (table[["ablation_kl", "addition_kl"]] >= 0).all().all()
     assert table["induce_score"].between(0, 1).all()
+    row, by = rd.select(table, cfg)
+    frontier = rd.frontier(table, cfg)
+    json.dumps(frontier, allow_nan=False)  # the selection metadata holds it as plain JSON
+    assert [r["kl_max"] for r in frontier] == [50.0, None]  # bounds looser than kl_max only
+    assert frontier[0]["candidate"] == row["candidate"] and by == rd.criterion(table)
 
     best = max(cands.values(), key=lambda d: d.norm)
     base_ce, n = rd.text_ce(tiny, ["The river begins in the hills.", "Bread is made from flour."])
@@ -190,20 +195,43 @@ def test_the_report_table_reads_baseline_rows_of_the_same_prompts_and_says_what_
     assert "ablation, base model's direction" not in text  # not a model organism
     assert "What a looser bound" not in text  # no selection row: nothing to say about bounds
 
-    meta = {"layer": 4, "position": "-2", "criterion": "bypass", "scores": {},
-            "thresholds": {"kl_max": 0.1, "max_layer_frac": 0.8},
-            "frontier": [{"kl_max": 0.1, "candidate": "layer4-pos-2", "layer": 4, "position": "-2",
-                          "bypass_score": 0.12, "ablation_kl": 0.09},
-                         {"kl_max": 0.5, "candidate": None},
-                         {"kl_max": None, "candidate": "layer1-pos-4", "layer": 1, "position": "-4",
-                          "bypass_score": 0.99, "ablation_kl": 6.8}]}  # fmt: skip
-    sel = {"experiment": "refusal_direction:select", "case_id": "rd-select", "split": "",
-           "prompt_id": "", "extra_json": json.dumps(meta)}  # fmt: skip
-    text = report.section(pd.concat([df, pd.DataFrame([sel])], ignore_index=True))
-    assert "ran only on the configured bound, 0.1)" in text
-    assert "| <= 0.1 | layer 4, position -2 | 0.120 | 0.090 |" in text
-    assert "| <= 0.5 | none passes |  |  |" in text
+    frontier = [{"kl_max": 0.1, "candidate": "layer4-pos-2", "layer": 4, "position": "-2",
+                 "bypass_score": 0.12, "ablation_kl": 0.09},
+                {"kl_max": 0.5, "candidate": "layer9-pos-5", "layer": 9, "position": "-5",
+                 "bypass_score": 0.76, "ablation_kl": 0.45},
+                {"kl_max": None, "candidate": "layer1-pos-4", "layer": 1, "position": "-4",
+                 "bypass_score": 0.99, "ablation_kl": 6.8}]  # fmt: skip
+    meta = {"layer": 4, "position": "-2", "criterion": "bypass",
+            "scores": {"induce_score": 0.2, "ablation_kl": 0.09, "addition_kl": 0.01},
+            "thresholds": {"kl_max": 0.1, "kl_of": "ablation", "max_layer_frac": 0.8},
+            "frontier": frontier}  # fmt: skip
+
+    def with_select(meta: dict[str, Any]) -> str:
+        sel = {"experiment": "refusal_direction:select", "case_id": "rd-select", "split": "",
+               "prompt_id": "", "extra_json": json.dumps(meta)}  # fmt: skip
+        return report.section(pd.concat([df, pd.DataFrame([sel])], ignore_index=True))
+
+    text = with_select(meta)
+    assert (
+        "whose all-layer ablation moves the harmless next-token distributions by KL <= 0.1" in text
+    )
+    assert "KL under ablation 0.090, under +v 0.010" in text
+    assert "the report prompts ran only on the configured bound's candidate" in text
+    assert "| <= 0.1 (configured) | layer 4, position -2 | 0.120 | 0.090 |" in text
+    assert "| <= 0.5 | layer 9, position -5 | 0.760 | 0.450 |" in text
     assert "| no bound | layer 1, position -4 | 0.990 | 6.800 |" in text
+    # nothing selected: the reason, and what looser bounds would take
+    none = {"reason": "no candidate passes", "criterion": "bypass", "thresholds": {"kl_max": 0.1},
+            "frontier": [{"kl_max": 0.1, "candidate": None}, *frontier[1:]]}  # fmt: skip
+    text = with_select(none)
+    assert "No direction was selected: no candidate passes" in text
+    assert "| <= 0.1 (configured) | none passes |  |  |" in text and "no setting ran" in text
+    # a run from before the ablation-KL bound: its one KL was the addition's, and it says so
+    old = {"layer": 14, "position": "-5", "criterion": "induce", "scores": {"kl": 0.022},
+           "thresholds": {"kl_max": 0.1, "max_layer_frac": 0.8}}  # fmt: skip
+    text = with_select(old)
+    assert "whose *addition* moves" in text and "KL under +v 0.022" in text
+    assert "What a looser bound" not in text
 
 
 def test_on_an_organism_the_report_compares_its_direction_with_the_base_models() -> None:

@@ -181,12 +181,13 @@ def criterion(table: pd.DataFrame) -> str:
 
 
 def frontier(table: pd.DataFrame, cfg: Config) -> list[dict[str, Any]]:
-    """What selection takes at the configured ablation-KL bound and at each of FRONTIER_KL
-    (`selection.kl_frontier`), with the same cut-off, induce filter and ranking."""
+    """What selection takes at the configured ablation-KL bound and at each looser one of
+    FRONTIER_KL (`selection.kl_frontier`), with the same cut-off, induce filter and ranking."""
     from .directions.selection import kl_frontier
 
     rd = cfg.refusal_direction
-    return kl_frontier(table, (rd.kl_max, *FRONTIER_KL), rd.max_layer_frac,
+    looser = (b for b in FRONTIER_KL if b > rd.kl_max)
+    return kl_frontier(table, (rd.kl_max, *looser), rd.max_layer_frac,
                        require_induce=True, by=criterion(table))  # fmt: skip
 
 

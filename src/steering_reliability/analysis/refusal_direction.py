@@ -88,20 +88,7 @@ def section(df: pd.DataFrame) -> str:
     lines = ["## The refusal direction (Arditi et al. 2024 pipeline)", ""]
     if not sel.empty:
         meta = json.loads(sel.iloc[0]["extra_json"])
-        s = meta.get("scores", {})
-        lines += [
-            f"Selected on *select* prompts (these scores are select-part numbers): layer {meta.get('layer')}, position {meta.get('position')} "
-            f"(post-instruction token, counted from the end), ranked by {meta.get('criterion')} "
-            f"among candidates in the first {meta['thresholds']['max_layer_frac']:.0%} of layers that "
-            f"induce refusal and whose all-layer ablation moves the harmless next-token distributions "
-            f"by KL <= {meta['thresholds']['kl_max']}. Its scores: "
-            f"induce {s.get('induce_score', float('nan')):.3f} (benign baseline "
-            f"{s.get('baseline_refusal_prob_benign', float('nan')):.3f}), KL under ablation "
-            f"{s.get('ablation_kl', float('nan')):.3f}, under +v {s.get('addition_kl', float('nan')):.3f}, "
-            f"harmful select prompts refusing at baseline: {s.get('n_refusing_baseline')}.",
-            "",
-            *_frontier(meta),
-        ]
+        lines += [_selected(meta), "", *_frontier(meta)]
     t = table(df)
     cols = list(t["baseline"])
     lines += ["Measured on *report* prompts (95% bootstrap intervals over prompts; CE on the general "
@@ -110,6 +97,32 @@ def section(df: pd.DataFrame) -> str:
                                             for name in t])]  # fmt: skip
     lines += ["", _measurable(df), "", *_by_style(df), *_two_directions(df), _checks(df), ""]
     return "\n".join(lines)
+
+
+def _selected(meta: dict[str, Any]) -> str:
+    """What was selected and on what terms, or why nothing was."""
+    if "reason" in meta:
+        return f"No direction was selected: {meta['reason']}"
+    s, th = meta.get("scores", {}), meta.get("thresholds", {})
+
+    def num(key: str) -> str:
+        return f"{s.get(key, float('nan')):.3f}"
+
+    if "kl_of" in th:
+        bound = (f"induce refusal and whose all-layer ablation moves the harmless next-token "
+                 f"distributions by KL <= {th.get('kl_max')}. Its scores: induce {num('induce_score')} "
+                 f"(benign baseline {num('baseline_refusal_prob_benign')}), KL under ablation "
+                 f"{num('ablation_kl')}, under +v {num('addition_kl')}")  # fmt: skip
+    else:  # a run from before the ablation-KL bound: its KL was the addition's
+        bound = (f"induce refusal and whose *addition* moves the harmless next-token distributions "
+                 f"by KL <= {th.get('kl_max')} (this run predates the bound on the ablation's KL). "
+                 f"Its scores: induce {num('induce_score')} (benign baseline "
+                 f"{num('baseline_refusal_prob_benign')}), KL under +v {num('kl')}")  # fmt: skip
+    return (f"Selected on *select* prompts (these scores are select-part numbers): layer "
+            f"{meta.get('layer')}, position {meta.get('position')} (post-instruction token, "
+            f"counted from the end), ranked by {meta.get('criterion')} among candidates in the "
+            f"first {th.get('max_layer_frac', float('nan')):.0%} of layers that {bound}, harmful "
+            f"select prompts refusing at baseline: {s.get('n_refusing_baseline')}.")  # fmt: skip
 
 
 def _frontier(meta: dict[str, Any]) -> list[str]:
@@ -126,10 +139,18 @@ def _frontier(meta: dict[str, Any]) -> list[str]:
         return [f"layer {r['layer']}, position {r['position']}", md.num(r[score], 3),
                 md.num(r["ablation_kl"], 3)]  # fmt: skip
 
-    body = [["no bound" if r["kl_max"] is None else f"<= {r['kl_max']:g}", *cell(r)] for r in rows]
+    configured = meta.get("thresholds", {}).get("kl_max")
+
+    def bound(r: dict[str, Any]) -> str:
+        if r["kl_max"] is None:
+            return "no bound"
+        return f"<= {r['kl_max']:g}" + (" (configured)" if r["kl_max"] == configured else "")
+
+    ran = ("no setting ran, as nothing passes the configured bound" if "reason" in meta
+           else "the report prompts ran only on the configured bound's candidate")  # fmt: skip
+    body = [[bound(r), *cell(r)] for r in rows]
     return [f"What a looser bound on the ablation KL would select (same cut-off, induce filter "
-            f"and ranking; select-part scores; the report prompts ran only on the configured "
-            f"bound, {meta['thresholds']['kl_max']:g}):", "",
+            f"and ranking; select-part scores; {ran}):", "",
             md.table(["ablation KL bound", "candidate", score.replace("_", " "), "its ablation KL"],
                      body), ""]  # fmt: skip
 

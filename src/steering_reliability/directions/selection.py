@@ -217,7 +217,9 @@ def kl_frontier(
             row = select_direction(
                 candidates_table, bound, max_layer_frac, require_induce=require_induce, by=by
             )
-        except DirectionError:
+        except DirectionError as exc:
+            if exc.field != "kl_max":  # a table that cannot be ranked, not an empty bound
+                raise
             out.append({"kl_max": shown, "candidate": None})
             continue
         out.append(
