@@ -89,6 +89,10 @@ def test_overrides_apply_and_change_the_hash() -> None:
     assert over.generation.max_new_tokens == 8 and over.sweep.layers == (3,)
     assert config_hash(base) != config_hash(over)
     assert parse_override("sweep.alphas=[1, 2]") == ("sweep.alphas", [1, 2])
+    assert parse_override("refusal_direction.kl_max = 0.5") == ("refusal_direction.kl_max", 0.5)
+    for bad in ("refusal_direction.kl_max", "=0.5", "sweep.alphas=[1, 2"):
+        with pytest.raises(ConfigError, match="override"):
+            parse_override(bad)
 
 
 @pytest.mark.parametrize(
@@ -190,6 +194,15 @@ def test_a_malformed_prompt_file_is_refused_once_before_any_work(tmp_path: Path)
     cfg.write_text(f"prompts:\n  harm_test: {bad}\n")
     done = _experiments(tmp_path, "--config", str(cfg))
     _refused_once(done, tmp_path, f"{bad}:2")
+
+
+def test_a_set_override_reaches_the_config_and_a_bad_one_is_refused_once(tmp_path: Path) -> None:
+    """--set applies a dotted override to the config (a bad value is refused by the field it
+    sets, which only the applied override can trigger); a malformed one is refused as usage."""
+    done = _experiments(tmp_path, "--set", "refusal_direction.kl_max=-1")
+    _refused_once(done, tmp_path, "refusal_direction.kl_max")
+    done = _experiments(tmp_path, "--set", "refusal_direction.kl_max")
+    _refused_once(done, tmp_path, "--set: override must look like key.sub=value")
 
 
 def test_a_bad_config_value_is_refused_once_before_any_work(tmp_path: Path) -> None:

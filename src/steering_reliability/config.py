@@ -372,15 +372,19 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """'generation.max_new_tokens=16' -> ('generation.max_new_tokens', 16) (value parsed as YAML)."""
-    if "=" not in text:
+    """'generation.max_new_tokens=16' -> ('generation.max_new_tokens', 16) (value parsed as YAML;
+    the config it overrides checks the key and the value)."""
+    key, sep, raw = text.partition("=")
+    hint = "e.g. sweep.layers=[6,12] or refusal_direction.kl_max=0.5"
+    if not sep or not key.strip():
+        raise ConfigError("override must look like key.sub=value", value=text, hint=hint)
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
         raise ConfigError(
-            "override must look like key.sub=value",
-            value=text,
-            hint="e.g. sweep.layers=[6,12] or generation.max_new_tokens=16",
-        )
-    key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+            f"the override's value is not YAML: {getattr(exc, 'problem', exc)}",
+            field=key.strip(), value=raw, hint=hint,
+        ) from None  # fmt: skip
 
 
 def load_config(

@@ -67,6 +67,9 @@ def add_options(parser: pytest.Parser) -> None:
                     "and the project's agreement report allows it)")  # fmt: skip
     group.addoption("--device", dest="sr_device", metavar="auto|cpu|cuda",
                     help="override model.device (auto, the default: cuda when torch sees a GPU)")  # fmt: skip
+    group.addoption("--set", dest="sr_set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one config setting by its dotted key, the value read as YAML "
+                    "(e.g. --set refusal_direction.kl_max=0.5); repeatable, applied last")  # fmt: skip
     group.addoption("--run-id", dest="sr_run_id", metavar="ID",
                     help="record into artifacts/runs/ID (default: a new id, or see --resume)")  # fmt: skip
     group.addoption("--resume", dest="sr_resume", choices=runs.RESUME_MODES, default="auto",
@@ -108,6 +111,14 @@ class Options:
         overrides |= {k: v for k, v in (("model.name", get("sr_model")),
                                         ("model.dtype", get("sr_dtype")),
                                         ("model.device", get("sr_device"))) if v is not None}  # fmt: skip
+        if get("sr_set"):
+            from ..config import parse_override
+            from ..errors import ConfigError
+
+            try:
+                overrides |= dict(parse_override(item) for item in get("sr_set"))
+            except ConfigError as exc:
+                raise pytest.UsageError(f"--set: {exc}") from None
         explicit = bool(path or overrides or get("sr_run_id") or get("sr_resume") != "auto")
         return cls(path, overrides, get("sr_run_id"), get("sr_resume"), bool(get("sr_report")),
                    str(config.rootpath / get("sr_runs_dir")), explicit)  # fmt: skip
