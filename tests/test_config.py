@@ -90,6 +90,15 @@ def test_overrides_apply_and_change_the_hash() -> None:
     assert config_hash(base) != config_hash(over)
     assert parse_override("sweep.alphas=[1, 2]") == ("sweep.alphas", [1, 2])
     assert parse_override("refusal_direction.kl_max = 0.5") == ("refusal_direction.kl_max", 0.5)
+    # YAML 1.1 reads 1e-1 (no dot) as a string; an override means the number
+    assert parse_override("refusal_direction.kl_max=1e-1") == ("refusal_direction.kl_max", 0.1)
+    assert (
+        load_config(
+            None, dict([parse_override("refusal_direction.kl_max=1e-1")])
+        ).refusal_direction.kl_max
+        == 0.1
+    )
+    assert parse_override("model.name=1e-1x") == ("model.name", "1e-1x")
     for bad in ("refusal_direction.kl_max", "=0.5", "sweep.alphas=[1, 2"):
         with pytest.raises(ConfigError, match="override"):
             parse_override(bad)
@@ -201,6 +210,7 @@ def test_a_set_override_reaches_the_config_and_a_bad_one_is_refused_once(tmp_pat
     sets, which only the applied override can trigger); a malformed one is refused as usage."""
     done = _experiments(tmp_path, "--set", "refusal_direction.kl_max=-1")
     _refused_once(done, tmp_path, "refusal_direction.kl_max")
+    assert "overridden by refusal_direction.kl_max=..." in done.stderr  # not the file's value
     done = _experiments(tmp_path, "--set", "refusal_direction.kl_max")
     _refused_once(done, tmp_path, "--set: override must look like key.sub=value")
 

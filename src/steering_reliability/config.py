@@ -9,7 +9,8 @@ The sections are pydantic dataclasses: building one checks the types and each fi
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -339,9 +340,14 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
 
 
-def _config_error(exc: pydantic.ValidationError, file: str, data: dict[Any, Any]) -> ConfigError:
+def _config_error(
+    exc: pydantic.ValidationError,
+    file: str,
+    data: dict[Any, Any],
+    overridden: Collection[str] = (),
+) -> ConfigError:
     """The first problem pydantic found as a ConfigError: unknown keys first, then wrong types,
-    then bad values."""
+    then bad values. A field in `overridden` is said to come from the override, not the file."""
     rank = {key: 0 for key in _UNKNOWN_KEY} | {"config_value": 2}
     err = min(exc.errors(), key=lambda e: rank.get(e["type"], 1))
     kind, loc, value, ctx = err["type"], err["loc"], err["input"], err.get("ctx", {})
@@ -358,6 +364,8 @@ def _config_error(exc: pydantic.ValidationError, file: str, data: dict[Any, Any]
     elif kind == "config_value":
         problem, value, expected, hint = "invalid value", ctx["value"], ctx["expected"], ctx["hint"]
     field = _dotted(loc)
+    if field in overridden:
+        file = f"{file}, overridden by {field}=... (the value is the override's, not the file's)"
     return ConfigError(problem, file=file, field=field, value=value, expected=expected, hint=hint)
 
 
@@ -371,6 +379,9 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+_EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """'generation.max_new_tokens=16' -> ('generation.max_new_tokens', 16) (value parsed as YAML;
     the config it overrides checks the key and the value)."""
@@ -379,12 +390,15 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError("override must look like key.sub=value", value=text, hint=hint)
     try:
-        return key.strip(), yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
         raise ConfigError(
             f"the override's value is not YAML: {getattr(exc, 'problem', exc)}",
             field=key.strip(), value=raw, hint=hint,
         ) from None  # fmt: skip
+    if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string; a number is meant
+    return key.strip(), value
 
 
 def load_config(
@@ -416,7 +430,7 @@ def load_config(
     try:
         cfg = dataclasses.replace(_ADAPTER.validate_python(data), source=str(path))
     except pydantic.ValidationError as exc:
-        raise _config_error(exc, str(path), data) from None
+        raise _config_error(exc, str(path), data, overridden=set(overrides or {})) from None
     validate(cfg, file=str(path))
     return cfg
 
