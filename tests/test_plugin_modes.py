@@ -256,6 +256,13 @@ def test_changed_config_refuses_to_resume_naming_keys(pytester: pytest.Pytester)
     model = run_inner(pytester, "--run-id", "r1", "--model", "fake-b")
     assert model.ret == pytest.ExitCode.USAGE_ERROR
     model.stderr.fnmatch_lines(["*model.name: 'fake-a' != 'fake-b'*"])
+    # --set reaches the config and its hash, and is applied after --model
+    both = run_inner(pytester, "--run-id", "r1", "--model", "fake-b", "--set", "model.name=fake-c")
+    assert both.ret == pytest.ExitCode.USAGE_ERROR
+    both.stderr.fnmatch_lines(["*model.name: 'fake-a' != 'fake-c'*"])
+    grid = run_inner(pytester, "--run-id", "r1", "--set", "sweep.alphas=[1.0,2.0]")
+    assert grid.ret == pytest.ExitCode.USAGE_ERROR
+    assert "sweep.alphas: [1.0] != [1.0, 2.0]" in grid.stderr.str()
     (pytester.path / "prompts.jsonl").write_text('{"id": "b", "prompt": "changed"}\n')
     prompts = run_inner(pytester, "--run-id", "r1")
     assert prompts.ret == pytest.ExitCode.USAGE_ERROR
