@@ -220,3 +220,12 @@ def test_a_bad_config_value_is_refused_once_before_any_work(tmp_path: Path) -> N
     cfg.write_text("generation:\n  temperature: -1\n")
     done = _experiments(tmp_path, "--config", str(cfg))
     _refused_once(done, tmp_path, "generation.temperature")
+
+
+def test_a_number_written_with_an_exponent_reads_as_a_number(tmp_path: Path) -> None:
+    """YAML 1.1 (PyYAML) reads `1e-1` as a string; config files and --set read it as 0.1."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("refusal_direction:\n  kl_max: 1e-1\n  n_score: 8\n")
+    assert load_config(cfg).refusal_direction.kl_max == 0.1
+    assert parse_override("refusal_direction.kl_max=-2.5E+0") == ("refusal_direction.kl_max", -2.5)
+    assert parse_override("model.name=1e-1x") == ("model.name", "1e-1x")  # not a number: a string

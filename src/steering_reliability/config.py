@@ -379,7 +379,21 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-_EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+class _Loader(yaml.SafeLoader):
+    """YAML as configs and overrides are written: PyYAML follows YAML 1.1, which reads `1e-4`
+    (an exponent without a dot) as a string; this reads it as the number, as YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """A config's YAML text as Python values (safe types only; `1e-4` a float)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -390,14 +404,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError("override must look like key.sub=value", value=text, hint=hint)
     try:
-        value = yaml.safe_load(raw)
+        value = read_yaml(raw)
     except yaml.YAMLError as exc:
         raise ConfigError(
             f"the override's value is not YAML: {getattr(exc, 'problem', exc)}",
             field=key.strip(), value=raw, hint=hint,
         ) from None  # fmt: skip
-    if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
-        value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string; a number is meant
     return key.strip(), value
 
 
@@ -415,7 +427,7 @@ def load_config(
             hint=f"configs shipped: {sorted(p.name for p in CONFIG_DIR.glob('*.yaml'))}",
         )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = read_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(

@@ -207,9 +207,7 @@ def kl_frontier(
     the candidate, its layer, position, score and ablation KL, or candidate None where nothing
     passes; kl_max None for no bound (JSON has no infinity). It shows what the bound costs: the
     best bypass a looser bound buys, and at what KL."""
-    if by not in ("induce", "bypass"):
-        raise DirectionError("unknown ranking", field="by", value=by, expected="induce or bypass")
-    out: list[dict[str, Any]] = []
+    out: list[dict[str, Any]] = []  # select_direction refuses an unknown `by` (field "by")
     score = f"{by}_score"
     for bound in sorted(set(budgets)):
         shown = None if math.isinf(bound) else float(bound)

@@ -139,16 +139,16 @@ def fast_overrides(root: Path, config_path: str | Path | None = None) -> dict[st
     """What --fast changes in a config given with --config: every setting (a dotted key) whose
     value in configs/fast.yaml differs from configs/default.yaml, with fast.yaml's value. A
     behaviour's sizes apply only where the config lists that behaviour (--fast never adds one)."""
-    import yaml
+    from ..config import read_yaml
 
-    default, fast = (runs.flatten(yaml.safe_load((root / p).read_text(encoding="utf-8")) or {})
+    default, fast = (runs.flatten(read_yaml((root / p).read_text(encoding="utf-8")) or {})
                      for p in (DEFAULT_CONFIG, FAST_CONFIG))  # fmt: skip
     listed: set[str] = set()
     own_path = Path(config_path) if config_path is not None else None
     if own_path is not None and not own_path.is_file() and not own_path.is_absolute():
         own_path = root / own_path  # where load_config looks next
     if own_path is not None and own_path.is_file():
-        own = yaml.safe_load(own_path.read_text(encoding="utf-8"))
+        own = read_yaml(own_path.read_text(encoding="utf-8"))
         listed = set((own or {}).get("behaviours") or {}) if isinstance(own, dict) else set()
     return {
         k: v for k, v in fast.items()
