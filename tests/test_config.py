@@ -105,6 +105,29 @@ def test_overrides_apply_and_change_the_hash() -> None:
 
 
 @pytest.mark.parametrize(
+    "override",
+    [
+        {"refusal_direction.kl_max": -1},
+        {"sweep.alphas": ["x"]},
+        {"refusal_direction": {"kl_max": -1}},
+    ],
+)
+def test_a_bad_overridden_value_is_blamed_on_the_override(
+    override: dict[str, Any], tmp_path: Path
+) -> None:
+    """Also where the error is inside the overridden value (a list item, a key of a section);
+    the same bad value written in the file is the file's."""
+    with pytest.raises(ConfigError, match="from the override") as got:
+        load_config(None, override)
+    assert f"the override {next(iter(override))}=..." in str(got.value)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("refusal_direction:\n  kl_max: -1\nsweep:\n  alphas: [x]\n")
+    with pytest.raises(ConfigError) as plain:
+        load_config(cfg, {"generation.max_new_tokens": 8})
+    assert "override" not in str(plain.value) and str(cfg) in str(plain.value)
+
+
+@pytest.mark.parametrize(
     ("text", "field", "needle"),
     [
         ("sweep:\n  layerz: [1]\n", "sweep.layerz", "did you mean 'layers'"),
@@ -210,7 +233,7 @@ def test_a_set_override_reaches_the_config_and_a_bad_one_is_refused_once(tmp_pat
     sets, which only the applied override can trigger); a malformed one is refused as usage."""
     done = _experiments(tmp_path, "--set", "refusal_direction.kl_max=-1")
     _refused_once(done, tmp_path, "refusal_direction.kl_max")
-    assert "overridden by refusal_direction.kl_max=..." in done.stderr  # not the file's value
+    assert "from the override refusal_direction.kl_max=..., not the file" in done.stderr
     done = _experiments(tmp_path, "--set", "refusal_direction.kl_max")
     _refused_once(done, tmp_path, "--set: override must look like key.sub=value")
 
@@ -228,4 +251,3 @@ def test_a_number_written_with_an_exponent_reads_as_a_number(tmp_path: Path) -> 
     cfg.write_text("refusal_direction:\n  kl_max: 1e-1\n  n_score: 8\n")
     assert load_config(cfg).refusal_direction.kl_max == 0.1
     assert parse_override("refusal_direction.kl_max=-2.5E+0") == ("refusal_direction.kl_max", -2.5)
-    assert parse_override("model.name=1e-1x") == ("model.name", "1e-1x")  # not a number: a string

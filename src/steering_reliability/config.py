@@ -347,7 +347,8 @@ def _config_error(
     overridden: Collection[str] = (),
 ) -> ConfigError:
     """The first problem pydantic found as a ConfigError: unknown keys first, then wrong types,
-    then bad values. A field in `overridden` is said to come from the override, not the file."""
+    then bad values. A field that an override in `overridden` set (or a part of it) is said, in
+    the hint, to come from the override, not the file."""
     rank = {key: 0 for key in _UNKNOWN_KEY} | {"config_value": 2}
     err = min(exc.errors(), key=lambda e: rank.get(e["type"], 1))
     kind, loc, value, ctx = err["type"], err["loc"], err["input"], err.get("ctx", {})
@@ -364,8 +365,11 @@ def _config_error(
     elif kind == "config_value":
         problem, value, expected, hint = "invalid value", ctx["value"], ctx["expected"], ctx["hint"]
     field = _dotted(loc)
-    if field in overridden:
-        file = f"{file}, overridden by {field}=... (the value is the override's, not the file's)"
+    key = next((k for k in overridden if field == k or field.startswith((f"{k}.", f"{k}["))), None)
+    if key is not None:  # the field, or a part of it, was set by an override (e.g. --set)
+        hint = "; ".join(
+            h for h in (hint, f"the value comes from the override {key}=..., not the file") if h
+        )
     return ConfigError(problem, file=file, field=field, value=value, expected=expected, hint=hint)
 
 
