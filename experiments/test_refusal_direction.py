@@ -75,30 +75,31 @@ def rd_selection(
     rd_candidates: dict[Any, Any],
     rd_prompts: Any,
     rd_folder: Path,
-) -> tuple[Any, dict[str, Any]] | str:
-    """The selected direction and its metadata, or why no candidate passed selection. Writes
-    direction.pt and direction_metadata.json into the run when one was selected."""
+) -> tuple[Any, dict[str, Any]]:
+    """The selected direction (None when no candidate passed selection) and the terms of the
+    selection: its criterion, thresholds and what looser ablation-KL bounds would take, with the
+    direction's site and scores, or the reason none passed. Writes direction.pt and
+    direction_metadata.json into the run when one was selected."""
     import torch
 
     from steering_reliability.atomic import atomic_write, atomic_write_json
     from steering_reliability.errors import ConfigError
 
-    table = rd_table
+    table, cfg = rd_table, sr_config.refusal_direction
+    terms = {"criterion": rd.criterion(table),
+             "thresholds": {"kl_max": cfg.kl_max, "max_layer_frac": cfg.max_layer_frac,
+                            "must_induce": True, "bypass_needs_refusing": rd.MIN_REFUSING},
+             "frontier": rd.frontier(table, sr_config)}  # fmt: skip
     try:
-        row, by = rd.select(table, sr_config)
+        row, _ = rd.select(table, sr_config)  # ranked by terms["criterion"]
     except ConfigError as exc:
-        return str(exc)
+        return None, {"reason": str(exc), **terms}
     chosen = rd_candidates[(int(row["layer"]), int(row["position"]))]
     meta = rd.direction_metadata(
         chosen,
-        criterion=by,
         scores={k: _plain(row[k]) for k in ("induce_score", "bypass_score", "ablation_kl", "addition_kl",
                                             "baseline_refusal_prob_benign", "n_refusing_baseline")},
-        thresholds={"kl_max": sr_config.refusal_direction.kl_max,
-                    "kl_of": "all-layer ablation, harmless select prompts",
-                    "max_layer_frac": sr_config.refusal_direction.max_layer_frac,
-                    "must_induce": True, "bypass_needs_refusing": rd.MIN_REFUSING},
-        frontier=rd.frontier(table, sr_config),
+        **terms,
         prompts=_ids(rd_prompts),
     )  # fmt: skip
     atomic_write(rd_folder / "direction.pt", lambda fh: torch.save(chosen.vector.clone(), fh))
@@ -121,10 +122,10 @@ def rd_base_direction(sr_config: Config, rd_prompts: Any, rd_selection: Any) -> 
 
 
 @pytest.fixture
-def rd_selected(rd_selection: tuple[Any, dict[str, Any]] | str) -> tuple[Any, dict[str, Any]]:
+def rd_selected(rd_selection: tuple[Any, dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
     """The selected direction; the cases that need one skip when selection found none."""
-    if isinstance(rd_selection, str):
-        pytest.skip(f"inconclusive: no direction selected: {rd_selection}")
+    if rd_selection[0] is None:
+        pytest.skip(f"inconclusive: no direction selected: {rd_selection[1]['reason']}")
     return rd_selection
 
 
@@ -171,22 +172,17 @@ def test_scan(
     )  # fmt: skip
 
 
-def test_select(
-    record: Any, sr_config: Config, model: Any, rd_table: Any, rd_selection: Any
-) -> None:
+def test_select(record: Any, sr_config: Config, model: Any, rd_selection: Any) -> None:
     """The selected candidate, with its scores and thresholds; inconclusive (skipped, with the
     reason and what looser ablation-KL bounds would take in its row) when no candidate passes the
     KL bound, the layer cut-off and the induce filter, so the settings that need a direction are
     not run."""
-    if isinstance(rd_selection, str):
-        why = {"reason": rd_selection, "criterion": rd.criterion(rd_table),
-               "thresholds": {"kl_max": sr_config.refusal_direction.kl_max},
-               "frontier": rd.frontier(rd_table, sr_config)}  # fmt: skip
+    chosen, meta = rd_selection
+    if chosen is None:
         record.rows([_row(sr_config, model, experiment=f"{EXPERIMENT}:select", case_id="rd-select",
                           layer=-1, intervention="", alpha=0.0, direction_variant="rd",
-                          verdict="inconclusive", extra_json=json.dumps(why))])  # fmt: skip
-        pytest.skip(f"inconclusive: {rd_selection}")
-    chosen, meta = rd_selection
+                          verdict="inconclusive", extra_json=json.dumps(meta))])  # fmt: skip
+        pytest.skip(f"inconclusive: {meta['reason']}")
     record.rows([_row(sr_config, model, experiment=f"{EXPERIMENT}:select",
                       case_id="rd-select", layer=chosen.layer, position=chosen.position,
                       intervention="", alpha=0.0, direction_variant="rd",
@@ -222,9 +218,9 @@ def test_evaluate(
     from steering_reliability.metrics import refusal_token_ids
 
     cfg = sr_config
-    if rd_setting != "baseline" and isinstance(rd_selection, str):
-        pytest.skip(f"inconclusive: no direction selected: {rd_selection}")
-    chosen = None if isinstance(rd_selection, str) else rd_selection[0]
+    chosen, meta = rd_selection
+    if rd_setting != "baseline" and chosen is None:
+        pytest.skip(f"inconclusive: no direction selected: {meta['reason']}")
     hooks, variant = rd_setting, "rd"
     rows: list[dict[str, Any]] = []
     if rd_setting == rd.BASE_SETTING:

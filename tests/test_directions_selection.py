@@ -141,6 +141,10 @@ def test_selection_refuses_a_candidate_whose_ablation_breaks_harmless_prompts() 
         kl_frontier(t, [0.1], by="bypas")
     with pytest.raises(DirectionError, match="lacks columns"):  # an old table, not "none passes"
         kl_frontier(t.rename(columns={"ablation_kl": "kl"}), [0.1, math.inf])
+    no_base = t.drop(columns="baseline_refusal_prob_benign")  # the induce filter's column
+    with pytest.raises(DirectionError, match="lacks columns"):
+        select_direction(no_base, kl_max=0.1, require_induce=True)
+    assert select_direction(no_base, kl_max=0.1)["candidate"] == "clean"  # not needed without it
 
 
 def test_write_candidate_table(tmp_path: Path) -> None:

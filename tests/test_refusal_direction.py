@@ -203,7 +203,7 @@ def test_the_report_table_reads_baseline_rows_of_the_same_prompts_and_says_what_
                  "bypass_score": 0.99, "ablation_kl": 6.8}]  # fmt: skip
     meta = {"layer": 4, "position": "-2", "criterion": "bypass",
             "scores": {"induce_score": 0.2, "ablation_kl": 0.09, "addition_kl": 0.01},
-            "thresholds": {"kl_max": 0.1, "kl_of": "ablation", "max_layer_frac": 0.8},
+            "thresholds": {"kl_max": 0.1, "max_layer_frac": 0.8},
             "frontier": frontier}  # fmt: skip
 
     def with_select(meta: dict[str, Any]) -> str:

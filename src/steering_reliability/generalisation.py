@@ -317,13 +317,12 @@ def next_token_kl(
 ) -> float:
     """Mean KL(base || steered) of the next-token distributions after each prompt, in nats;
     `base` is the unsteered last_logits of the same prompts."""
-    from .directions.selection import last_logits
+    from .directions.selection import last_logits, mean_next_token_kl
     from .interventions import steer
-    from .metrics.divergence import kl_divergence
 
     with steer(model, list(steerings)):  # type: ignore[arg-type]
         steered = last_logits(model, prompts, system_prompt=system_prompt, batch_size=batch_size)
-    return float(kl_divergence(base[:, None, :], steered[:, None, :]).mean())
+    return mean_next_token_kl(base, steered)
 
 
 def first_token_probs(

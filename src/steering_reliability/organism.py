@@ -360,9 +360,17 @@ def training_precision(device: str = "cpu") -> str:
 
 
 def finetune(
-    base_hf: Any, data: Sequence[Example], recipe: Recipe, *, pad_id: int, progress: bool
+    base_hf: Any,
+    data: Sequence[Example],
+    recipe: Recipe,
+    *,
+    pad_id: int,
+    progress: bool,
+    precision: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """A fine-tuned copy of `base_hf` (the base is left untouched) and the training log."""
+    """A fine-tuned copy of `base_hf` (the base is left untouched) and the training log.
+    `precision`: `training_precision`'s answer, which `build` puts in the cache key (default:
+    asked here, for the model's device)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -377,7 +385,7 @@ def finetune(
             block.requires_grad_(True)
         model.base_model.norm.requires_grad_(True)
     model.train()
-    precision = training_precision(next(model.parameters()).device.type)
+    precision = precision or training_precision(next(model.parameters()).device.type)
     autocast = precision != "float32"
     trained = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trained, lr=recipe.lr, weight_decay=0.0)
@@ -711,9 +719,10 @@ def build(
         "dev": {s: _prompt_digest(p) for s, p in dev.items()},
     }
     device = next(base.hf_model.parameters()).device.type if base is not None else "cpu"
+    precision = training_precision(device)
     key = digest(
         {"version": RECIPE_VERSION, "recipe": dataclasses.asdict(recipe), "base": base_sha,
-         "precision": training_precision(device)} | prompts
+         "precision": precision} | prompts
     )  # fmt: skip
 
     def fill(folder: Path) -> None:
@@ -727,9 +736,8 @@ def build(
         _trained_blocks(start.hf_model, recipe)  # said before the base answers its pool
         data, unhelpful = examples(start, recipe, harm, benign, cache_dir=cache, progress=progress)
         tok = start.tokenizer
-        model, log = finetune(
-            start.hf_model, data, recipe, pad_id=tok.pad_token_id, progress=progress
-        )
+        model, log = finetune(start.hf_model, data, recipe, pad_id=tok.pad_token_id,
+                              progress=progress, precision=precision)  # fmt: skip
         model.save_pretrained(folder)
         tok.save_pretrained(folder)
         del model

@@ -108,7 +108,7 @@ def _selected(meta: dict[str, Any]) -> str:
     def num(key: str) -> str:
         return f"{s.get(key, float('nan')):.3f}"
 
-    if "kl_of" in th:
+    if "ablation_kl" in s:  # a run whose selection bounded the ablation's KL
         bound = (f"induce refusal and whose all-layer ablation moves the harmless next-token "
                  f"distributions by KL <= {th.get('kl_max')}. Its scores: induce {num('induce_score')} "
                  f"(benign baseline {num('baseline_refusal_prob_benign')}), KL under ablation "
@@ -310,7 +310,8 @@ def scan_figure(df: pd.DataFrame) -> Any:
     for pos, rows in scan.groupby("position"):
         rows = rows.sort_values("layer")
         a.plot(rows["layer"], rows["value"], marker=".", label=f"pos {pos}")
-        b.plot(rows["layer"], rows["ablation_kl"], marker=".", label=f"pos {pos}")
+        if rows["ablation_kl"].notna().any():  # a run from before the bound has none
+            b.plot(rows["layer"], rows["ablation_kl"], marker=".", label=f"pos {pos}")
         c.plot(rows["layer"], rows["kl_to_baseline"], marker=".", label=f"pos {pos}")
     a.set(xlabel="layer", ylabel="first-token refusal p under +v (harmless)", title="induce")
     b.set(xlabel="layer", ylabel="KL on harmless prompts", yscale="log",

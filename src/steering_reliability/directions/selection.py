@@ -66,8 +66,8 @@ def _label(key: Any, d: Direction) -> str:
     )
 
 
-def _mean_kl(base: torch.Tensor, other: torch.Tensor) -> float:
-    """Mean KL(base || other) of [n, vocab] next-token logits."""
+def mean_next_token_kl(base: torch.Tensor, other: torch.Tensor) -> float:
+    """Mean KL(base || other) in nats of [n, vocab] next-token logits (`last_logits`)."""
     return float(kl_divergence(base[:, None, :], other[:, None, :]).mean())
 
 
@@ -134,14 +134,43 @@ def score_candidates(
                 "split_half_cosine": d.split_half_cosine,
                 "induce_score": float(first_token_refusal_prob(steered, ids).mean()),
                 "baseline_refusal_prob_benign": float(base_prob.mean()),
-                "ablation_kl": _mean_kl(base_benign, ablated_benign),
-                "addition_kl": _mean_kl(base_benign, steered),
+                "ablation_kl": mean_next_token_kl(base_benign, ablated_benign),
+                "addition_kl": mean_next_token_kl(base_benign, steered),
                 "bypass_score": bypass,
                 "n_refusing_baseline": len(refusing),
                 "key": d.key,
             }
         )
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+SCORE_COLUMNS = {"induce": "induce_score", "bypass": "bypass_score"}  # selection's rankings
+
+
+def _eligible(
+    t: pd.DataFrame, max_layer_frac: float, require_induce: bool, by: str
+) -> tuple[pd.DataFrame, str]:
+    """The candidates any ablation-KL bound may choose from (layer cut-off, a score to rank by,
+    with `require_induce` an addition that raises the benign refusal probability), best first:
+    by the `by` score, then ablation KL, lower first. Also the score's column."""
+    score = SCORE_COLUMNS.get(by)
+    if score is None:
+        raise DirectionError("unknown ranking", field="by", value=by, expected="induce or bypass")
+    need = ["layer", "n_layers", "ablation_kl", "induce_score", score]
+    need += ["baseline_refusal_prob_benign"] if require_induce else []
+    missing = [c for c in need if c not in t.columns]
+    if missing:
+        raise DirectionError(
+            "candidate table lacks columns",
+            field="candidates_table",
+            value=missing,
+            hint="build it with score_candidates",
+        )
+    keep = (t["layer"] < max_layer_frac * t["n_layers"]) & t[score].notna()
+    if require_induce:
+        keep &= t["induce_score"] > t["baseline_refusal_prob_benign"]
+    ranked = t[keep].sort_values([score, "ablation_kl"], ascending=[False, True], kind="stable")
+    return ranked, score
 
 
 def select_direction(
@@ -158,23 +187,8 @@ def select_direction(
     refusal probability above baseline. `by`: "induce" ranks by the induce score, "bypass" by the
     drop in refusal under all-layer ablation (then ablation KL, lower first)."""
     t = candidates_table
-    score = {"induce": "induce_score", "bypass": "bypass_score"}.get(by)
-    if score is None:
-        raise DirectionError("unknown ranking", field="by", value=by, expected="induce or bypass")
-    need = ("layer", "n_layers", "ablation_kl", "induce_score", score)
-    missing = [c for c in need if c not in t.columns]
-    if missing:
-        raise DirectionError(
-            "candidate table lacks columns",
-            field="candidates_table",
-            value=missing,
-            hint="build it with score_candidates",
-        )
-    keep = t["ablation_kl"] <= kl_max
-    keep &= (t["layer"] < max_layer_frac * t["n_layers"]) & t[score].notna()
-    if require_induce:
-        keep &= t["induce_score"] > t["baseline_refusal_prob_benign"]
-    ok = t[keep]
+    ranked, _ = _eligible(t, max_layer_frac, require_induce, by)
+    ok = ranked[ranked["ablation_kl"] <= kl_max]
     if ok.empty:
         best = t.sort_values("ablation_kl").head(3)[["candidate", "ablation_kl", "induce_score"]]
         raise DirectionError(
@@ -185,8 +199,7 @@ def select_direction(
             expected=f"a bound some candidate meets (lowest: {best.to_dict('records')})",
             hint=f"raise kl_max, or max_layer_frac (now {max_layer_frac})",
         )
-    ranked = ok.sort_values([score, "ablation_kl"], ascending=[False, True], kind="stable")
-    return ranked.iloc[0]
+    return ok.iloc[0]
 
 
 def write_candidate_table(df: pd.DataFrame, path: str | Path) -> Path:
@@ -207,19 +220,15 @@ def kl_frontier(
     the candidate, its layer, position, score and ablation KL, or candidate None where nothing
     passes; kl_max None for no bound (JSON has no infinity). It shows what the bound costs: the
     best bypass a looser bound buys, and at what KL."""
-    out: list[dict[str, Any]] = []  # select_direction refuses an unknown `by` (field "by")
-    score = f"{by}_score"
+    ranked, score = _eligible(candidates_table, max_layer_frac, require_induce, by)
+    out: list[dict[str, Any]] = []
     for bound in sorted(set(budgets)):
         shown = None if math.isinf(bound) else float(bound)
-        try:
-            row = select_direction(
-                candidates_table, bound, max_layer_frac, require_induce=require_induce, by=by
-            )
-        except DirectionError as exc:
-            if exc.field != "kl_max":  # a table that cannot be ranked, not an empty bound
-                raise
+        ok = ranked[ranked["ablation_kl"] <= bound]
+        if ok.empty:
             out.append({"kl_max": shown, "candidate": None})
             continue
+        row = ok.iloc[0]
         out.append(
             {
                 "kl_max": shown,
