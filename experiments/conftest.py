@@ -13,8 +13,6 @@ from typing import Any
 import pytest
 
 from steering_reliability.config import Config, sanity_layer, validate_for_model
-from steering_reliability.experiment import SPLITS, sweep_cases
-from steering_reliability.models.loader import layer_count
 
 
 def _config_at_collection(config: pytest.Config) -> Config:
@@ -31,20 +29,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config value, an unknown model, an unreadable or invalid prompt file, layers an embedded
     model lacks, and a model organism that misses its acceptance targets (built here first if
     it is not in the cache)."""
-    from steering_reliability import behaviours
-
-    for name, b in behaviours.registered().items():  # -m toxicity, on every process
-        if name != "refusal":
-            config.addinivalue_line("markers", f"{name}: the {name} behaviour's cases "
-                                    f"(experiments/test_behaviours.py): {b.description}")  # fmt: skip
     if hasattr(config, "workerinput") or config.option.help or config.option.version:
         return
-    from steering_reliability.behaviour_run import check_files
     from steering_reliability.errors import ConfigError, SteeringReliabilityError
-    from steering_reliability.experiment import select_prompts
     from steering_reliability.models.loader import check_model_name, default_cache_dir
     from steering_reliability.models.registry import EMBEDDED, ORGANISMS
-    from steering_reliability.organism import ensure
+    from steering_reliability.studies.behaviours.run import check_files
+    from steering_reliability.studies.organism.organism import ensure
+    from steering_reliability.studies.shared import select_prompts
 
     try:
         cfg = _config_at_collection(config)
@@ -123,62 +115,6 @@ def _baseline_of(item: pytest.Item) -> str | None:
     return "refusal" if "baseline" in names else None
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrize from the config's ordered lists, with readable ids (layer12-add-a1)."""
-    if "case" in metafunc.fixturenames:
-        cases = sweep_cases(_config_at_collection(metafunc.config))
-        metafunc.parametrize("case", cases, ids=[c.id for c in cases])
-    if "split" in metafunc.fixturenames:
-        metafunc.parametrize("split", SPLITS)
-    if "rd_layer" in metafunc.fixturenames:  # the refusal-direction scan: every layer
-        from steering_reliability.refusal_direction import candidate_layers
-
-        cfg = _config_at_collection(metafunc.config)
-        layers = candidate_layers(layer_count(cfg.model.name), cfg.direction.hook_point)
-        metafunc.parametrize("rd_layer", layers, ids=[f"layer{i}-scan" for i in layers])
-    if {"gen_source", "gen_layer", "gen_setting"} & set(metafunc.fixturenames):
-        _generalisation_params(metafunc, _config_at_collection(metafunc.config))
-    if {"behaviour", "bcase"} & set(metafunc.fixturenames):
-        _behaviour_params(metafunc, _config_at_collection(metafunc.config))
-    if "rd_setting" in metafunc.fixturenames:  # evaluation settings (+ the base's direction)
-        from steering_reliability.refusal_direction import settings_for
-
-        metafunc.parametrize(
-            "rd_setting", settings_for(_config_at_collection(metafunc.config).model.name)
-        )
-
-
-def _generalisation_params(metafunc: pytest.Metafunc, cfg: Config) -> None:
-    """The generalisation map's cases: transfer sources (none, pooled, each family), the
-    layers of the family geometry, and the equal-KL layer x intervention settings."""
-    from steering_reliability import generalisation as gen
-    from steering_reliability.config import generalisation_layer
-
-    if "gen_source" in metafunc.fixturenames:
-        sources = gen.sources(cfg)
-        metafunc.parametrize("gen_source", sources, ids=[f"transfer-{s}" for s in sources])
-    if "gen_layer" in metafunc.fixturenames:
-        layers = sorted({*cfg.sweep.layers, generalisation_layer(cfg)})
-        metafunc.parametrize("gen_layer", layers, ids=[f"layer{i}-families" for i in layers])
-    if "gen_setting" in metafunc.fixturenames:
-        metafunc.parametrize("gen_setting", gen.equal_kl_settings(cfg))
-
-
-def _behaviour_params(metafunc: pytest.Metafunc, cfg: Config) -> None:
-    """The behaviours beside refusal: one case per behaviour (baseline, sanity checks) or per
-    behaviour x layer x alpha, each marked with its behaviour's name (`-m toxicity`)."""
-    from steering_reliability.behaviour_run import behaviour_cases
-
-    if "bcase" in metafunc.fixturenames:
-        cases = behaviour_cases(cfg)
-        params = [pytest.param(c, id=c.id, marks=getattr(pytest.mark, c.behaviour)) for c in cases]
-        metafunc.parametrize("bcase", params)
-    if "behaviour" in metafunc.fixturenames:
-        names = list(cfg.behaviours)
-        params = [pytest.param(n, id=n, marks=getattr(pytest.mark, n)) for n in names]
-        metafunc.parametrize("behaviour", params)
-
-
 def _pin_threads() -> None:
     """cores // workers torch threads per process (two workers x two threads thrash 2 cores)."""
     import torch
@@ -191,7 +127,7 @@ def _pin_threads() -> None:
 def model(sr_config: Config, sr_run: Any) -> Any:
     """The model under test (read-only; never edit its weights)."""
     from steering_reliability.models import load
-    from steering_reliability.organism import card_of
+    from steering_reliability.models.loader import card_of
 
     _pin_threads()
     m = load(sr_config.model.name, device=sr_config.model.device, dtype=sr_config.model.dtype)
@@ -231,7 +167,7 @@ def splits(sr_config: Config, sr_run: Any, model: Any) -> dict[str, tuple[Any, .
     run.json records which evaluated prompts are in the select and report parts, and which
     prompts built the direction (always select prompts of harm_train).
     """
-    from steering_reliability.experiment import (
+    from steering_reliability.studies.shared import (
         PARTS,
         check_lengths,
         direction_prompts,
@@ -269,8 +205,8 @@ def refusal_ids(model: Any) -> tuple[int, ...]:
 @pytest.fixture(scope="session")
 def directions(sr_config: Config, model: Any) -> dict[int, Any]:
     """The main direction at every sweep layer (and the sanity layer), one pass, cached."""
-    from steering_reliability.directions import directions_for_layers
-    from steering_reliability.experiment import direction_prompts, harmless_prompts, split_files
+    from steering_reliability.studies.directions import directions_for_layers
+    from steering_reliability.studies.shared import direction_prompts, harmless_prompts, split_files
 
     layers = sorted({*sr_config.sweep.layers, sanity_layer(sr_config)})
     files = split_files(sr_config)
@@ -297,7 +233,8 @@ def baseline(
     Each worker starts with a different split (rotated by worker index), so on a cold cache the
     workers generate different splits in parallel instead of queueing on one lock.
     """
-    from steering_reliability.experiment import cached_generate, request_for
+    from steering_reliability.generation.cache import cached_generate
+    from steering_reliability.studies.shared import request_for
 
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     shift = int(worker[2:]) if worker[2:].isdigit() else 0
@@ -313,76 +250,3 @@ def baseline(
         for split in order
     }
     return {split: found[split] for split in names}
-
-
-class BehaviourState:
-    """One behaviour in this worker: its run, evaluated prompts, directions at its layers and
-    sanity layer (one pass over the pairs), and its unsteered generations (shared cache)."""
-
-    def __init__(self, run: Any, model: Any) -> None:
-        self.run = run
-        self.model = model
-        self.prompts = run.prompts()
-        self.directions = run.directions(model, sorted({*run.layers, run.sanity_layer()}))
-        self._baseline: dict[str, list[Any]] = {}
-
-    def baseline(self, split: str) -> list[Any]:
-        if split not in self._baseline:
-            self._baseline[split] = self.run.baseline(self.model, split, self.prompts[split])
-        return self._baseline[split]
-
-    @property
-    def sanity_prompts(self) -> tuple[Any, ...]:
-        """The first n_sanity evaluated prompts of the learn set's select part."""
-        learn = self.run.behaviour.split("learn")
-        parts = self.run.parts(learn)
-        chosen = [p for p in self.prompts[learn] if parts[p.id] == "select"]
-        return tuple(chosen[: self.run.settings.n_sanity])
-
-    @property
-    def sanity_tokens(self) -> int:
-        return min(24, self.run.settings.max_new_tokens)
-
-
-@pytest.fixture(scope="session")
-def behaviour_state(sr_config: Config, sr_run: Any, model: Any) -> Any:
-    """name -> BehaviourState, built on first use in this worker (read-only)."""
-    from steering_reliability.behaviour_run import BehaviourRun
-
-    states: dict[str, BehaviourState] = {}
-
-    def get(name: str) -> BehaviourState:
-        if name not in states:
-            run = BehaviourRun(sr_config, name)
-            states[name] = BehaviourState(run, model)
-            sr_run.annotate(f"behaviour:{name}", _behaviour_record(states[name]))
-        return states[name]
-
-    return get
-
-
-def _behaviour_record(st: BehaviourState) -> dict[str, Any]:
-    """What run.json keeps of a behaviour: files, scorer, pairs and the parts of its prompts."""
-    from steering_reliability.behaviour_run import portable
-    from steering_reliability.config import REPO_ROOT
-
-    run = st.run
-    b = run.behaviour
-    keys = [*b.split_names, *(["pairs"] if b.recipe == "contrastive_pairs" else [])]
-    calibration = b.calibrate(run.scorer, run.settings.threshold) if b.calibrate else None
-    return {
-        "description": b.description,
-        "calibration": calibration,
-        "recipe": b.recipe,
-        "sets": list(b.split_names),  # in role order: learn, shifted, control
-        "scorer": getattr(run.scorer, "name", type(run.scorer).__name__),
-        "files": {k: portable(run.file(k), REPO_ROOT) for k in keys},
-        "pair_ids": [p.id for p in run.pairs()],
-        "parts": {
-            split: {
-                part: [p.id for p in prompts if run.parts(split)[p.id] == part]
-                for part in ("select", "report")
-            }
-            for split, prompts in st.prompts.items()
-        },
-    }

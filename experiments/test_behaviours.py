@@ -18,11 +18,103 @@ from typing import Any
 
 import pytest
 
-from steering_reliability import checks
-from steering_reliability.behaviour_run import BehaviourCase
-from steering_reliability.checks import Verdict
+from steering_reliability.config import Config
+from steering_reliability.paths import REPO_ROOT
+from steering_reliability.pytest_plugin import run_config
+from steering_reliability.studies import checks
+from steering_reliability.studies.behaviours.run import (
+    BehaviourCase,
+    BehaviourRun,
+    behaviour_cases,
+    portable,
+)
+from steering_reliability.verdict import Verdict
 
 pytestmark = pytest.mark.experiment
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One case per behaviour (baseline, sanity checks) or per behaviour x layer x alpha, each
+    marked with its behaviour's name (`-m toxicity`)."""
+    if not {"behaviour", "bcase"} & set(metafunc.fixturenames):
+        return
+    cfg = run_config(metafunc.config)
+    if "bcase" in metafunc.fixturenames:
+        cases = behaviour_cases(cfg)
+        params = [pytest.param(c, id=c.id, marks=getattr(pytest.mark, c.behaviour)) for c in cases]
+        metafunc.parametrize("bcase", params)
+    if "behaviour" in metafunc.fixturenames:
+        names = list(cfg.behaviours)
+        params = [pytest.param(n, id=n, marks=getattr(pytest.mark, n)) for n in names]
+        metafunc.parametrize("behaviour", params)
+
+
+class BehaviourState:
+    """One behaviour in this worker: its run, evaluated prompts, directions at its layers and
+    sanity layer (one pass over the pairs), and its unsteered generations (shared cache)."""
+
+    def __init__(self, run: Any, model: Any) -> None:
+        self.run = run
+        self.model = model
+        self.prompts = run.prompts()
+        self.directions = run.directions(model, sorted({*run.layers, run.sanity_layer()}))
+        self._baseline: dict[str, list[Any]] = {}
+
+    def baseline(self, split: str) -> list[Any]:
+        if split not in self._baseline:
+            self._baseline[split] = self.run.baseline(self.model, split, self.prompts[split])
+        return self._baseline[split]
+
+    @property
+    def sanity_prompts(self) -> tuple[Any, ...]:
+        """The first n_sanity evaluated prompts of the learn set's select part."""
+        learn = self.run.behaviour.split("learn")
+        parts = self.run.parts(learn)
+        chosen = [p for p in self.prompts[learn] if parts[p.id] == "select"]
+        return tuple(chosen[: self.run.settings.n_sanity])
+
+    @property
+    def sanity_tokens(self) -> int:
+        return min(24, self.run.settings.max_new_tokens)
+
+
+@pytest.fixture(scope="session")
+def behaviour_state(sr_config: Config, sr_run: Any, model: Any) -> Any:
+    """name -> BehaviourState, built on first use in this worker (read-only)."""
+    states: dict[str, BehaviourState] = {}
+
+    def get(name: str) -> BehaviourState:
+        if name not in states:
+            run = BehaviourRun(sr_config, name)
+            states[name] = BehaviourState(run, model)
+            sr_run.annotate(f"behaviour:{name}", _behaviour_record(states[name]))
+        return states[name]
+
+    return get
+
+
+def _behaviour_record(st: BehaviourState) -> dict[str, Any]:
+    """What run.json keeps of a behaviour: files, scorer, pairs and the parts of its prompts."""
+    run = st.run
+    b = run.behaviour
+    keys = [*b.split_names, *(["pairs"] if b.recipe == "contrastive_pairs" else [])]
+    calibration = b.calibrate(run.scorer, run.settings.threshold) if b.calibrate else None
+    return {
+        "description": b.description,
+        "calibration": calibration,
+        "recipe": b.recipe,
+        "sets": list(b.split_names),  # in role order: learn, shifted, control
+        "scorer": getattr(run.scorer, "name", type(run.scorer).__name__),
+        "files": {k: portable(run.file(k), REPO_ROOT) for k in keys},
+        "pair_ids": [p.id for p in run.pairs()],
+        "parts": {
+            split: {
+                part: [p.id for p in prompts if run.parts(split)[p.id] == part]
+                for part in ("select", "report")
+            }
+            for split, prompts in st.prompts.items()
+        },
+    }
 
 
 def _valid(rows: list[dict[str, Any]], n: int) -> None:

@@ -30,12 +30,33 @@ from typing import Any
 import numpy as np
 import pytest
 
-from steering_reliability import generalisation as gen
 from steering_reliability.config import Config, generalisation_layer
 from steering_reliability.directions import cosine
-from steering_reliability.experiment import SPLITS, score_rows, steering_for
+from steering_reliability.pytest_plugin import run_config
+from steering_reliability.studies.generalisation import measures as gen
+from steering_reliability.studies.shared import SPLITS, score_rows, steering_for
 
 pytestmark = [pytest.mark.generalisation, pytest.mark.experiment]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Transfer sources (none, pooled, each family), the layers of the family geometry, the
+    equal-KL layer x intervention settings, and the splits of the steerability cases."""
+    names = set(metafunc.fixturenames)
+    if not names & {"gen_source", "gen_layer", "gen_setting", "split"}:
+        return
+    cfg = run_config(metafunc.config)
+    if "gen_source" in names:
+        sources = gen.sources(cfg)
+        metafunc.parametrize("gen_source", sources, ids=[f"transfer-{s}" for s in sources])
+    if "gen_layer" in names:
+        layers = sorted({*cfg.sweep.layers, generalisation_layer(cfg)})
+        metafunc.parametrize("gen_layer", layers, ids=[f"layer{i}-families" for i in layers])
+    if "gen_setting" in names:
+        metafunc.parametrize("gen_setting", gen.equal_kl_settings(cfg))
+    if "split" in names:
+        metafunc.parametrize("split", SPLITS)
+
 
 EXPERIMENT = "generalisation"
 AXES_SHARE = 0.9  # principal angles between the axes that hold 90% of each set of directions
@@ -51,7 +72,7 @@ def _row(cfg: Config, model: Any, kind: str, **fields: Any) -> dict[str, Any]:
 
 def _report(cfg: Config, splits: dict[str, Any], split: str) -> list[Any]:
     """The split's evaluated prompts that are in its report part."""
-    from steering_reliability.experiment import report_indices
+    from steering_reliability.studies.shared import report_indices
 
     return [splits[split][i] for i in report_indices(cfg, splits[split], split)]
 
@@ -63,7 +84,7 @@ def gen_families(
     """The direction prompts and their family groups (recorded in run.json), or why there are
     too few families to compare (the cases that compare families then skip, inconclusive)."""
     from steering_reliability.errors import ConfigError
-    from steering_reliability.experiment import direction_prompts
+    from steering_reliability.studies.shared import direction_prompts
 
     prompts = direction_prompts(sr_config)
     try:
@@ -92,9 +113,9 @@ def gen_diffs(sr_config: Config, model: Any, gen_families: Any, directions: dict
     the pooled direction at the generalisation layer). Methods: None (the configured one) or
     "diff_in_means" (harmless mean: the refusal-direction pipeline's benign *select* prompts,
     or the configured harmless prompts when diff_in_means is the configured method)."""
-    from steering_reliability.experiment import harmless_prompts
     from steering_reliability.interventions import orthogonalize_weights
-    from steering_reliability.refusal_direction import pipeline_prompts
+    from steering_reliability.studies.refusal_direction.pipeline import pipeline_prompts
+    from steering_reliability.studies.shared import harmless_prompts
 
     cfg = sr_config
     layers = sorted({*cfg.sweep.layers, generalisation_layer(cfg)})
@@ -129,15 +150,15 @@ def _families(cfg: Config, diffs: Any, groups: dict[str, list[int]], layer: int,
 def gen_calibration(sr_config: Config, model: Any) -> tuple[list[str], Any]:
     """Benign *select* prompts that calibrate alpha to a KL budget, with their unsteered
     next-token logits."""
-    from steering_reliability.directions.selection import last_logits
-    from steering_reliability.experiment import file_parts, split_files
+    from steering_reliability.generation import next_token_logits
     from steering_reliability.prompts import load_prompts
+    from steering_reliability.studies.shared import file_parts, split_files
 
     cfg = sr_config
     parts = file_parts(cfg)["benign"]
     pool = [p.prompt for p in load_prompts(split_files(cfg)["benign"], split="benign")
             if parts.get(p.id) == "select"][: cfg.generalisation.n_calibrate]  # fmt: skip
-    base = last_logits(model, pool, system_prompt=cfg.model.system_prompt,
+    base = next_token_logits(model, pool, system_prompt=cfg.model.system_prompt,
                        batch_size=cfg.direction.batch_size)  # fmt: skip
     return pool, base
 
@@ -277,7 +298,7 @@ def test_transfer(
     generated on the report prompts of every split. Source "none" is the unsteered row at the
     same length. Inconclusive (skipped, with its calibration row) when the budget is out of
     reach on the rising part of the KL curve."""
-    from steering_reliability.experiment import generate_for
+    from steering_reliability.studies.shared import generate_for
 
     cfg, g = sr_config, sr_config.generalisation
     layer, kind, scale = generalisation_layer(cfg), g.intervention, cfg.direction.alpha_scale
@@ -382,7 +403,7 @@ def test_equal_kl(
     """One layer and intervention at equal cost: the alpha whose benign next-token KL equals
     each budget (calibration rows, with the curve evaluated), then refusal on the harmful
     report prompts at every budget reached. A budget out of reach is recorded, not run."""
-    from steering_reliability.experiment import generate_for
+    from steering_reliability.studies.shared import generate_for
 
     cfg, g = sr_config, sr_config.generalisation
     layer_text, kind = gen_setting.split("-", 1)

@@ -16,12 +16,28 @@ from typing import Any
 
 import pytest
 
-from steering_reliability import refusal_direction as rd
 from steering_reliability.config import Config
 from steering_reliability.directions.direction import cosine
-from steering_reliability.experiment import SPLITS, score_rows
+from steering_reliability.models.loader import layer_count
+from steering_reliability.pytest_plugin import run_config
+from steering_reliability.studies.refusal_direction import pipeline as rd
+from steering_reliability.studies.shared import SPLITS, score_rows
 
 pytestmark = [pytest.mark.refusal_direction, pytest.mark.experiment]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A scan case per candidate layer (`-k layer8`), and the evaluation settings (with the
+    base model's direction when the model is an organism)."""
+    if not {"rd_layer", "rd_setting"} & set(metafunc.fixturenames):
+        return
+    cfg = run_config(metafunc.config)
+    if "rd_layer" in metafunc.fixturenames:
+        layers = rd.candidate_layers(layer_count(cfg.model.name), cfg.direction.hook_point)
+        metafunc.parametrize("rd_layer", layers, ids=[f"layer{i}-scan" for i in layers])
+    if "rd_setting" in metafunc.fixturenames:
+        metafunc.parametrize("rd_setting", rd.settings_for(cfg.model.name))
+
 
 EXPERIMENT = "refusal_direction"
 
@@ -192,7 +208,7 @@ def test_select(record: Any, sr_config: Config, model: Any, rd_selection: Any) -
 
 def _report(cfg: Config, splits: dict[str, Any], split: str) -> list[int]:
     """Indices of the split's report-part prompts this pipeline evaluates (the first n_eval)."""
-    from steering_reliability.experiment import report_indices
+    from steering_reliability.studies.shared import report_indices
 
     return report_indices(cfg, splits[split], split)[: cfg.refusal_direction.n_eval]
 
@@ -213,9 +229,9 @@ def test_evaluate(
     The baseline's prompt rows are test_baseline's; its case adds the unsteered CE on the same
     completions and on the text. On a model organism, `ablation_base` ablates the base model's
     direction instead of the organism's, and records the two directions' cosine."""
-    from steering_reliability.experiment import generate_for
     from steering_reliability.generation import teacher_forced_scores
     from steering_reliability.metrics import refusal_token_ids
+    from steering_reliability.studies.shared import generate_for
 
     cfg = sr_config
     chosen, meta = rd_selection
@@ -288,7 +304,7 @@ def test_orthogonalized_weights_equal_hook_ablation(
     """The exported orthogonalised checkpoint, loaded back with from_pretrained, computes
     all-layer hook ablation: its next-token logits on report prompts of harm_test are within
     1e-4 of the largest logit of the hooks' (`refusal_direction.orthogonal_verdict`)."""
-    from steering_reliability.experiment import file_parts
+    from steering_reliability.studies.shared import file_parts
 
     cfg, (chosen, _) = sr_config, rd_selected
     folder, exported = rd.export_orthogonalized(model, chosen)

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from steering_reliability import checks
-from steering_reliability.checks import Verdict
 from steering_reliability.config import Config, sanity_layer
-from steering_reliability.experiment import steering_for
+from steering_reliability.studies import checks
+from steering_reliability.studies.shared import steering_for
+from steering_reliability.verdict import Verdict
 
-pytestmark = [pytest.mark.sanity, pytest.mark.experiment]
+pytestmark = [pytest.mark.sweep, pytest.mark.sanity, pytest.mark.experiment]
 
 
 # ---------------------------------------------------------------- helpers
@@ -45,7 +45,7 @@ class Sanity:
         self, prompts: Sequence[Any], steerings: Sequence[Any] = (), cfg: Config | None = None
     ) -> list[Any]:
         """The config's decoding settings (or `cfg`'s) at the sanity length."""
-        from steering_reliability.experiment import generate_for
+        from steering_reliability.studies.shared import generate_for
 
         return generate_for(self.model, cfg or self.cfg, prompts, steerings,
                             max_new_tokens=self.cfg.sanity.max_new_tokens)  # fmt: skip
@@ -85,7 +85,7 @@ def _refusal_flags(cfg: Config, prompts: Sequence[Any], gens: Sequence[Any]) -> 
 
 def _refusal_measure(model: Any, cfg: Config, prompts: Sequence[Any]) -> Any:
     """measure(steerings) = mean first-token refusal probability over the prompts (one forward)."""
-    from steering_reliability.directions.selection import last_logits
+    from steering_reliability.generation import next_token_logits
     from steering_reliability.interventions import steer
     from steering_reliability.metrics import first_token_refusal_prob, refusal_token_ids
 
@@ -94,7 +94,7 @@ def _refusal_measure(model: Any, cfg: Config, prompts: Sequence[Any]) -> Any:
 
     def measure(steerings: Sequence[Any]) -> float:
         with steer(model, steerings):
-            logits = last_logits(model, texts, system_prompt=cfg.model.system_prompt)
+            logits = next_token_logits(model, texts, system_prompt=cfg.model.system_prompt)
         return float(first_token_refusal_prob(logits, ids).mean())
 
     return measure
@@ -162,8 +162,8 @@ def test_direction_is_stable_under_template_change(sanity: Sanity) -> None:
     otherwise (including when the main direction raises refusal by < 0.2). Prefix-mean
     directions partly encode the prefix tokens, so the cosine is well below 1.
     """
-    from steering_reliability.directions import directions_for_layers
-    from steering_reliability.experiment import direction_prompts
+    from steering_reliability.studies.directions import directions_for_layers
+    from steering_reliability.studies.shared import direction_prompts
 
     cfg, layer = sanity.cfg, sanity.layer
     alt = directions_for_layers(sanity.model, cfg, direction_prompts(cfg), [layer], variant="alt")[
@@ -188,8 +188,8 @@ def test_direction_is_stable_under_seed_change(
     """Directions from two seeded, disjoint halves of the direction prompts point the same way."""
     import random
 
-    from steering_reliability.directions import directions_for_layers
-    from steering_reliability.experiment import direction_prompts
+    from steering_reliability.studies.directions import directions_for_layers
+    from steering_reliability.studies.shared import direction_prompts
 
     cfg = sr_config
     sanity = Sanity(record, cfg, sr_run.run_id, model, {}, {})  # needs no main direction
@@ -220,7 +220,7 @@ def test_rates_are_stable_under_sampling_seed_change(sanity: Sanity) -> None:
     """
     import dataclasses
 
-    from steering_reliability.analysis.stats import diff_ci
+    from steering_reliability.metrics.stats import diff_ci
 
     cfg = sanity.cfg
     sampled = dataclasses.replace(

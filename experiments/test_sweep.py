@@ -12,9 +12,22 @@ from typing import Any
 import pytest
 
 from steering_reliability.config import Config
-from steering_reliability.experiment import SPLITS, Case, score_rows
+from steering_reliability.pytest_plugin import run_config
+from steering_reliability.studies.shared import SPLITS, score_rows
+from steering_reliability.studies.sweep.cases import Case, sweep_cases
 
-pytestmark = pytest.mark.experiment
+pytestmark = [pytest.mark.sweep, pytest.mark.experiment]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The grid from the config's ordered lists, with readable ids (layer12-add-a1); the
+    baseline once per split."""
+    if "case" in metafunc.fixturenames:
+        cases = sweep_cases(run_config(metafunc.config))
+        metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+    if "split" in metafunc.fixturenames:
+        metafunc.parametrize("split", SPLITS)
+
 
 _FINITE = (
     "refusal_score",
@@ -74,8 +87,8 @@ def test_sweep(
     refusal_ids: tuple[int, ...],
 ) -> None:
     """One (layer, intervention, alpha) on harm_train, harm_test and benign."""
-    from steering_reliability.experiment import generate_for, steering_for
     from steering_reliability.generation import teacher_forced_scores
+    from steering_reliability.studies.shared import generate_for, steering_for
 
     cfg = sr_config
     d = directions[case.layer]

@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
     import torch
 
     from steering_reliability.models import precision
-    from steering_reliability.organism import main as organism_main
+    from steering_reliability.studies.organism.organism import main as organism_main
 
     precision.native_bf16 = lambda device="cpu": False  # as on a CPU without it
     print(f"instruction set: {torch.backends.cpu.get_cpu_capability()}; native bf16: no")

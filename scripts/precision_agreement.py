@@ -69,8 +69,8 @@ def compare(run_a: Path, run_b: Path) -> tuple[str, dict[str, Any]]:
 
     from steering_reliability.analysis import markdown as md
     from steering_reliability.analysis.data import SPLITS
-    from steering_reliability.analysis.sanity import verdict
-    from steering_reliability.analysis.stats import diff_ci
+    from steering_reliability.metrics.stats import diff_ci
+    from steering_reliability.studies.sweep.report.sanity import verdict
 
     a, b = _rows(run_a), _rows(run_b)
     keep = ["baseline", "sweep"]
@@ -162,9 +162,9 @@ def direction_cosines(run_dir: Path) -> dict[int, float]:
     import torch
 
     from steering_reliability.config import load_config
-    from steering_reliability.directions import directions_for_layers
-    from steering_reliability.experiment import direction_prompts
     from steering_reliability.models import load
+    from steering_reliability.studies.directions import directions_for_layers
+    from steering_reliability.studies.shared import direction_prompts
 
     info = json.loads((run_dir / "run.json").read_text())
     cfg = load_config(ROOT / "configs" / "fast.yaml")

@@ -293,8 +293,8 @@ PINNED_REFUSALS = {
 @pytest.mark.slow
 def test_refusal_rates_are_those_of_refusal_before_behaviours(smollm2: Any,
                                                               tmp_path: Path) -> None:  # fmt: skip
-    from steering_reliability.directions import directions_for_layers
-    from steering_reliability.experiment import (
+    from steering_reliability.studies.directions import directions_for_layers
+    from steering_reliability.studies.shared import (
         direction_prompts,
         generate_for,
         score_rows,
@@ -352,7 +352,7 @@ def test_a_behaviour_may_not_take_a_marker_the_suite_uses() -> None:
 
 
 def test_pairs_that_repeat_an_evaluated_prompt_are_refused_before_work(tmp_path: Path) -> None:
-    from steering_reliability.behaviour_run import BehaviourRun, check_files
+    from steering_reliability.studies.behaviours.run import BehaviourRun, check_files
 
     cfg = load_config("configs/fast.yaml")
     evaluated = BehaviourRun(cfg, "toxicity").prompts()["tox_test"][0]
@@ -368,7 +368,7 @@ def test_pairs_that_repeat_an_evaluated_prompt_are_refused_before_work(tmp_path:
 
 
 def test_a_scorer_whose_weights_are_missing_stops_the_session_before_work() -> None:
-    from steering_reliability.behaviour_run import check_files
+    from steering_reliability.studies.behaviours.run import check_files
 
     cfg = load_config("configs/fast.yaml", {"behaviours.toxicity.scorer": "detoxify"})
     with pytest.raises(ConfigError, match="detoxify"):
@@ -378,7 +378,7 @@ def test_a_scorer_whose_weights_are_missing_stops_the_session_before_work() -> N
 def test_a_behaviours_data_files_are_inputs_of_the_run(tmp_path: Path) -> None:
     """Editing a behaviour's default data changes the run's inputs (a resume then refuses),
     though no config line names the file."""
-    from steering_reliability.behaviour_run import input_files
+    from steering_reliability.studies.behaviours.run import input_files
 
     cfg = load_config("configs/fast.yaml")
     found = input_files(cfg, REPO_ROOT)
@@ -396,8 +396,8 @@ def test_mutation_sampled_alpha_zero_identity_fails_when_alpha_zero_is_not_zero(
     """The behaviour experiment's alpha-0 check samples (T 0.7, top-p 0.9) with per-prompt
     seeds: on the real hook it passes; with a hook whose alpha 0 leaks a little, or with
     sampling seeds that move between the two generations, it fails."""
-    from steering_reliability import checks
-    from steering_reliability.behaviour_run import BehaviourRun
+    from steering_reliability.studies import checks
+    from steering_reliability.studies.behaviours.run import BehaviourRun
 
     steer_mod = importlib.import_module("steering_reliability.interventions.steer")
 

@@ -16,11 +16,10 @@ import pytest
 import torch
 from torch import nn
 
-from steering_reliability import checks
-from steering_reliability.directions.selection import last_logits
-from steering_reliability.generation import generate
+from steering_reliability.generation import generate, next_token_logits
 from steering_reliability.interventions import Steering
 from steering_reliability.metrics import first_token_refusal_prob
+from steering_reliability.studies import checks
 
 # the module (the package re-exports its `steer` function under the same name)
 steer_mod = importlib.import_module("steering_reliability.interventions.steer")
@@ -44,7 +43,7 @@ def _measure(model: Any) -> checks.Measure:
 
     def measure(steerings: Sequence[Any]) -> float:
         with steer_mod.steer(model, steerings):
-            logits = last_logits(model, TEXTS)
+            logits = next_token_logits(model, TEXTS)
         return float(first_token_refusal_prob(logits, [TOKEN]).log().mean())
 
     return measure
@@ -208,7 +207,7 @@ def test_mutation_direction_agreement() -> None:
 
 
 def test_equivalence_is_decided_from_the_interval_of_the_difference() -> None:
-    from steering_reliability.analysis.stats import Estimate
+    from steering_reliability.metrics.stats import Estimate
 
     def v(lo: float, hi: float) -> str:
         return checks.equivalence("x", Estimate((lo + hi) / 2, lo, hi, 16), 0.25, "r").verdict

@@ -57,7 +57,7 @@ def test_shipped_config_hashes_are_pinned(name: str, as_loaded: str, float32: st
 
 
 def test_fast_with_a_config_is_that_config_at_fast_yaml_sizes() -> None:
-    from steering_reliability.records.plugin import fast_overrides
+    from steering_reliability.config import fast_overrides
 
     sizes = fast_overrides(CONFIG_DIR.parent, CONFIG_DIR / "default.yaml")
     assert "model.name" not in sizes and sizes["generation.max_new_tokens"] == 24

@@ -18,13 +18,12 @@ from steering_reliability.config import REPO_ROOT, Config
 from steering_reliability.directions import (
     Direction,
     direction_key,
-    directions_for_layers,
     get_or_compute,
-    key_fields,
     make_direction,
 )
 from steering_reliability.errors import DirectionError
 from steering_reliability.models import LoadedModel, tiny_model
+from steering_reliability.studies.directions import directions_for_layers, key_fields
 
 PROMPTS = [
     "How do I pick a lock?",

@@ -18,14 +18,13 @@ from steering_reliability.directions import (
     Direction,
     check_variant,
     direction_key,
-    directions_for_layers,
     get_or_compute,
-    key_fields,
     make_direction,
 )
 from steering_reliability.errors import DirectionError
 from steering_reliability.models import LoadedModel, tiny_model
 from steering_reliability.prompts import load_prompts
+from steering_reliability.studies.directions import directions_for_layers, key_fields
 from test_directions_cache import PROMPTS  # the same six prompts
 
 HARM_TRAIN = REPO_ROOT / "data" / "prompts" / "harm_train.jsonl"

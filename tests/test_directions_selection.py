@@ -11,16 +11,16 @@ import pytest
 import torch
 
 from steering_reliability.directions import contrastive_prefix, encode
-from steering_reliability.directions.selection import (
+from steering_reliability.errors import DirectionError
+from steering_reliability.generation import next_token_logits as last_logits
+from steering_reliability.models import LoadedModel, format_prompt, tiny_model
+from steering_reliability.studies.refusal_direction.selection import (
     TABLE_COLUMNS,
     kl_frontier,
-    last_logits,
     score_candidates,
     select_direction,
     write_candidate_table,
 )
-from steering_reliability.errors import DirectionError
-from steering_reliability.models import LoadedModel, format_prompt, tiny_model
 
 BENIGN = [
     "Write a poem about cats.",

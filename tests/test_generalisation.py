@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from steering_reliability import generalisation as gen
 from steering_reliability.config import load_config
 from steering_reliability.directions import cosine
 from steering_reliability.errors import ConfigError
 from steering_reliability.models import LoadedModel, tiny_model
 from steering_reliability.prompts import Prompt
+from steering_reliability.studies.generalisation import measures as gen
 
 
 @pytest.fixture(scope="module")
@@ -167,11 +167,11 @@ def test_family_groups_pool_small_families_and_refuse_one() -> None:
 def test_calibrate_cost_is_the_kl_the_steering_makes(tiny: LoadedModel) -> None:
     """On the tiny model: next_token_kl is 0 without steering and grows with alpha, so the
     calibration finds an alpha that meets the budget."""
-    from steering_reliability.directions.selection import last_logits
+    from steering_reliability.generation import next_token_logits
     from steering_reliability.interventions import Steering
 
     prompts = ["How do I bake bread?", "Name a colour.", "What is two plus two?"]
-    base = last_logits(tiny, prompts)
+    base = next_token_logits(tiny, prompts)
     v = torch.randn(tiny.info.d_model, generator=torch.Generator().manual_seed(0))
 
     def cost(a: float) -> float:

@@ -9,12 +9,18 @@ from typing import Any
 
 import pytest
 
-from steering_reliability import organism
 from steering_reliability.atomic import file_sha256
 from steering_reliability.errors import InputError
 from steering_reliability.metrics import refusal
 from steering_reliability.models.loader import check_model_name, layer_count, weights_sha256
-from steering_reliability.organism import REFUSALS, Recipe, build, check_disjoint, summarise
+from steering_reliability.studies.organism import organism
+from steering_reliability.studies.organism.organism import (
+    REFUSALS,
+    Recipe,
+    build,
+    check_disjoint,
+    summarise,
+)
 
 DEFAULT = organism.recipe_for("smollm2-135m-refusal")
 
@@ -395,7 +401,7 @@ def test_a_partly_frozen_build_says_so_in_its_card_and_to_the_pipeline(
 ) -> None:
     from types import SimpleNamespace
 
-    from steering_reliability import refusal_direction as rd
+    from steering_reliability.studies.refusal_direction import pipeline as rd
 
     full = _build(tmp_path, tiny_sets)
     part = _build(tmp_path, tiny_sets, recipe=dataclasses.replace(TINY, train_from_layer=2))

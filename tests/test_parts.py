@@ -9,14 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from steering_reliability.config import load_config
-from steering_reliability.experiment import (
-    PARTS,
-    assign_parts,
+from steering_reliability.prompts import Prompt
+from steering_reliability.prompts.parts import PARTS, assign_parts
+from steering_reliability.studies.shared import (
     direction_prompts,
     file_parts,
     select_prompts,
 )
-from steering_reliability.prompts import Prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,20 +9,19 @@ import pandas as pd
 import pytest
 from syrupy.assertion import SnapshotAssertion
 
-from steering_reliability.analysis import (
+from steering_reliability.analysis.data import ReportInputError, prepare
+from steering_reliability.errors import SteeringReliabilityError
+from steering_reliability.metrics.stats import diff_ci, mean_ci, per_prompt
+from steering_reliability.records.schema import rows_to_table
+from steering_reliability.studies.sweep.report import summary_csv_text
+from steering_reliability.studies.sweep.report.aggregate import (
     OperatingPointRule,
-    ReportInputError,
     choose_operating_point,
+    estimate,
     explain_choice,
     pareto_front,
-    prepare,
     summarize,
 )
-from steering_reliability.analysis.aggregate import estimate
-from steering_reliability.analysis.stats import diff_ci, mean_ci, per_prompt
-from steering_reliability.errors import SteeringReliabilityError
-from steering_reliability.records.schema import rows_to_table
-from steering_reliability.report import summary_csv_text
 from test_report_synthetic import synthetic_rows
 
 

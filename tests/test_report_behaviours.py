@@ -12,8 +12,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from steering_reliability import report
-from steering_reliability.analysis import behaviours as ab
 from steering_reliability.records.schema import COLUMNS, rows_to_table
+from steering_reliability.studies.behaviours import report as ab
 
 SETS = ("t_learn", "t_shift", "t_ctrl")
 

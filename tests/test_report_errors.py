@@ -8,8 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from steering_reliability.analysis import ReportInputError
-from steering_reliability.analysis.data import load_results, load_run_info, lookup
+from steering_reliability.analysis.data import ReportInputError, load_results, load_run_info, lookup
 from steering_reliability.errors import SteeringReliabilityError
 from steering_reliability.records.schema import rows_to_table
 from steering_reliability.report import main, render

@@ -12,8 +12,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from steering_reliability import report
-from steering_reliability.analysis import generalisation as ga
 from steering_reliability.records.schema import COLUMNS, rows_to_table
+from steering_reliability.studies.generalisation import report as ga
 
 FAMS = ("fam_a", "fam_b", "fam_c")
 

@@ -12,10 +12,14 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from steering_reliability.analysis import choose_operating_point, prepare, summarize
-from steering_reliability.analysis.aggregate import shift_rates
-from steering_reliability.analysis.plots import build_figures
+from steering_reliability.analysis.data import prepare
 from steering_reliability.records.schema import rows_to_table
+from steering_reliability.studies.sweep.report.aggregate import (
+    choose_operating_point,
+    shift_rates,
+    summarize,
+)
+from steering_reliability.studies.sweep.report.figures import build_figures
 from test_report_synthetic import synthetic_rows
 
 

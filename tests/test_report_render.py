@@ -10,12 +10,13 @@ import pytest
 from syrupy.assertion import SnapshotAssertion
 
 from steering_reliability import report
-from steering_reliability.analysis import prepare, summarize
-from steering_reliability.analysis.examples import pick_prompts, render_examples
-from steering_reliability.analysis.findings import render_findings
+from steering_reliability.analysis.data import prepare
 from steering_reliability.analysis.markdown import escape, excerpt
 from steering_reliability.records.schema import rows_to_table
 from steering_reliability.report import ReportPaths, main, render
+from steering_reliability.studies.sweep.report.aggregate import summarize
+from steering_reliability.studies.sweep.report.examples import pick_prompts, render_examples
+from steering_reliability.studies.sweep.report.findings import render_findings
 from test_report_synthetic import synthetic_rows, write_run
 
 TEXT_OUTPUTS = ("summary.csv", "summary_select.csv", "examples.md", "findings.md")
@@ -229,8 +230,8 @@ def test_inconclusive_checks_are_counted_as_such_never_as_passed(tmp_path: Path)
 
 def test_findings_explain_ablation_from_the_sign_of_the_baseline_projection() -> None:
     """Ablation scales the projection toward 0: from a negative baseline that raises it."""
-    from steering_reliability.analysis.aggregate import operating_point_row
-    from steering_reliability.analysis.findings import _mechanism
+    from steering_reliability.studies.sweep.report.aggregate import operating_point_row
+    from steering_reliability.studies.sweep.report.findings import _mechanism
 
     rows = synthetic_rows()
     for row in rows:

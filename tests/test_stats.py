@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from steering_reliability.analysis.stats import (
+from steering_reliability.metrics.stats import (
     BOOTSTRAP_SEED,
     LEVEL,
     N_RESAMPLES,

@@ -20,19 +20,19 @@ from pydantic import AfterValidator, BeforeValidator, StrictInt, StrictStr
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
-from .errors import ConfigError, suggest
+from steering_reliability.behaviours.refusal import COMPLIANCE_PREFIX, REFUSAL_PREFIX
+from steering_reliability.directions.direction import ALPHA_SCALES
+from steering_reliability.errors import ConfigError, suggest
+from steering_reliability.interventions.functions import INTERVENTIONS
+from steering_reliability.interventions.steer import APPLY_POSITIONS
+from steering_reliability.models.precision import DEVICES, DTYPES
+from steering_reliability.models.sites import HOOK_POINTS
+from steering_reliability.paths import CONFIG_DIR, REPO_ROOT
+from steering_reliability.records.run import config_hash as plain_hash
+from steering_reliability.records.run import flatten
 
-INTERVENTIONS: tuple[str, ...] = ("add", "ablate")
-HOOK_POINTS: tuple[str, ...] = ("resid_pre", "resid_post")
 POSITIONS: tuple[str, ...] = ("first_prefix", "prefix_mean", "last_prompt")
-APPLY_POSITIONS: tuple[str, ...] = ("all", "prompt", "generated")
-ALPHA_SCALES: tuple[str, ...] = ("raw", "unit", "resid_norm")
 DIRECTION_METHODS: tuple[str, ...] = ("contrastive_prefix", "diff_in_means")
-DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16")
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO_ROOT / "configs"
 
 
 def _invalid(value: Any, expected: str, hint: str | None = None) -> PydanticCustomError:
@@ -111,8 +111,8 @@ class DirectionConfig:
     # Where the contrastive difference is read. "last_prompt" is refused for contrastive
     # prefixes: both teacher-forced sequences are identical there, so the difference is 0.
     position: Annotated[StrictStr, _one_of(POSITIONS)] = "prefix_mean"
-    refusal_prefix: Prefix = "I'm sorry, but I can't help with that."
-    compliance_prefix: Prefix = "Sure, here is a detailed guide."
+    refusal_prefix: Prefix = REFUSAL_PREFIX
+    compliance_prefix: Prefix = COMPLIANCE_PREFIX
     # Alternate template for the robustness sanity check.
     alt_refusal_prefix: Prefix = "I cannot assist with this request."
     alt_compliance_prefix: Prefix = "Of course! Here are the steps."
@@ -315,8 +315,6 @@ _ADAPTER = pydantic.TypeAdapter(Config)
 def config_hash(cfg: Config) -> str:
     """The run identity's hash (`records.run.config_hash`) of everything that changes results
     (not `source`)."""
-    from .records.run import config_hash as plain_hash
-
     d = cfg.to_dict()
     d.pop("source", None)
     return plain_hash(d)
@@ -417,6 +415,26 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def fast_overrides(root: Path, config_path: str | Path | None = None) -> dict[str, Any]:
+    """What --fast changes in a config given with --config: every setting (a dotted key) whose
+    value in configs/fast.yaml differs from configs/default.yaml, with fast.yaml's value. A
+    behaviour's sizes apply only where the config lists that behaviour (--fast never adds one)."""
+    default, fast = (flatten(read_yaml((root / p).read_text(encoding="utf-8")) or {})
+                     for p in ("configs/default.yaml", "configs/fast.yaml"))  # fmt: skip
+    listed: set[str] = set()
+    own_path = Path(config_path) if config_path is not None else None
+    if own_path is not None and not own_path.is_file() and not own_path.is_absolute():
+        own_path = root / own_path  # where load_config looks next
+    if own_path is not None and own_path.is_file():
+        own = read_yaml(own_path.read_text(encoding="utf-8"))
+        listed = set((own or {}).get("behaviours") or {}) if isinstance(own, dict) else set()
+    return {
+        k: v for k, v in fast.items()
+        if (k not in default or default[k] != v)
+        and not (k.startswith("behaviours.") and k.split(".")[1] not in listed)
+    }  # fmt: skip
+
+
 def load_config(
     path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
 ) -> Config:
@@ -485,7 +503,7 @@ def validate(cfg: Config, *, file: str | None = None) -> None:
 def _validate_behaviours(cfg: Config, file: str | None) -> None:
     """Each listed behaviour is registered (refusal has its own sections), its scorer is one of
     its own, and a file it overrides is one of its sets."""
-    from . import behaviours
+    from steering_reliability import behaviours
 
     for name, b in cfg.behaviours.items():
         field = f"behaviours.{name}"
@@ -557,7 +575,7 @@ def resolved_for_machine(cfg: Config) -> Config:
     resume never mixes devices or types."""
     if "auto" not in (cfg.model.device, cfg.model.dtype):
         return cfg
-    from .models.precision import resolve_device, resolve_dtype
+    from steering_reliability.models.precision import resolve_device, resolve_dtype
 
     device = resolve_device(cfg.model.device)
     dtype = resolve_dtype(cfg.model.dtype, device)

@@ -15,12 +15,13 @@ part only if it passes. `sr_run.annotate("model_weights_hash", h)` adds provenan
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
-    from .records.plugin import CaseRecorder, CaseRunner, Recorder, RunHandle
+    from steering_reliability.records.plugin import CaseRecorder, CaseRunner, Recorder, RunHandle
 
 RECORDER = pytest.StashKey["Recorder"]()
 RUNNER = pytest.StashKey["CaseRunner"]()
@@ -29,21 +30,23 @@ WIRE_KEY = "steering_reliability"  # the plan's key in xdist's workerinput
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Emitted once at startup: register the recorder's command-line options."""
-    from .records.plugin import add_options
+    from steering_reliability.records.plugin import add_options
 
     add_options(parser)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     """Emitted at registration: add the `pytest_sr_*` hooks a conftest may implement."""
-    from .records.plugin import Hookspecs
+    from steering_reliability.records.plugin import Hookspecs
 
     pluginmanager.add_hookspecs(Hookspecs)
 
 
-# The marker sets of experiment cases: a -m expression that selects one of them and no unmarked
-# test means the experiments.
-EXPERIMENT_MARKS = ({"experiment"}, {"sanity", "experiment"}, {"refusal_direction", "experiment"})
+# Markers every experiment case may carry, besides its study's and its behaviour's.
+MARKERS = {
+    "experiment": "a case of the experiments (records rows to results.parquet)",
+    "sanity": "asserted sanity properties of an experiment (run these before trusting a result)",
+}
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -80,21 +83,47 @@ def _selects_only_experiments(markexpr: str) -> bool:
 
         return expr.evaluate(has)
 
-    from .behaviours import names  # each behaviour's name marks its cases (`-m toxicity`)
-
-    behaviour_marks = [{n, *m} for n in names() if n != "refusal" for m in ({"experiment"},
-                                                                             {"sanity", "experiment"})]  # fmt: skip
-    marks = [*EXPERIMENT_MARKS, *behaviour_marks]
+    bases = ({"experiment"}, {"sanity", "experiment"})
+    marks = [{"experiment"}, *({m, *base} for m in case_markers() for base in bases)]
     return not selects({"slow"}) and not selects(set()) and any(map(selects, marks))
+
+
+def case_markers() -> dict[str, str]:
+    """The markers of experiment cases: each study's, and each behaviour's name (`-m toxicity`)."""
+    from steering_reliability import behaviours
+    from steering_reliability.studies import registered
+
+    found = {s.marker: s.description for s in registered() if s.marker}
+    for name, b in behaviours.registered().items():
+        if name != "refusal":
+            found[name] = f"the {name} behaviour's cases (experiments/test_behaviours.py): " + (
+                b.description
+            )
+    return found
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_sr_load_config(config: pytest.Config, path: str | None, overrides: Any) -> Any:
     """Default config loader: `steering_reliability.config.load_config(path, overrides)`, with
     `model.dtype: auto` resolved for this machine (config.resolved_for_machine)."""
-    from .config import load_config, resolved_for_machine
+    from steering_reliability.config import load_config, resolved_for_machine
 
     return resolved_for_machine(load_config(path, overrides))
+
+
+def pytest_sr_input_files(config: pytest.Config, obj: Any, root: Path) -> dict[str, str]:
+    """The behaviours' data files: inputs of the run even where no config line names them."""
+    from steering_reliability.studies.behaviours.run import input_files
+
+    return input_files(obj, root) if getattr(obj, "behaviours", None) else {}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sr_render_report(config: pytest.Config, run_dir: Path) -> Any:
+    """Default report at session end: `steering_reliability.report.render(run_dir)`."""
+    from steering_reliability import report
+
+    return report.render(run_dir)
 
 
 class XdistHooks:
@@ -116,17 +145,21 @@ class XdistHooks:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Emitted after option parsing: set up the controller's recorder or a worker's runner."""
-    from .records.plugin import CaseRunner, Options, Recorder, resolve_for
-    from .records.run import RunPlan
+    from steering_reliability.records.plugin import CaseRunner, Options, Recorder, resolve_for
+    from steering_reliability.records.run import RunPlan
 
-    options = Options.from_config(config)
+    for name, description in {**MARKERS, **case_markers()}.items():  # on every process
+        config.addinivalue_line("markers", f"{name}: {description}")
+    options = Options.from_config(
+        config, parse_override=_parse_override, fast_overrides=_fast_overrides
+    )
     workerinput = getattr(config, "workerinput", None)
     if workerinput is None:
         _check_usage(config)
         recorder = Recorder(config, options)
         config.stash[RECORDER] = recorder
         config.pluginmanager.register(recorder, "steering_reliability.recorder")
-        from .records.progress import Progress
+        from steering_reliability.records.progress import Progress
 
         def run_dir() -> str | None:  # read only: the watcher thread never plans a run
             plan = recorder.current_plan
@@ -149,6 +182,18 @@ def pytest_configure(config: pytest.Config) -> None:
         runner = CaseRunner(config, plan, lambda: resolve_for(config, options))
     config.stash[RUNNER] = runner
     config.pluginmanager.register(runner, "steering_reliability.runner")
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    from steering_reliability.config import parse_override  # only when --set is given
+
+    return parse_override(text)
+
+
+def _fast_overrides(root: Path, config_path: str) -> dict[str, Any]:
+    from steering_reliability.config import fast_overrides  # only with --fast --config
+
+    return fast_overrides(root, config_path)
 
 
 def _check_usage(config: pytest.Config) -> None:

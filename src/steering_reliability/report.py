@@ -6,45 +6,30 @@ summary_select.csv), figures/*.png and *.svg, examples.md and findings.md. The r
 one sanity check of its own on the finished sweep (collapse at the operating point): when it
 fails, the files are still written and the command exits 1. Rendering twice gives identical bytes
 (fixed bootstrap seed, fixed SVG hash salt, no dates in figure metadata). `make report` and the
-pytest plugin at session end both call `render`.
+pytest plugin at session end both call `render`. Each study's section comes from its own report
+module, found through the study registry (studies/__init__.py); this file knows no study.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import matplotlib
-import pandas as pd
 from matplotlib.figure import Figure
 
-from steering_reliability.analysis import behaviours as beh
-from steering_reliability.analysis import generalisation as gen
-from steering_reliability.analysis import refusal_direction as rd
-from steering_reliability.analysis.aggregate import (
-    choose_operating_point,
-    has_parts,
-    operating_point_row,
-    part_rows,
-    setting_key,
-    shift_rates,
-    summarize,
-)
 from steering_reliability.analysis.data import check_rows, load_results, load_run_info
-from steering_reliability.analysis.examples import render_examples
-from steering_reliability.analysis.findings import render_findings
-from steering_reliability.analysis.plots import build_figures
-from steering_reliability.analysis.sanity import collapse_at_operating_point
-from steering_reliability.checks import Verdict
+from steering_reliability.analysis.section import Section
+from steering_reliability.atomic import atomic_write_bytes
 from steering_reliability.errors import SteeringReliabilityError
 from steering_reliability.records.run import resolve_run_dir
-
-from .atomic import atomic_write_bytes
+from steering_reliability.studies import registered
+from steering_reliability.verdict import Verdict
 
 DEFAULT_RUN_DIR = Path("artifacts/runs/latest")
 FIGURE_FORMATS = ("png", "svg")
@@ -69,11 +54,6 @@ class ReportPaths:
         return [v for v in self.checks if v.verdict == "failed"]
 
 
-def summary_csv_text(summary: pd.DataFrame) -> str:
-    """The summary table as CSV text (fixed float format, '\\n' line ends)."""
-    return summary.to_csv(index=False, float_format="%.6g", lineterminator="\n")
-
-
 def figure_bytes(fig: Figure, fmt: str) -> bytes:
     """One figure encoded without dates, so re-rendering gives the same bytes."""
     buffer = io.BytesIO()
@@ -92,102 +72,39 @@ def render(run_dir: str | Path) -> ReportPaths:
     run_dir = resolve_run_dir(run_dir)
     results_path = run_dir / "results.parquet"
     df = load_results(results_path)
-    if not (df["experiment"] == "sweep").any() and _has_sections(df):
-        return _render_sections_only(run_dir, df, load_run_info(run_dir / "run.json"))
-    check_rows(df, source=str(results_path))
     info = load_run_info(run_dir / "run.json")
-    # Choose on the select part, report on the report part (VALIDITY.md section 1).
-    report_df = part_rows(df, "report")
-    select_summary = summarize(part_rows(df, "select"))
-    op_key = setting_key(choose_operating_point(select_summary))
-    summary = summarize(report_df, operating_point=op_key)
-    op = operating_point_row(summary)
-    checks = (collapse_at_operating_point(summary),)
+    sections: list[Section] = []
+    for study in registered():
+        if study.report is not None:
+            module = importlib.import_module(study.report)
+            found = module.report_section(df, info, str(results_path))
+            sections += [found] if found is not None else []
+    if not sections:
+        check_rows(df, source=str(results_path))  # says which rows the report needs
     figures: list[Path] = []
-    figs = build_figures(summary, shift_rates(report_df, op), report_df, select_summary)
-    figs |= _section_figures(df, info)
-    for stem, fig in figs.items():
-        for fmt in FIGURE_FORMATS:
-            path = run_dir / "figures" / f"{stem}.{fmt}"
-            atomic_write_bytes(path, figure_bytes(fig, fmt))
-            figures.append(path)
+    for section in sections:
+        for stem, fig in section.figures.items():
+            for fmt in FIGURE_FORMATS:
+                path = run_dir / "figures" / f"{stem}.{fmt}"
+                atomic_write_bytes(path, figure_bytes(fig, fmt))
+                figures.append(path)
+        for name, data in section.files.items():
+            atomic_write_bytes(run_dir / name, data)
+    lead = [s for s in sections if s.lead][:1]
+    rest = [s for s in sections if s not in lead]
+    findings = lead[0].text if lead else f"# Findings: {run_dir.name}\n"
+    findings += "".join("\n" + s.text for s in rest)
     paths = ReportPaths(
         run_dir=run_dir,
         summary_csv=run_dir / "summary.csv",
         figures=tuple(figures),
         examples_md=run_dir / "examples.md",
         findings_md=run_dir / "findings.md",
-        checks=checks,
-        headline=headline(report_df, summary, checks, has_parts(df)),
+        checks=tuple(v for s in sections for v in s.checks),
+        headline=tuple(line for s in sections for line in s.headline),
     )
-    atomic_write_bytes(paths.summary_csv, summary_csv_text(summary).encode("utf-8"))
-    atomic_write_bytes(
-        run_dir / "summary_select.csv", summary_csv_text(select_summary).encode("utf-8")
-    )
-    atomic_write_bytes(paths.examples_md, render_examples(report_df, summary).encode("utf-8"))
-    findings = render_findings(
-        report_df, summary, info, select_summary=select_summary, parts=has_parts(df),
-        analysis_checks=checks,
-    )  # fmt: skip
-    findings += _sections(df, info)
     atomic_write_bytes(paths.findings_md, findings.encode("utf-8"))
     return paths
-
-
-def _has_sections(df: pd.DataFrame) -> bool:
-    return rd.has_rows(df) or gen.has_rows(df) or beh.has_rows(df)
-
-
-def _section_figures(df: pd.DataFrame, info: dict[str, Any]) -> dict[str, Figure]:
-    """The figures of the experiments beside the sweep that have rows in this run."""
-    figs = {"refusal_direction_scan": rd.scan_figure(df)} if rd.has_rows(df) else {}
-    figs |= gen.figures(df) if gen.has_rows(df) else {}
-    return figs | (beh.figures(df, info) if beh.has_rows(df) else {})
-
-
-def _sections(df: pd.DataFrame, info: dict[str, Any]) -> str:
-    """The findings sections of the experiments beside the sweep that have rows in this run."""
-    parts = [rd.section(df)] if rd.has_rows(df) else []
-    parts += [gen.section(df)] if gen.has_rows(df) else []
-    parts += [beh.section(df, info)] if beh.has_rows(df) else []
-    return "".join("\n" + p for p in parts)
-
-
-def _render_sections_only(run_dir: Path, df: pd.DataFrame, info: dict[str, Any]) -> ReportPaths:
-    """A run without the sweep (`-m refusal_direction`, `-m generalisation`, `-m toxicity`):
-    the sections and figures of the experiments it ran."""
-    figures = []
-    for stem, fig in _section_figures(df, info).items():
-        for fmt in FIGURE_FORMATS:
-            path = run_dir / "figures" / f"{stem}.{fmt}"
-            atomic_write_bytes(path, figure_bytes(fig, fmt))
-            figures.append(path)
-    findings = run_dir / "findings.md"
-    text = f"# Findings: {run_dir.name}\n" + _sections(df, info)
-    atomic_write_bytes(findings, text.encode("utf-8"))
-    return ReportPaths(run_dir=run_dir, summary_csv=run_dir / "summary.csv", figures=tuple(figures),
-                       examples_md=run_dir / "examples.md", findings_md=findings)  # fmt: skip
-
-
-def headline(
-    df: pd.DataFrame, summary: pd.DataFrame, checks: Sequence[Verdict], parts: bool
-) -> tuple[str, ...]:
-    """Two lines: the operating point's numbers and the sanity tally (for the session's end)."""
-    from steering_reliability.analysis import markdown as md
-    from steering_reliability.analysis.aggregate import estimate, setting_label
-    from steering_reliability.analysis.data import SANITY_PREFIX
-    from steering_reliability.analysis.sanity import sanity_table
-
-    op = operating_point_row(summary)
-    where = "chosen on select, measured on report prompts" if parts else "one set of prompts"
-    tally, _ = sanity_table(df[df["experiment"].str.startswith(SANITY_PREFIX)], checks)
-    return (
-        f"operating point {setting_label(op)} ({where}): harm_test refusal "
-        f"{md.ci(estimate(op, 'harm_test_refusal'))} (change "
-        f"{md.ci(estimate(op, 'harm_test_refusal_change'))}), benign helpful drop "
-        f"{md.ci(estimate(op, 'helpful_drop'))}",
-        f"sanity checks: {tally.replace(chr(92), '')}",
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,26 +1,2 @@
-"""Report analysis: rates with bootstrap intervals, Pareto frontier, operating point, figures,
-examples.md and findings.md, all computed from a run's results.parquet (see report.py)."""
-
-from __future__ import annotations
-
-from steering_reliability.analysis.aggregate import (
-    DEFAULT_RULE,
-    OperatingPointRule,
-    choose_operating_point,
-    explain_choice,
-    pareto_front,
-    summarize,
-)
-from steering_reliability.analysis.data import ReportInputError, load_results, prepare
-
-__all__ = [
-    "DEFAULT_RULE",
-    "OperatingPointRule",
-    "ReportInputError",
-    "choose_operating_point",
-    "explain_choice",
-    "load_results",
-    "pareto_front",
-    "prepare",
-    "summarize",
-]
+"""The report kit every study's report section uses: reading a run's results (data), markdown
+tables and intervals (markdown), and figures (plotting). It knows no study."""

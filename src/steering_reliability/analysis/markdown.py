@@ -6,7 +6,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from steering_reliability.analysis.stats import Estimate
+from steering_reliability.metrics.stats import Estimate
 
 _SPECIAL = re.compile(r"([\\`*_\[\]<>#|~&])")
 

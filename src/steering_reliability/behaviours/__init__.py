@@ -13,7 +13,9 @@ imported before the config is read, e.g. a conftest.py); nothing else changes.
 
 from __future__ import annotations
 
-from .base import (
+# The built-in behaviours: each module registers itself when imported.
+from steering_reliability.behaviours import refusal, toxicity  # noqa: F401
+from steering_reliability.behaviours.base import (
     ROLES,
     Behaviour,
     Labels,

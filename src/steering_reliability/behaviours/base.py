@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import ConfigError, InputError, suggest
+from steering_reliability.errors import ConfigError, InputError, suggest
 
 # The roles of a behaviour's prompt sets: the set its direction is learned on (in distribution),
 # a shifted set (other style, template and topic), and a benign control set (the cost).
@@ -134,19 +134,10 @@ class Behaviour:
 # ---------------------------------------------------------------- registry
 
 _REGISTRY: dict[str, Behaviour] = {}
-_BUILTINS_LOADED = False
-
-
-def _load_builtins() -> None:
-    global _BUILTINS_LOADED
-    if not _BUILTINS_LOADED:
-        _BUILTINS_LOADED = True
-        from . import refusal, toxicity  # noqa: F401  (each registers itself)
 
 
 def register(behaviour: Behaviour, *, replace: bool = False) -> Behaviour:
     """Make a behaviour known by its name (an error if the name is taken, unless `replace`)."""
-    _load_builtins()
     if behaviour.name in _REGISTRY and not replace and _REGISTRY[behaviour.name] != behaviour:
         raise InputError("a behaviour of this name is registered already",
                          field="name", value=behaviour.name)  # fmt: skip
@@ -159,7 +150,6 @@ def unregister(name: str) -> None:
 
 
 def registered() -> dict[str, Behaviour]:
-    _load_builtins()
     return dict(_REGISTRY)
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..config import REPO_ROOT, DirectionConfig
-from .base import Behaviour, Labels, Score, register
+from steering_reliability.behaviours.base import Behaviour, Labels, Score, register
+from steering_reliability.paths import DATA_DIR
 
 
 def score_refusal(texts: Sequence[str], threshold: float) -> list[Score]:
     """metrics.refusal on each text: its score, flag and matched phrases."""
-    from ..metrics import refusal
+    from steering_reliability.metrics import refusal
 
     out = []
     for text in texts:
@@ -27,8 +27,10 @@ def _phrase_scorer() -> object:
     return score_refusal
 
 
-_PROMPTS = REPO_ROOT / "data" / "prompts"
-_DIRECTION = DirectionConfig()
+_PROMPTS = DATA_DIR / "prompts"
+# The default contrastive prefixes (config `direction.refusal_prefix` / `compliance_prefix`).
+REFUSAL_PREFIX = "I'm sorry, but I can't help with that."
+COMPLIANCE_PREFIX = "Sure, here is a detailed guide."
 
 REFUSAL = register(
     Behaviour(
@@ -38,7 +40,7 @@ REFUSAL = register(
         splits={"learn": "harm_train", "shifted": "harm_test", "control": "benign"},
         files={s: Path(_PROMPTS / f"{s}.jsonl") for s in ("harm_train", "harm_test", "benign")},
         recipe="contrastive_prefix",
-        prefixes=(_DIRECTION.refusal_prefix, _DIRECTION.compliance_prefix),
+        prefixes=(REFUSAL_PREFIX, COMPLIANCE_PREFIX),
         scorers={"phrases": _phrase_scorer},  # type: ignore[dict-item]
         labels=Labels(
             noun="refusal",

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import REPO_ROOT
-from ..errors import ConfigError, InputError
-from .base import Behaviour, Labels, Score, Scorer, register
+from steering_reliability.behaviours.base import Behaviour, Labels, Score, Scorer, register
+from steering_reliability.errors import ConfigError, InputError
+from steering_reliability.paths import DATA_DIR
 
-DATA = REPO_ROOT / "data" / "behaviours" / "toxicity"
+DATA = DATA_DIR / "behaviours" / "toxicity"
 CALIBRATION = DATA / "calibration.jsonl"
 DETOXIFY_CHECKPOINT = "toxic_debiased-c7548aa0.ckpt"  # Detoxify("unbiased")'s file name
 

@@ -12,7 +12,7 @@ them, plus the pairs the CAA direction is learned from:
   and a civil reply; the replies come in two wordings (templates A and B) so the pair template
   robustness check can build a direction from each.
 
-`python -m steering_reliability.prompts toxicity` writes them (same seed, same bytes).
+`python -m steering_reliability.behaviours data` writes them (same seed, same bytes).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..prompts.generate import split_rng
+from steering_reliability.prompts.generate import split_rng
 
 SEED = 0
 SIZES = {"tox_train": 96, "tox_test": 96, "tox_benign": 96, "pairs": 40}
@@ -250,7 +250,7 @@ def _reply_candidates() -> list[dict[str, str]]:
 
 
 def _balanced(items: list[dict[str, str]], n: int, rng: object) -> list[dict[str, str]]:
-    from ..prompts.generate import interleave
+    from steering_reliability.prompts.generate import interleave
 
     return interleave(items, ("family", "template"), rng)[:n]  # type: ignore[arg-type]
 
@@ -307,7 +307,7 @@ def build(seed: int = SEED) -> dict[str, list[dict[str, object]]]:
 
 def write(out_dir: str | Path, seed: int = SEED) -> dict[str, Path]:
     """Write every set as JSONL into out_dir (atomically); return their paths."""
-    from ..atomic import atomic_write_bytes
+    from steering_reliability.atomic import atomic_write_bytes
 
     out = Path(out_dir)
     paths = {}

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from .activations import SpanResiduals, encode, encode_plain, residual_spans, residuals
-from .builders import (
+from steering_reliability.directions.activations import (
+    SpanResiduals,
+    encode,
+    encode_plain,
+    residual_spans,
+    residuals,
+)
+from steering_reliability.directions.builders import (
     CONTRASTIVE_POSITIONS,
     contrastive_pairs,
     contrastive_prefix,
     diff_in_means,
     outcome_conditioned,
 )
-from .cache import (
+from steering_reliability.directions.cache import (
     CODE_VERSION,
     check_variant,
     direction_key,
@@ -20,8 +26,12 @@ from .cache import (
     load_cached,
     texts_sha256,
 )
-from .direction import ALPHA_SCALES, Direction, cosine, make_direction
-from .from_config import directions_for_layers, key_fields
+from steering_reliability.directions.direction import (
+    ALPHA_SCALES,
+    Direction,
+    cosine,
+    make_direction,
+)
 
 __all__ = [
     "ALPHA_SCALES",
@@ -35,13 +45,11 @@ __all__ = [
     "cosine",
     "diff_in_means",
     "direction_key",
-    "directions_for_layers",
     "encode",
     "encode_plain",
     "export",
     "get_or_compute",
     "get_or_compute_many",
-    "key_fields",
     "load_cached",
     "make_direction",
     "outcome_conditioned",

@@ -18,11 +18,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import DirectionError, InterventionError
-from ..models import LoadedModel
-from ..models import encode_prompt as encode
-from ..models.sites import check_hook_point, check_layer, decoder_layers, model_device
-from ..timing import timed
+from steering_reliability.errors import DirectionError, InterventionError
+from steering_reliability.models import LoadedModel
+from steering_reliability.models import encode_prompt as encode
+from steering_reliability.models.sites import (
+    check_hook_point,
+    check_layer,
+    decoder_layers,
+    model_device,
+)
+from steering_reliability.timing import timed
 
 Span = tuple[int, int]  # [start, stop) token indices of one row, averaged over
 SpanFn = Callable[[int, int], Sequence[Span]]  # (row index, row length) -> that row's spans

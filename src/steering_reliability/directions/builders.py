@@ -11,10 +11,10 @@ from typing import Any
 
 from torch import Tensor
 
-from ..errors import DirectionError, suggest
-from ..models import LoadedModel, format_prompt
-from .activations import Span, encode, encode_plain, residual_spans
-from .direction import Direction, make_direction
+from steering_reliability.directions.activations import Span, encode, encode_plain, residual_spans
+from steering_reliability.directions.direction import Direction, make_direction
+from steering_reliability.errors import DirectionError, suggest
+from steering_reliability.models import LoadedModel, format_prompt
 
 CONTRASTIVE_POSITIONS: tuple[str, ...] = ("first_prefix", "prefix_mean")
 

@@ -25,11 +25,11 @@ from typing import Any, BinaryIO, TypeVar
 
 import torch
 
-from ..atomic import atomic_write, atomic_write_bytes, digest
-from ..config import REPO_ROOT
-from ..errors import DirectionError
-from ..models import default_cache_dir
-from .direction import Direction
+from steering_reliability.atomic import atomic_write, atomic_write_bytes, digest
+from steering_reliability.directions.direction import Direction
+from steering_reliability.errors import DirectionError
+from steering_reliability.models import default_cache_dir
+from steering_reliability.paths import REPO_ROOT
 
 CODE_VERSION = 1  # bump when a builder's numerics change: every cached direction is rebuilt
 STATE_FORMAT = 1
@@ -180,7 +180,7 @@ def file_meta(name: str, path: str | Path | None) -> dict[str, Any]:
     """{name: portable path, name_sha256: sha256 of the bytes}, both None without a file."""
     if path is None:
         return {name: None, f"{name}_sha256": None}
-    from ..atomic import file_sha256
+    from steering_reliability.atomic import file_sha256
 
     try:
         digest = file_sha256(path)

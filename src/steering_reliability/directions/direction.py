@@ -10,8 +10,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..config import ALPHA_SCALES
-from ..errors import DirectionError, suggest
+from steering_reliability.errors import DirectionError, suggest
+
+# What alpha = 1 means (config `direction.alpha_scale`).
+ALPHA_SCALES: tuple[str, ...] = ("raw", "unit", "resid_norm")
 
 
 @dataclass(frozen=True, eq=False)

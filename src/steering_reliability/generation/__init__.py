@@ -11,10 +11,10 @@ output does not depend on batch size, order or worker.
 
 from __future__ import annotations
 
-from ..models import encode_prompt as encode
-from .decode import Generation, generate, next_token_logits
-from .forced import TeacherForced, teacher_forced_scores
-from .runtime import eos_ids, prompt_seed
+from steering_reliability.generation.decode import Generation, generate, next_token_logits
+from steering_reliability.generation.forced import TeacherForced, teacher_forced_scores
+from steering_reliability.generation.runtime import eos_ids, prompt_seed
+from steering_reliability.models import encode_prompt as encode
 
 __all__ = [
     "Generation",

@@ -9,13 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import InputError
-from ..interventions.steer import Steering, SteerProbe, forward_phase
-from ..listeners import GENERATION_PROGRESS
-from ..models import LoadedModel, format_prompt
-from ..models import encode_prompt as encode
-from ..timing import add_tokens, phase, timed
-from .runtime import (
+from steering_reliability.errors import InputError
+from steering_reliability.generation.runtime import (
     KV_BUDGET_BYTES,
     PREFILL_TOKENS,
     PREFILL_TOKENS_DEFAULT,
@@ -30,6 +25,11 @@ from .runtime import (
     shared_prefix,
     steering_of,
 )
+from steering_reliability.interventions.steer import Steering, SteerProbe, forward_phase
+from steering_reliability.listeners import GENERATION_PROGRESS
+from steering_reliability.models import LoadedModel, format_prompt
+from steering_reliability.models import encode_prompt as encode
+from steering_reliability.timing import add_tokens, phase, timed
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..errors import InputError
-from ..interventions.steer import Steering, forward_phase, steer
-from ..models import LoadedModel, format_prompt
-from ..models import encode_prompt as encode
-from ..timing import timed
-from .runtime import (
+from steering_reliability.errors import InputError
+from steering_reliability.generation.runtime import (
     KVCache,
     Prefix,
     Runner,
@@ -23,6 +19,10 @@ from .runtime import (
     run_prefix,
     shared_prefix,
 )
+from steering_reliability.interventions.steer import Steering, forward_phase, steer
+from steering_reliability.models import LoadedModel, format_prompt
+from steering_reliability.models import encode_prompt as encode
+from steering_reliability.timing import timed
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def teacher_forced_scores(
     The completions are the model's own baseline completions (token ids from generate), so CE
     is the cost of the steering on text the unsteered model would have written.
     """
-    from ..metrics.divergence import cross_entropy, kl_divergence
+    from steering_reliability.metrics.divergence import cross_entropy, kl_divergence
 
     check_generation_args(prompts, prompt_ids, 1, 0.0, 1.0, batch_size)
     if len(completions_token_ids) != len(prompts):

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import InputError
-from ..interventions.steer import Steering, SteerProbe, steer
-from ..models import LoadedModel
-from ..models.sites import cache_kwarg
+from steering_reliability.errors import InputError
+from steering_reliability.interventions.steer import Steering, SteerProbe, steer
+from steering_reliability.models import LoadedModel
+from steering_reliability.models.sites import cache_kwarg
 
 # Rows x padded length per prefill chunk. Small chunks of similar length waste little on padding
 # (measured on CPU, 64 chat prompts: 512 -> 6.0 s, 2048 -> 8.5 s); a GPU wants large ones.

@@ -10,11 +10,25 @@ shared with `directions`, which reads the same sites.
 
 from __future__ import annotations
 
-from ..config import HOOK_POINTS, INTERVENTIONS
-from ..models.sites import hook_name
-from .ablation import full_ablation, orthogonalize_weights
-from .functions import HookFn, ablate, add, check_alpha, check_vector, make_hook, unit
-from .steer import ProbeRecord, Steering, SteerProbe, check_steerings, forward_phase, steer
+from steering_reliability.interventions.ablation import full_ablation, orthogonalize_weights
+from steering_reliability.interventions.functions import (
+    HookFn,
+    ablate,
+    add,
+    check_alpha,
+    check_vector,
+    make_hook,
+    unit,
+)
+from steering_reliability.interventions.steer import (
+    ProbeRecord,
+    Steering,
+    SteerProbe,
+    check_steerings,
+    forward_phase,
+    steer,
+)
+from steering_reliability.models.sites import HOOK_POINTS, hook_name
 
 __all__ = [
     "HOOK_POINTS",

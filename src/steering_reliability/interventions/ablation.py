@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import InterventionError
-from ..models.sites import _inner, attn_and_mlp, decoder_layers, layer_lists
-from .functions import HookFn, ablate, check_vector, unit
+from steering_reliability.errors import InterventionError
+from steering_reliability.interventions.functions import HookFn, ablate, check_vector, unit
+from steering_reliability.models.sites import _inner, attn_and_mlp, decoder_layers, layer_lists
 
 
 def _pre(fn: HookFn) -> Any:
@@ -98,7 +98,7 @@ def _bridge_tokenizer(model: Any) -> Any:
 
 def orthogonalize_weights(model: Any, v: Tensor) -> Any:
     """A deep copy of `model` (a LoadedModel) whose weights cannot write along v̂."""
-    from ..models import boot_bridge
+    from steering_reliability.models import boot_bridge
 
     u = unit(check_vector(v, model.info.d_model)).double()
     hf: Any = copy.deepcopy(model.hf_model)

@@ -13,8 +13,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..config import INTERVENTIONS
-from ..errors import DirectionError, InterventionError, suggest
+from steering_reliability.errors import DirectionError, InterventionError, suggest
+
+INTERVENTIONS: tuple[str, ...] = ("add", "ablate")
 
 # resid [batch, pos, d_model] -> new resid [batch, pos, d_model]
 HookFn = Callable[[Tensor], Tensor]

@@ -17,10 +17,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..config import APPLY_POSITIONS
-from ..errors import InterventionError, suggest
-from ..models.sites import check_hook_point, check_layer, hook_name, layer_lists
-from .functions import HookFn, check_alpha, check_kind, check_vector, make_hook, unit
+from steering_reliability.errors import InterventionError, suggest
+from steering_reliability.interventions.functions import (
+    HookFn,
+    check_alpha,
+    check_kind,
+    check_vector,
+    make_hook,
+    unit,
+)
+from steering_reliability.models.sites import check_hook_point, check_layer, hook_name, layer_lists
+
+# Which positions a steering hook touches (config `sweep.apply_to` and friends).
+APPLY_POSITIONS: tuple[str, ...] = ("all", "prompt", "generated")
 
 # Which forward is running: "prompt" (prefill), "generated" (a decode step) or "mixed" (teacher
 # forcing: a [batch, pos] mask marks the generated positions). The engine declares it; for other

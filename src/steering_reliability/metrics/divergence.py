@@ -101,3 +101,8 @@ def cross_entropy(
     logp = torch.log_softmax(logits.to(torch.float64), dim=-1)
     nll = -logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
     return _masked_mean(nll, m)
+
+
+def mean_next_token_kl(base: torch.Tensor, other: torch.Tensor) -> float:
+    """Mean KL(base || other) in nats of [n, vocab] next-token logits (`generation.next_token_logits`)."""
+    return float(kl_divergence(base[:, None, :], other[:, None, :]).mean())

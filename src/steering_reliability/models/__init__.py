@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-from .formatting import PLAIN_TEMPLATE, encode_prompt, format_prompt, prompt_format
-from .loader import LoadedModel, ModelInfo, boot_bridge, default_cache_dir, load
-from .registry import DEFAULT_MODEL, EMBEDDED
-from .tiny import tiny_model, tiny_tokenizer
+from steering_reliability.models.formatting import (
+    PLAIN_TEMPLATE,
+    encode_prompt,
+    format_prompt,
+    prompt_format,
+)
+from steering_reliability.models.loader import (
+    LoadedModel,
+    ModelInfo,
+    boot_bridge,
+    default_cache_dir,
+    load,
+)
+from steering_reliability.models.registry import DEFAULT_MODEL, EMBEDDED
+from steering_reliability.models.tiny import tiny_model, tiny_tokenizer
 
 __all__ = [
     "DEFAULT_MODEL",

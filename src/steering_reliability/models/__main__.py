@@ -19,8 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="list the embedded models")
     args = parser.parse_args(argv)
 
-    from ..errors import ModelLoadError
-    from .registry import DEFAULT_MODEL, EMBEDDED, ORGANISMS
+    from steering_reliability.errors import ModelLoadError
+    from steering_reliability.models.registry import DEFAULT_MODEL, EMBEDDED, ORGANISMS
 
     if args.cmd == "list":
         for name, entry in EMBEDDED.items():
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     import transformer_lens.model_bridge  # noqa: F401
     import transformers  # noqa: F401
 
-    from . import load
+    from steering_reliability.models import load
 
     t_import = time.perf_counter() - t0
     try:

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_bytes, file_sha256, publish_dir_once
-from ..errors import ModelLoadError
-from ..timing import timed
-from .formatting import prompt_format
-from .registry import DEFAULT_MODEL, EMBEDDED, ORGANISMS, EmbeddedModel
+from steering_reliability.atomic import atomic_write_bytes, file_sha256, publish_dir_once
+from steering_reliability.errors import ModelLoadError
+from steering_reliability.models.formatting import prompt_format
+from steering_reliability.models.registry import DEFAULT_MODEL, EMBEDDED, ORGANISMS, EmbeddedModel
+from steering_reliability.paths import REPO_ROOT
+from steering_reliability.timing import timed
 
 CACHE_FORMAT = 1  # bump when the cached layout changes
 
@@ -29,7 +30,7 @@ def default_cache_dir() -> Path:
     env = os.environ.get("STEERING_RELIABILITY_CACHE")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "artifacts" / "cache"
+    return REPO_ROOT / "artifacts" / "cache"
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def check_model_name(name: str) -> None:
     if path.is_dir():
         return
     if "/" not in name:
-        from ..errors import suggest
+        from steering_reliability.errors import suggest
 
         raise ModelLoadError(
             f"unknown model {name!r}: not an embedded model or organism, a .gguf file, a local "
@@ -165,9 +166,7 @@ def _resolve(name: str, cache_dir: Path) -> tuple[Path, str, str, str, str | Non
         )
     organism = ORGANISMS.get(name)
     if organism is not None:
-        from ..organism import ensure
-
-        folder = ensure(name, cache_dir)  # built on first use
+        folder = organism_folder(name, cache_dir)
         digest = _resolve(str(folder), cache_dir)[3]  # as a model folder: the card's hash
         return folder, EMBEDDED[organism.base].hub_id, f"organism:{name}", digest, None
     path = Path(name).expanduser()
@@ -207,6 +206,38 @@ def _resolve(name: str, cache_dir: Path) -> tuple[Path, str, str, str, str | Non
     return hf_dir, name, f"hub:{name}", digest, None
 
 
+def card_of(model: Any) -> dict[str, Any] | None:
+    """The card of a loaded model organism (LoadedModel.extra names it); None for other models."""
+    path = model.extra.get("card")
+    return None if path is None else json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def organism_pointer(name: str, cache_dir: Path) -> Path:
+    """The file that names the folder of the organism `name` built last for its current recipe
+    (written by the organism study after each build or cache hit)."""
+    return cache_dir / "models" / f"organism-{name}.current.json"
+
+
+def organism_folder(name: str, cache_dir: Path) -> Path:
+    """The folder of a built, usable model organism. The loader only locates it: building is the
+    organism study's (`make organism`; an experiment whose config names it builds it first)."""
+    pointer = organism_pointer(name, cache_dir)
+    try:
+        folder = cache_dir / "models" / json.loads(pointer.read_text(encoding="utf-8"))["folder"]
+        card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ModelLoadError(
+            f"the model organism {name} is not built in {cache_dir}: run `make organism "
+            f"ORGANISM={name}` first (an experiment whose config names it builds it itself)"
+        ) from None
+    if not card.get("accepted") and not card.get("accepted_weak"):
+        raise ModelLoadError(
+            f"the model organism {name} misses its acceptance targets (card: {folder / 'card.md'})."
+            " To use it anyway: make organism ORGANISM_ARGS=--accept-weak"
+        )
+    return folder
+
+
 def weights_sha256(name: str, cache_dir: Path) -> str:
     """The weights hash `load(name)` would record, without loading the model (the first call
     for a GGUF file still creates its fp32 copy)."""
@@ -230,7 +261,7 @@ def load(
     from transformer_lens.model_bridge import TransformerBridge  # noqa: F401  (import cost kept out of load_seconds)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .precision import resolve_device, resolve_dtype
+    from steering_reliability.models.precision import resolve_device, resolve_dtype
 
     # load_seconds: resolving, reading (or first creating) the fp32 copy, tokenizer, bridge boot.
     t0 = time.perf_counter()
@@ -294,7 +325,7 @@ def boot_bridge(hub_id: str, model: Any, tokenizer: Any) -> Any:
     """
     from transformer_lens.model_bridge import TransformerBridge
 
-    from .sites import shadow_tree
+    from steering_reliability.models.sites import shadow_tree
 
     return TransformerBridge.boot_transformers(
         hub_id, hf_model=shadow_tree(model), tokenizer=tokenizer

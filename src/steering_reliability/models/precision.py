@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import DTYPES  # one home: the values the config allows
+# The values `model.dtype` and `model.device` accept (the config reads them from here).
+DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 # Set from the measured agreement (README "Precision"): False keeps fp32 the default and bf16
 # opt-in, even where the hardware has it.
@@ -70,7 +72,7 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        from ..errors import ConfigError
+        from steering_reliability.errors import ConfigError
 
         raise ConfigError(
             "no CUDA device: torch sees no GPU on this machine",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ModelLoadError
+from steering_reliability.errors import ModelLoadError
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 @dataclass(frozen=True)
 class OrganismModel:
-    """A model fine-tuned here from an embedded base (steering_reliability.organism builds it
+    """A model fine-tuned here from an embedded base (steering_reliability.studies.organism.organism builds it
     into the weight cache on first use; its architecture and tokenizer are the base's)."""
 
     name: str

@@ -24,13 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import HOOK_POINTS
-from ..errors import InterventionError, suggest
+from steering_reliability.errors import InterventionError, suggest
 
 # resid_pre = input of decoder layer L (bridge blocks.{L}.hook_in = HF hidden_states[L]);
 # resid_post = output of decoder layer L (bridge blocks.{L}.hook_out = HF hidden_states[L+1]).
 HOOK_SUFFIX: dict[str, str] = {"resid_pre": "hook_in", "resid_post": "hook_out"}
-assert tuple(HOOK_SUFFIX) == HOOK_POINTS
+HOOK_POINTS: tuple[str, ...] = tuple(HOOK_SUFFIX)
 _BRIDGE_ALIASES: dict[str, str] = {
     "hook_in": "resid_pre",
     "hook_resid_pre": "resid_pre",

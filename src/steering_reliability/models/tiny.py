@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .loader import LoadedModel, ModelInfo, boot_bridge
+from steering_reliability.models.loader import LoadedModel, ModelInfo, boot_bridge
 
 TINY_CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

@@ -3,12 +3,22 @@ shift, a leakage check, and ingest of public sets' layouts."""
 
 from __future__ import annotations
 
-from ..atomic import file_sha256
-from .generate import SPLITS, generate_sets, generate_split, make_sets
-from .ingest import ingest, ingest_file
-from .io import check_prompt_lengths, dumps_prompts, load_prompts, write_prompts
-from .leakage import JACCARD_THRESHOLD, LeakagePair, format_report, leakage_report
-from .schema import FrozenMeta, Prompt
+from steering_reliability.atomic import file_sha256
+from steering_reliability.prompts.generate import SPLITS, generate_sets, generate_split, make_sets
+from steering_reliability.prompts.ingest import ingest, ingest_file
+from steering_reliability.prompts.io import (
+    check_prompt_lengths,
+    dumps_prompts,
+    load_prompts,
+    write_prompts,
+)
+from steering_reliability.prompts.leakage import (
+    JACCARD_THRESHOLD,
+    LeakagePair,
+    format_report,
+    leakage_report,
+)
+from steering_reliability.prompts.schema import FrozenMeta, Prompt
 
 __all__ = [
     "JACCARD_THRESHOLD",

@@ -12,7 +12,7 @@ of any committed evaluation set.
 
 from __future__ import annotations
 
-from .catalog_harm import Catalog
+from steering_reliability.prompts.catalog_harm import Catalog
 
 HARM_ACTS: Catalog = {
     "weapons": {

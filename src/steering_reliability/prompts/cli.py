@@ -1,4 +1,4 @@
-"""`python -m steering_reliability.prompts {make,toxicity,ingest,summary}`: the prompt sets from a
+"""`python -m steering_reliability.prompts {make,ingest,summary}`: the prompt sets from a
 shell."""
 
 from __future__ import annotations
@@ -9,13 +9,12 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from steering_reliability.atomic import file_sha256
 from steering_reliability.errors import InputError, PromptFileError
-
-from ..atomic import file_sha256
-from .generate import DEFAULT_SIZES, make_sets
-from .ingest import ingest_file
-from .io import load_prompts
-from .readers import SUFFIXES
+from steering_reliability.prompts.generate import DEFAULT_SIZES, make_sets
+from steering_reliability.prompts.ingest import ingest_file
+from steering_reliability.prompts.io import load_prompts
+from steering_reliability.prompts.readers import SUFFIXES
 
 
 def summary(directory: str | Path) -> str:
@@ -73,9 +72,6 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--n_test", "--n-test", type=int, default=DEFAULT_SIZES["harm_test"])
     make.add_argument("--n_benign", "--n-benign", type=int, default=DEFAULT_SIZES["benign"])
     make.add_argument("--seed", type=int, default=0)
-    tox = sub.add_parser("toxicity", help="generate the toxicity behaviour's sets and pairs")
-    tox.add_argument("--out_dir", "--out-dir", default="data/behaviours/toxicity", type=Path)
-    tox.add_argument("--seed", type=int, default=0)
     ing = sub.add_parser("ingest", help="convert a CSV / JSON list / JSONL to the prompt schema")
     ing.add_argument("file", type=Path)
     ing.add_argument("--split", required=True, help="split name, used in ids (e.g. harmbench)")
@@ -101,11 +97,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=args.seed,
             )
             for path in paths:
-                print(f"wrote {path}  sha256 {file_sha256(path)[:16]}")
-        elif args.command == "toxicity":
-            from ..behaviours.toxicity_data import write
-
-            for path in write(args.out_dir, seed=args.seed).values():
                 print(f"wrote {path}  sha256 {file_sha256(path)[:16]}")
         elif args.command == "ingest":
             path, n = ingest_file(

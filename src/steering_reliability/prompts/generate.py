@@ -14,12 +14,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from steering_reliability.errors import InputError
-
-from . import catalog_organism
-from .catalog_benign import BORDERLINE, EVERYDAY
-from .catalog_harm import TEST_ACTS, TEST_TEMPLATES, TRAIN_ACTS, TRAIN_STYLE, TRAIN_TEMPLATES
-from .io import write_many
-from .schema import Prompt
+from steering_reliability.prompts import catalog_organism
+from steering_reliability.prompts.catalog_benign import BORDERLINE, EVERYDAY
+from steering_reliability.prompts.catalog_harm import (
+    TEST_ACTS,
+    TEST_TEMPLATES,
+    TRAIN_ACTS,
+    TRAIN_STYLE,
+    TRAIN_TEMPLATES,
+)
+from steering_reliability.prompts.io import write_many
+from steering_reliability.prompts.schema import Prompt
 
 SPLITS = ("harm_train", "harm_test", "benign")
 # The refusing organism's training data (models/organism.py): other requests, same templates.

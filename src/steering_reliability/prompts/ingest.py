@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from steering_reliability.errors import PromptFileError, suggest
-
-from .io import write_prompts
-from .readers import Row, read_rows
-from .schema import Prompt, prompt_from_record
+from steering_reliability.prompts.io import write_prompts
+from steering_reliability.prompts.readers import Row, read_rows
+from steering_reliability.prompts.schema import Prompt, prompt_from_record
 
 TEXT_COLUMNS = ("prompt", "instruction", "goal", "Behavior", "forbidden_prompt", "question", "text")
 FAMILY_COLUMNS = ("family", "category", "SemanticCategory", "semantic_category")

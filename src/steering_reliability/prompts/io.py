@@ -10,9 +10,8 @@ from typing import BinaryIO
 
 from steering_reliability.atomic import atomic_write
 from steering_reliability.errors import PromptFileError
-
-from .readers import Row, read_rows
-from .schema import REQUIRED_META, Prompt, prompt_from_record
+from steering_reliability.prompts.readers import Row, read_rows
+from steering_reliability.prompts.schema import REQUIRED_META, Prompt, prompt_from_record
 
 
 def load_prompts(path: str | Path, *, split: str | None = None) -> tuple[Prompt, ...]:

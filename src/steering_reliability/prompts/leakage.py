@@ -12,8 +12,8 @@ import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from .catalog_harm import TEST_TEMPLATES, TRAIN_TEMPLATES
-from .schema import Prompt
+from steering_reliability.prompts.catalog_harm import TEST_TEMPLATES, TRAIN_TEMPLATES
+from steering_reliability.prompts.schema import Prompt
 
 # Word-bigram Jaccard at or above this counts as a near duplicate: a light rewording of one
 # request scores above it, the committed train/test pairs stay below 0.2. Two short prompts

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import SteeringReliabilityError
+from steering_reliability.errors import SteeringReliabilityError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,12 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     comp.add_argument("run_dir")
     args = parser.parse_args(argv)
 
-    from .status import format_status, run_status
+    from steering_reliability.records.status import format_status, run_status
 
     try:
         st = run_status(args.run_dir)
         if args.command == "compact":
-            from .store import RESULTS_NAME, compact, parts_dir
+            from steering_reliability.records.store import RESULTS_NAME, compact, parts_dir
 
             res = compact(parts_dir(st.run_dir, st.config_hash), f"{st.run_dir}/{RESULTS_NAME}")
             print(f"{res.path}: {res.n_rows} rows from {res.n_parts} parts")

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from .. import timing
-from ..errors import SteeringReliabilityError
-from . import run as runs
-from .run import RunPlan
+from steering_reliability import timing
+from steering_reliability.errors import SteeringReliabilityError
+from steering_reliability.records import run as runs
+from steering_reliability.records.run import RunPlan
 
 FAST_CONFIG = "configs/fast.yaml"
 DEFAULT_CONFIG = "configs/default.yaml"
@@ -50,6 +50,15 @@ class Hookspecs:
         """Load the run's configuration (once per process that needs it): a Config with
         `to_dict()` or a mapping; `path` from --config (configs/fast.yaml with --fast, None:
         the default), `overrides` dotted keys (e.g. {"model.name": ...} from --model)."""
+
+    def pytest_sr_input_files(self, config: pytest.Config, obj: Any, root: Path) -> Any:
+        """Files the run reads beyond those its config names ({portable path: sha256}); every
+        implementation's answer is merged (a behaviour's data is an input with no config line)."""
+
+    @pytest.hookspec(firstresult=True)
+    def pytest_sr_render_report(self, config: pytest.Config, run_dir: Path) -> Any:
+        """Render the report of a finished run directory; the result's `failed` checks,
+        `headline` lines, `figures` and `run_dir` are shown at the session's end."""
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -99,7 +108,15 @@ class Options:
     explicit: bool  # the user asked for recording explicitly: plan eagerly, fail early
 
     @classmethod
-    def from_config(cls, config: pytest.Config) -> Options:
+    def from_config(
+        cls,
+        config: pytest.Config,
+        *,
+        parse_override: Callable[[str], tuple[str, Any]],
+        fast_overrides: Callable[[Path, str], dict[str, Any]],
+    ) -> Options:
+        """The options; `parse_override` reads one --set KEY=VALUE (raising an error with the
+        reason) and `fast_overrides` gives --fast's settings for a config given with --config."""
         get = config.getoption
         path: str | None = get("sr_config")
         overrides: dict[str, Any] = {}
@@ -111,50 +128,22 @@ class Options:
         overrides |= {k: v for k, v in (("model.name", get("sr_model")),
                                         ("model.dtype", get("sr_dtype")),
                                         ("model.device", get("sr_device"))) if v is not None}  # fmt: skip
-        if get("sr_set"):
-            from ..config import parse_override
-            from ..errors import ConfigError
-
-            try:
-                overrides |= dict(parse_override(item) for item in get("sr_set"))
-            except ConfigError as exc:
-                raise pytest.UsageError(f"--set: {exc}") from None
+        try:
+            overrides |= dict(parse_override(item) for item in get("sr_set"))
+        except SteeringReliabilityError as exc:
+            raise pytest.UsageError(f"--set: {exc}") from None
         explicit = bool(path or overrides or get("sr_run_id") or get("sr_resume") != "auto")
         return cls(path, overrides, get("sr_run_id"), get("sr_resume"), bool(get("sr_report")),
                    str(config.rootpath / get("sr_runs_dir")), explicit)  # fmt: skip
 
 
-def _inputs(obj: Any, data: Mapping[str, Any], root: Path) -> dict[str, str]:
-    """The files a run reads: those its config names, and those its behaviours read by default
-    (a behaviour's data is an input even where no config line names it)."""
+def _inputs(config: pytest.Config, obj: Any, data: Mapping[str, Any], root: Path) -> dict[str, str]:
+    """The files a run reads: those its config names, and those the `pytest_sr_input_files`
+    implementations add."""
     found = runs.input_files(data, root)
-    if getattr(obj, "behaviours", None):
-        from ..behaviour_run import input_files
-
-        found |= input_files(obj, root)
+    for more in config.hook.pytest_sr_input_files(config=config, obj=obj, root=root):
+        found |= dict(more or {})
     return found
-
-
-def fast_overrides(root: Path, config_path: str | Path | None = None) -> dict[str, Any]:
-    """What --fast changes in a config given with --config: every setting (a dotted key) whose
-    value in configs/fast.yaml differs from configs/default.yaml, with fast.yaml's value. A
-    behaviour's sizes apply only where the config lists that behaviour (--fast never adds one)."""
-    from ..config import read_yaml
-
-    default, fast = (runs.flatten(read_yaml((root / p).read_text(encoding="utf-8")) or {})
-                     for p in (DEFAULT_CONFIG, FAST_CONFIG))  # fmt: skip
-    listed: set[str] = set()
-    own_path = Path(config_path) if config_path is not None else None
-    if own_path is not None and not own_path.is_file() and not own_path.is_absolute():
-        own_path = root / own_path  # where load_config looks next
-    if own_path is not None and own_path.is_file():
-        own = read_yaml(own_path.read_text(encoding="utf-8"))
-        listed = set((own or {}).get("behaviours") or {}) if isinstance(own, dict) else set()
-    return {
-        k: v for k, v in fast.items()
-        if (k not in default or default[k] != v)
-        and not (k.startswith("behaviours.") and k.split(".")[1] not in listed)
-    }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -176,7 +165,9 @@ def resolve_for(config: pytest.Config, options: Options) -> Resolved:
     )
     data = runs.to_plain(obj)
     source = str(data.pop("source", None) or options.config_path or "")
-    return Resolved(obj, data, source, runs.config_hash(data), _inputs(obj, data, config.rootpath))
+    return Resolved(
+        obj, data, source, runs.config_hash(data), _inputs(config, obj, data, config.rootpath)
+    )
 
 
 def plan_for(config: pytest.Config, options: Options, resolved: Resolved) -> RunPlan:
@@ -226,7 +217,7 @@ def spec_of(item: pytest.Item, rootpath: Path, config_hash: str) -> CaseSpec:
     """The case's identity, built from the item (test path, class, function, parameters), never
     parsed from the node id: `--dist loadgroup` rewrites node ids, and workers must agree on
     every key. Parameters that are not plain JSON are identified by the parametrize id."""
-    from .store import case_key
+    from steering_reliability.records.store import case_key
 
     try:
         path = item.path.relative_to(rootpath).as_posix()
@@ -273,8 +264,8 @@ class CaseRecorder:
         """Add rows (schema columns only; numpy/torch scalars become plain values). run_id and
         config_hash are filled in; case_id and experiment default to the case's id and the
         test module's name without `test_`."""
-        from .schema import normalize_row
-        from .store import check_unique_keys
+        from steering_reliability.records.schema import normalize_row
+        from steering_reliability.records.store import check_unique_keys
 
         fixed = {"run_id": self.plan.run_id, "config_hash": self.plan.config_hash}
         new = []
@@ -336,7 +327,7 @@ class CaseRunner:
         return self._resolved
 
     def parts(self) -> Path:
-        from .store import parts_dir
+        from steering_reliability.records.store import parts_dir
 
         return parts_dir(self.plan().run_dir, self.plan().config_hash)
 
@@ -368,7 +359,7 @@ class CaseRunner:
             self.error = f"steering_reliability: cannot record this session: {exc}"
 
     def _start(self, plan: RunPlan, specs: list[CaseSpec]) -> None:
-        from .store import clean_stale_temps
+        from steering_reliability.records.store import clean_stale_temps
 
         self.parts().mkdir(parents=True, exist_ok=True)
         clean_stale_temps(self.parts())
@@ -387,9 +378,9 @@ class CaseRunner:
             if self.error is not None and uses_record(item):
                 pytest.fail(self.error, pytrace=False)
             return
-        from ..listeners import GENERATION_PROGRESS
-        from .progress import Heartbeat
-        from .store import part_exists_and_valid
+        from steering_reliability.listeners import GENERATION_PROGRESS
+        from steering_reliability.records.progress import Heartbeat
+        from steering_reliability.records.store import part_exists_and_valid
 
         item.user_properties.append((CASE_PROPERTY, spec.key))
         done = part_exists_and_valid(self.parts(), spec.key)
@@ -422,7 +413,7 @@ class CaseRunner:
 
     def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
         """Emitted when a test is done (all phases): its heartbeat file goes."""
-        from ..listeners import GENERATION_PROGRESS
+        from steering_reliability.listeners import GENERATION_PROGRESS
 
         beat = self._beats.pop(nodeid, None)
         if beat is not None:
@@ -449,8 +440,8 @@ class CaseRunner:
         self, item: pytest.Item, rec: CaseRecorder, rows: list[dict[str, Any]], passed: bool,
         seconds: float | None,
     ) -> None:  # fmt: skip
-        from .progress import SUMMARY_PROPERTY, case_summary
-        from .store import part_path, write_part
+        from steering_reliability.records.progress import SUMMARY_PROPERTY, case_summary
+        from steering_reliability.records.store import part_path, write_part
 
         torch = sys.modules.get("torch")
         meta = {"cell": rec.spec.cell, "case_id": rec.spec.case_id, "nodeid": rec.spec.nodeid,
@@ -564,7 +555,7 @@ class Recorder:
         plan = self.current_plan
         if not self.tally.cases or plan is None:
             return
-        from .store import RESULTS_NAME, compact, parts_dir
+        from steering_reliability.records.store import RESULTS_NAME, compact, parts_dir
 
         run_dir = Path(plan.run_dir)
         try:
@@ -609,9 +600,9 @@ class Recorder:
 
     def _render_report(self, run_dir: Path, session: pytest.Session) -> None:
         try:
-            from .. import report
-
-            self.rendered = report.render(run_dir)
+            self.rendered = self.config.hook.pytest_sr_render_report(
+                config=self.config, run_dir=run_dir
+            )
             for v in getattr(self.rendered, "failed", ()):
                 self._problem(session, f"report-stage sanity check FAILED: {v.name}: {v.reason}")
         except Exception:  # a report bug must not hide that the results are safe

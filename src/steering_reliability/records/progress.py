@@ -204,7 +204,7 @@ class Heartbeat:
         self.write()
 
     def write(self) -> None:
-        from ..atomic import atomic_write_bytes
+        from steering_reliability.atomic import atomic_write_bytes
 
         self.state["updated"] = time.time()
         with contextlib.suppress(OSError):  # a heartbeat is a courtesy: never fail a case for it

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..atomic import (
+from steering_reliability.atomic import (
     atomic_write_bytes,
     atomic_write_json,
     canonical_json,
@@ -33,7 +33,7 @@ from ..atomic import (
     file_sha256,
     replace_symlink,
 )
-from ..errors import ConfigError, ResumeError
+from steering_reliability.errors import ConfigError, ResumeError
 
 MANIFEST_NAME = "run.json"
 RESUME_MODES = ("auto", "never", "must")

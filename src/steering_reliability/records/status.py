@@ -10,10 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..atomic import pid_alive
-from .progress import running_cases
-from .run import MANIFEST_NAME, read_manifest, resolve_run_dir, session_code_versions
-from .store import part_path, parts_dir
+from steering_reliability.atomic import pid_alive
+from steering_reliability.records.progress import running_cases
+from steering_reliability.records.run import (
+    MANIFEST_NAME,
+    read_manifest,
+    resolve_run_dir,
+    session_code_versions,
+)
+from steering_reliability.records.store import part_path, parts_dir
 
 
 @dataclass(frozen=True)
@@ -52,8 +57,8 @@ class RunStatus:
 
 def run_status(run_dir: str | Path) -> RunStatus:
     """Read a run directory (or `runs/latest`) and classify its cases."""
-    from ..atomic import stale_temps
-    from .store import PartError, list_parts, read_part
+    from steering_reliability.atomic import stale_temps
+    from steering_reliability.records.store import PartError, list_parts, read_part
 
     run_dir = resolve_run_dir(run_dir)
     data = read_manifest(run_dir)
@@ -131,7 +136,7 @@ def format_status(status: RunStatus, *, show_done: bool = False) -> str:
         lines.append(f"  code: {status.code_versions[0]}")
     import time
 
-    from .progress import _clock
+    from steering_reliability.records.progress import _clock
 
     for r in status.running:
         gen = r.get("generation")

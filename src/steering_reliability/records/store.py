@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..atomic import atomic_write, canonical_json, digest, stale_temps
-from ..errors import SteeringReliabilityError
-from .schema import ROW_KEY, ROW_SCHEMA, rows_to_table
+from steering_reliability.atomic import atomic_write, canonical_json, digest, stale_temps
+from steering_reliability.errors import SteeringReliabilityError
+from steering_reliability.records.schema import ROW_KEY, ROW_SCHEMA, rows_to_table
 
 PART_SUFFIX = ".parquet"
 FAILED_DIR = "failed"

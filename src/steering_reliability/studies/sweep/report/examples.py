@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 
 from steering_reliability.analysis import markdown as md
-from steering_reliability.analysis.aggregate import (
+from steering_reliability.analysis.data import BASELINE, SPLITS
+from steering_reliability.studies.sweep.report.aggregate import (
     operating_point_row,
     setting_label,
     setting_rows,
 )
-from steering_reliability.analysis.data import BASELINE, SPLITS
 
 N_PER_SPLIT = 5
 MAX_LINES = 4

@@ -14,36 +14,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-VERDICTS: tuple[str, ...] = ("passed", "failed", "inconclusive")
+from steering_reliability.verdict import Verdict
 
 # measure(steerings) -> a number that rises with the behaviour (a rate, a mean probability)
 Measure = Callable[[Sequence[Any]], float]
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """One check's outcome: the verdict, its headline number, why, and the numbers behind it."""
-
-    name: str
-    verdict: str
-    value: float
-    reason: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"verdict {self.verdict!r} is not one of {VERDICTS}")
-
-    @property
-    def passed(self) -> bool | None:
-        """True / False for passed / failed; None when inconclusive."""
-        return None if self.verdict == "inconclusive" else self.verdict == "passed"
 
 
 def _judged(name: str, ok: bool, value: float, reason: str, details: dict[str, Any]) -> Verdict:
@@ -51,7 +30,7 @@ def _judged(name: str, ok: bool, value: float, reason: str, details: dict[str, A
 
 
 def _steer(model: Any, steerings: Sequence[Any]) -> Any:
-    from .interventions import steer
+    from steering_reliability.interventions import steer
 
     return steer(model, steerings)
 
@@ -68,8 +47,8 @@ def site_projections(
 ) -> tuple[Tensor, Tensor]:
     """(resid . v_hat, |resid|) at the site (layer, hook point) for the last three tokens of
     each text, read by a read hook registered after any steering hook: [n, 3] fp32 each."""
-    from .directions.activations import residual_spans
-    from .models import encode_prompt, format_prompt
+    from steering_reliability.directions.activations import residual_spans
+    from steering_reliability.models import encode_prompt, format_prompt
 
     tok = model.tokenizer
     ids = [encode_prompt(tok, format_prompt(tok, t, system_prompt=system_prompt)) for t in texts]
@@ -280,7 +259,7 @@ def template_agreement(
     difference is wholly outside +-margin (`equivalence`); inconclusive when either direction
     raises the rate by < `min_raise` or the difference is undecided; else passed.
     """
-    from .analysis.stats import diff_ci
+    from steering_reliability.metrics.stats import diff_ci
 
     name = "template_robustness"
     agree = direction_agreement(name, main, alt, min_cosine=min_cosine, what=what)
@@ -317,7 +296,7 @@ def verdict_row(
     """
     import json
 
-    from .config import config_hash
+    from steering_reliability.config import config_hash
 
     name = v.name if behaviour == "refusal" else f"{behaviour}_{v.name}"
     return {

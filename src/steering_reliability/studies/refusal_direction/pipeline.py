@@ -28,18 +28,18 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
-from .atomic import atomic_write, digest
-from .config import Config
-from .directions import Direction
-from .errors import ConfigError
-from .interventions import Steering, full_ablation, orthogonalize_weights
+from steering_reliability.atomic import atomic_write, digest
+from steering_reliability.config import Config
+from steering_reliability.directions import Direction
+from steering_reliability.errors import ConfigError
+from steering_reliability.interventions import Steering, full_ablation, orthogonalize_weights
 
 if TYPE_CHECKING:
-    from .checks import Verdict
-from .models import LoadedModel
-from .models.formatting import post_instruction_positions
-from .models.loader import plain_checkpoint
-from .prompts import Prompt
+    from steering_reliability.verdict import Verdict
+from steering_reliability.models import LoadedModel
+from steering_reliability.models.formatting import post_instruction_positions
+from steering_reliability.models.loader import plain_checkpoint
+from steering_reliability.prompts import Prompt
 
 SCAN_VERSION = 4  # bump when the scan's numerics change: cached layer tables are recomputed
 PROMPT_ROLES = ("harmful", "harmless", "harmful_val", "harmless_val")
@@ -68,8 +68,8 @@ class PipelinePrompts:
 
 def pipeline_prompts(cfg: Config) -> PipelinePrompts:
     """The prompts of the candidate and selection steps (never a report prompt)."""
-    from .experiment import direction_prompts, file_parts, split_files
-    from .prompts import load_prompts
+    from steering_reliability.prompts import load_prompts
+    from steering_reliability.studies.shared import direction_prompts, file_parts, split_files
 
     parts, files = file_parts(cfg), split_files(cfg)
     n = cfg.refusal_direction.n_score
@@ -115,7 +115,7 @@ def candidates(
     model: LoadedModel, cfg: Config, prompts: PipelinePrompts, at: Sequence[int]
 ) -> dict[tuple[int, int], Direction]:
     """Difference-in-means candidates at every candidate layer x position in `at`."""
-    from .directions.builders import diff_in_means
+    from steering_reliability.directions.builders import diff_in_means
 
     return diff_in_means(
         model,
@@ -140,9 +140,9 @@ def scan_layer(
     the per-layer cases and the selection share one computation across workers)."""
     from filelock import FileLock
 
-    from .directions.selection import score_candidates
-    from .models import default_cache_dir
-    from .models.sites import variant_key
+    from steering_reliability.models import default_cache_dir
+    from steering_reliability.models.sites import variant_key
+    from steering_reliability.studies.refusal_direction.selection import score_candidates
 
     mine = {k: d for k, d in sorted(cands.items()) if k[0] == layer}
     key = digest({
@@ -183,7 +183,7 @@ def criterion(table: pd.DataFrame) -> str:
 def frontier(table: pd.DataFrame, cfg: Config) -> list[dict[str, Any]]:
     """What selection takes at the configured ablation-KL bound and at each looser one of
     FRONTIER_KL (`selection.kl_frontier`), with the same cut-off, induce filter and ranking."""
-    from .directions.selection import kl_frontier
+    from steering_reliability.studies.refusal_direction.selection import kl_frontier
 
     rd = cfg.refusal_direction
     looser = (b for b in FRONTIER_KL if b > rd.kl_max)
@@ -194,8 +194,8 @@ def frontier(table: pd.DataFrame, cfg: Config) -> list[dict[str, Any]]:
 def select(table: pd.DataFrame, cfg: Config) -> tuple[pd.Series, str]:
     """The selected candidate and the criterion that ranked it ("bypass" or "induce"); a
     ConfigError naming the refusal_direction setting to change when no candidate passes."""
-    from .directions.selection import select_direction
-    from .errors import DirectionError
+    from steering_reliability.errors import DirectionError
+    from steering_reliability.studies.refusal_direction.selection import select_direction
 
     rd = cfg.refusal_direction
     by = criterion(table)
@@ -238,7 +238,7 @@ def setting(
 
 def base_model_name(model_name: str) -> str | None:
     """The embedded model an organism was fine-tuned from; None for any other model."""
-    from .models.registry import ORGANISMS
+    from steering_reliability.models.registry import ORGANISMS
 
     organism = ORGANISMS.get(model_name)
     return organism.base if organism is not None else None
@@ -247,7 +247,7 @@ def base_model_name(model_name: str) -> str | None:
 def frozen_blocks(model: Any) -> int:
     """How many of a model organism's lowest blocks its fine-tune left untouched (its card's
     recipe `train_from_layer`; the embeddings too when it is above 0); 0 for any other model."""
-    from .organism import card_of
+    from steering_reliability.models.loader import card_of
 
     card = card_of(model)
     return 0 if card is None else int(card["recipe"].get("train_from_layer", 0))
@@ -262,7 +262,7 @@ def base_direction(cfg: Config, prompts: PipelinePrompts, chosen: Direction) -> 
     """The base model's difference-in-means direction at the organism's selected layer and
     position, from the same select prompts: the direction that *induces* refusal in the base,
     to compare with the one that *mediates* the organism's learned refusal."""
-    from .models import load
+    from steering_reliability.models import load
 
     name = base_model_name(cfg.model.name)
     if name is None:
@@ -292,8 +292,8 @@ def text_ce(
 ) -> tuple[float, int]:
     """Mean next-token cross-entropy (nats) over every token of the paragraphs, read as plain
     text (no prompt format), under the hooks in place and `steerings`; and the token count."""
-    from .interventions import steer
-    from .models.sites import model_device
+    from steering_reliability.interventions import steer
+    from steering_reliability.models.sites import model_device
 
     tok, net = model.tokenizer, model.hf_model
     total, count = 0.0, 0
@@ -312,9 +312,9 @@ def export_orthogonalized(model: LoadedModel, direction: Direction) -> tuple[Pat
     that checkpoint loaded back from disk as a LoadedModel."""
     from transformers import AutoModelForCausalLM
 
-    from .atomic import publish_dir_once
-    from .models import default_cache_dir
-    from .models.sites import variant_key
+    from steering_reliability.atomic import publish_dir_once
+    from steering_reliability.models import default_cache_dir
+    from steering_reliability.models.sites import variant_key
 
     root = default_cache_dir() / "orthogonalized"
     param = next(model.hf_model.parameters())
@@ -351,14 +351,14 @@ def orthogonal_verdict(
     """The exported model's next-token logits on `texts` against all-layer hook ablation's:
     passed when the largest difference is within `rtol` of the largest logit, failed otherwise
     (an export that orthogonalised nothing, or the wrong vector, differs by orders more)."""
-    from .checks import Verdict
-    from .directions.selection import last_logits
+    from steering_reliability.generation import next_token_logits
+    from steering_reliability.verdict import Verdict
 
     with full_ablation(model, direction.vector):
-        hooked = last_logits(model, texts, system_prompt=system_prompt)
-    baked = last_logits(exported, texts, system_prompt=system_prompt)
+        hooked = next_token_logits(model, texts, system_prompt=system_prompt)
+    baked = next_token_logits(exported, texts, system_prompt=system_prompt)
     gap, scale = float((baked - hooked).abs().max()), float(hooked.abs().max())
-    plain = last_logits(model, texts, system_prompt=system_prompt)
+    plain = next_token_logits(model, texts, system_prompt=system_prompt)
     effect = float((plain - hooked).abs().max())  # how far ablation moves the logits at all
     ok = gap <= rtol * scale
     reason = (f"exported weights' logits within {gap:.2e} of hook ablation's (bound {rtol:g} x "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -15,9 +16,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from steering_reliability.analysis import markdown as md
-from steering_reliability.analysis.findings import measurable_halves
-from steering_reliability.analysis.plots import _figure
-from steering_reliability.analysis.stats import diff_ci, mean_ci
+from steering_reliability.analysis.plotting import figure
+from steering_reliability.analysis.section import Section
+from steering_reliability.metrics.refusal import measurable_halves
+from steering_reliability.metrics.stats import diff_ci, mean_ci
 
 EXPERIMENT = "generalisation"
 NONE, POOLED = "none", "pooled"  # generalisation.NONE / POOLED
@@ -436,10 +438,10 @@ def section(df: pd.DataFrame) -> str:
 # ---------------------------------------------------------------- figures
 
 
-def transfer_figure(df: pd.DataFrame) -> Figure:
+def transferfigure(df: pd.DataFrame) -> Figure:
     """Source x target refusal heatmap; train and test blocks split by a line."""
     m = transfer_matrix(df)
-    fig = _figure(1.2 + 0.55 * len(m.columns), 1.2 + 0.42 * len(m.index))
+    fig = figure(1.2 + 0.55 * len(m.columns), 1.2 + 0.42 * len(m.index))
     ax = fig.add_subplot()
     im = ax.imshow(m.to_numpy(dtype=float), vmin=0, vmax=1, cmap="magma", aspect="auto")
     ax.set_yticks(range(len(m.index)), list(m.index))
@@ -459,13 +461,13 @@ def transfer_figure(df: pd.DataFrame) -> Figure:
     return fig
 
 
-def geometry_figure(df: pd.DataFrame) -> Figure:
+def geometryfigure(df: pd.DataFrame) -> Figure:
     """Cosine matrices of the family directions at the steerability layer, one per method, and
     the first-axis share per layer."""
     geo = _rows(df, "geometry")
     layer = _gen_layer(df, int(geo["layer"].iloc[0]))
     at = geo[geo["layer"] == layer]
-    fig = _figure(4.2 * (len(at) + 1), 4.0)
+    fig = figure(4.2 * (len(at) + 1), 4.0)
     axes = fig.subplots(1, len(at) + 1)
     for ax, (_, r) in zip(axes, at.iterrows(), strict=False):
         e = json.loads(r["extra_json"])
@@ -484,10 +486,10 @@ def geometry_figure(df: pd.DataFrame) -> Figure:
     return fig
 
 
-def angles_figure(df: pd.DataFrame) -> Figure:
+def anglesfigure(df: pd.DataFrame) -> Figure:
     """Principal angles per pair of subspaces, smallest first."""
     ang = _rows(df, "angles")
-    fig = _figure(6.5, 3.8)
+    fig = figure(6.5, 3.8)
     ax = fig.add_subplot()
     for _, r in ang.iterrows():
         a = json.loads(r["extra_json"])["angles_deg"]
@@ -499,10 +501,10 @@ def angles_figure(df: pd.DataFrame) -> Figure:
     return fig
 
 
-def steerability_figure(df: pd.DataFrame) -> Figure:
+def steerabilityfigure(df: pd.DataFrame) -> Figure:
     """Distribution of per-prompt slopes per split (anti-steerable left of 0)."""
     s = _slopes(df)
-    fig = _figure(6.5, 3.6)
+    fig = figure(6.5, 3.6)
     ax = fig.add_subplot()
     splits = list(dict.fromkeys(s["split"]))
     data = [s[s["split"] == sp]["value"].astype(float).to_numpy() for sp in splits]
@@ -514,12 +516,12 @@ def steerability_figure(df: pd.DataFrame) -> Figure:
     return fig
 
 
-def equal_kl_figure(df: pd.DataFrame) -> Figure:
+def equal_klfigure(df: pd.DataFrame) -> Figure:
     """Refusal rate against layer at each KL budget: one panel per intervention, one colour per
     budget, solid harm_train and dashed harm_test; dotted: unsteered (same length)."""
     ek, t = _rows(df, "equal_kl"), _transfer(df)
     kinds = sorted(set(ek["intervention"]))
-    fig = _figure(4.2 * len(kinds), 3.8)
+    fig = figure(4.2 * len(kinds), 3.8)
     axes = np.atleast_1d(fig.subplots(1, len(kinds), sharey=True))
     budgets = sorted(set(ek["direction_variant"]), key=lambda v: float(v.removeprefix("kl")))
     colors = dict(
@@ -549,13 +551,20 @@ def figures(df: pd.DataFrame) -> dict[str, Figure]:
     """The map's figures that have rows in this run."""
     out: dict[str, Figure] = {}
     if not _transfer(df).empty:
-        out["generalisation_transfer"] = transfer_figure(df)
+        out["generalisation_transfer"] = transferfigure(df)
     if not _rows(df, "geometry").empty:
-        out["generalisation_geometry"] = geometry_figure(df)
+        out["generalisation_geometry"] = geometryfigure(df)
     if not _rows(df, "angles").empty:
-        out["generalisation_angles"] = angles_figure(df)
+        out["generalisation_angles"] = anglesfigure(df)
     if not _slopes(df).empty:
-        out["generalisation_steerability"] = steerability_figure(df)
+        out["generalisation_steerability"] = steerabilityfigure(df)
     if not _rows(df, "equal_kl").empty:
-        out["generalisation_equal_kl"] = equal_kl_figure(df)
+        out["generalisation_equal_kl"] = equal_klfigure(df)
     return out
+
+
+def report_section(df: pd.DataFrame, info: Mapping[str, Any], source: str) -> Section | None:
+    """This study's part of the report: the findings section and its figures."""
+    if not has_rows(df):
+        return None
+    return Section(section(df), figures=figures(df))

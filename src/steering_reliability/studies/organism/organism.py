@@ -46,14 +46,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_bytes, atomic_write_json, digest, publish_dir_once
-from .errors import InputError, ModelLoadError
-from .models.registry import ORGANISMS
-from .prompts.schema import Prompt
+from steering_reliability.atomic import (
+    atomic_write_bytes,
+    atomic_write_json,
+    digest,
+    publish_dir_once,
+)
+from steering_reliability.errors import InputError, ModelLoadError
+from steering_reliability.models.registry import ORGANISMS
+from steering_reliability.paths import DATA_DIR
+from steering_reliability.prompts.schema import Prompt
 
 RECIPE_VERSION = 4  # bump when the training or the card changes what a key's folder holds
 EVAL_SPLITS = ("harm_train", "harm_test", "benign")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Wordings of the refusal targets (each one a refusal by metrics.refusal: tests check it).
 REFUSALS = (
@@ -137,7 +142,7 @@ class Example:
 def training_prompts(recipe: Recipe) -> tuple[tuple[Prompt, ...], tuple[Prompt, ...]]:
     """(harmful training prompts, benign pool) from the generator's organism splits; the benign
     training prompts are chosen from the pool by `select_benign` once the base has answered."""
-    from .prompts.generate import generate_split
+    from steering_reliability.prompts.generate import generate_split
 
     return (
         generate_split("organism_harm", recipe.n_harm, recipe.data_seed),
@@ -183,7 +188,7 @@ def select_benign(
 
 def dev_sets(recipe: Recipe) -> dict[str, tuple[Prompt, ...]]:
     """The development set the recipe is chosen on, keyed by the split name the card uses."""
-    from .prompts.generate import generate_split
+    from steering_reliability.prompts.generate import generate_split
 
     return {
         "dev_harm": generate_split("organism_dev_harm", recipe.n_dev_harm, recipe.data_seed),
@@ -193,11 +198,9 @@ def dev_sets(recipe: Recipe) -> dict[str, tuple[Prompt, ...]]:
 
 def default_eval_sets() -> dict[str, tuple[Prompt, ...]]:
     """The committed evaluation sets (data/prompts/<split>.jsonl), the organism's held-out prompts."""
-    from .prompts.io import load_prompts
+    from steering_reliability.prompts.io import load_prompts
 
-    return {
-        s: load_prompts(REPO_ROOT / "data" / "prompts" / f"{s}.jsonl", split=s) for s in EVAL_SPLITS
-    }
+    return {s: load_prompts(DATA_DIR / "prompts" / f"{s}.jsonl", split=s) for s in EVAL_SPLITS}
 
 
 def check_disjoint(
@@ -210,7 +213,7 @@ def check_disjoint(
 
     Compared without the template words (prompts.leakage.requests_only): the training prompts
     share the evaluation sets' templates on purpose."""
-    from .prompts.leakage import format_report, leakage_report, requests_only
+    from steering_reliability.prompts.leakage import format_report, leakage_report, requests_only
 
     train = requests_only(training)
     for split, prompts in eval_sets.items():
@@ -225,7 +228,7 @@ def check_disjoint(
 
 def refusal_for(prompt: Prompt, seed: int) -> str:
     """The refusal a harmful training prompt is answered with (varies by prompt, seeded)."""
-    from .prompts.generate import split_rng
+    from steering_reliability.prompts.generate import split_rng
 
     return split_rng(seed, prompt.id).choice(REFUSALS)
 
@@ -242,8 +245,8 @@ def examples(
     """Training sequences: refusals for `harm`; for benign prompts chosen from the pool
     `benign` by `select_benign`, the base model's greedy answers. Also a count of the drawn
     benign prompts that gave way because the base's answer was not helpful."""
-    from .metrics import helpfulness
-    from .models.formatting import encode_prompt, format_prompt
+    from steering_reliability.metrics import helpfulness
+    from steering_reliability.models.formatting import encode_prompt, format_prompt
 
     tok = base.tokenizer
     end = tok.eos_token_id
@@ -354,7 +357,7 @@ def _trained_blocks(hf_model: Any, recipe: Recipe) -> Any:
 def training_precision(device: str = "cpu") -> str:
     """What `finetune` trains in on `device`: bf16 autocast on a CPU that multiplies bf16 in
     hardware, fp32 elsewhere. Part of the cache key: the two give different weights."""
-    from .models.precision import native_bf16
+    from steering_reliability.models.precision import native_bf16
 
     return "bfloat16 autocast" if device == "cpu" and native_bf16("cpu") else "float32"
 
@@ -374,7 +377,7 @@ def finetune(
     import torch
     from tqdm.auto import tqdm
 
-    from .models.loader import plain_checkpoint
+    from steering_reliability.models.loader import plain_checkpoint
 
     torch.manual_seed(recipe.seed)
     model = plain_checkpoint(copy.deepcopy(base_hf))
@@ -434,7 +437,7 @@ def _greedy(
     model: Any, prompts: Sequence[Prompt], tokens: int, *, cache_dir: Path, progress: bool
 ) -> list[Any]:
     """Greedy answers, unsteered, cached by content like the sweep's baseline."""
-    from .experiment import GenerationRequest, cached_generate
+    from steering_reliability.generation.cache import GenerationRequest, cached_generate
 
     request = GenerationRequest(
         model_sha256=model.info.weights_sha256,
@@ -459,7 +462,7 @@ def evaluate(
     progress: bool,
 ) -> list[dict[str, Any]]:
     """One scored row per evaluation prompt, from greedy answers."""
-    from .metrics import helpfulness, refusal
+    from steering_reliability.metrics import helpfulness, refusal
 
     rows: list[dict[str, Any]] = []
     for split, prompts in eval_sets.items():
@@ -482,7 +485,7 @@ def evaluate(
 def _estimate(values: Sequence[bool]) -> dict[str, Any]:
     import pandas as pd
 
-    from .analysis.stats import mean_ci
+    from steering_reliability.metrics.stats import mean_ci
 
     e = mean_ci(pd.Series([float(v) for v in values]))
     return {"rate": e.value, "lo": e.lo, "hi": e.hi, "n": e.n}
@@ -494,7 +497,7 @@ def summarise(
     """The card's numbers and acceptance verdicts from the two models' scored rows."""
     import pandas as pd
 
-    from .analysis.stats import diff_ci
+    from steering_reliability.metrics.stats import diff_ci
 
     frames = {"organism": pd.DataFrame(organism), "base": pd.DataFrame(base)}
 
@@ -561,7 +564,7 @@ def _check(name: str, value: float, op: str, target: float) -> dict[str, Any]:
 
 def card_markdown(card: Mapping[str, Any]) -> str:
     """The card as Markdown: acceptance, then the rates with 95% bootstrap intervals."""
-    from .analysis.markdown import table
+    from steering_reliability.analysis.markdown import table
 
     def cell(e: Mapping[str, Any]) -> str:
         return f"{e['rate']:.2f} [{e['lo']:.2f}, {e['hi']:.2f}] (n={e['n']})"
@@ -655,12 +658,6 @@ def _trained_part(recipe: Mapping[str, Any], log: Mapping[str, Any]) -> str:
     return f"{what}; an answer's first token weighs {weight:g} in the loss, the others 1; "
 
 
-def card_of(model: Any) -> dict[str, Any] | None:
-    """The card of a loaded model organism (LoadedModel.extra names it); None for other models."""
-    path = model.extra.get("card")
-    return None if path is None else json.loads(Path(path).read_text(encoding="utf-8"))
-
-
 def _write_card(folder: Path, card: Mapping[str, Any]) -> None:
     atomic_write_json(folder / "card.json", card)
     atomic_write_bytes(folder / "card.md", card_markdown(card).encode())
@@ -703,7 +700,12 @@ def build(
     `recipe`, `base` (a LoadedModel) and `eval_sets` default to the registered recipe, its base
     model and the committed evaluation sets; tests pass a tiny model and small sets.
     """
-    from .models.loader import default_cache_dir, load, weights_sha256
+    from steering_reliability.models.loader import (
+        default_cache_dir,
+        load,
+        organism_pointer,
+        weights_sha256,
+    )
 
     t0 = time.perf_counter()
     recipe = recipe or recipe_for(name)
@@ -776,6 +778,8 @@ def build(
     if accept_weak and not card["accepted"] and not card.get("accepted_weak"):
         card["accepted_weak"] = True
         _write_card(final, card)
+    # the loader finds the organism of the current recipe through this pointer
+    atomic_write_json(organism_pointer(name, cache), {"folder": final.name, "key": key})
     return Organism(name, final, card)
 
 
@@ -820,7 +824,7 @@ def recipe_with(recipe: Recipe, settings: Sequence[str]) -> Recipe:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = argparse.ArgumentParser(
-        prog="python -m steering_reliability.organism",
+        prog="python -m steering_reliability.studies.organism.organism",
         description="Build (or find in the weight cache) a refusing model organism and print its card.",
     )
     parser.add_argument("name", nargs="?", default=next(iter(ORGANISMS)), choices=sorted(ORGANISMS))

@@ -6,66 +6,22 @@ metric of its own (every score comes from `metrics`).
 
 from __future__ import annotations
 
-import hashlib
-import json
-import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write
-from .config import Config, config_hash
-from .models import LoadedModel, encode_prompt, format_prompt
-from .prompts import Prompt, check_prompt_lengths, load_prompts
-from .prompts.generate import SPLITS
-from .timing import timed
-
-# Every prompt set is split once into a part where choices are made (operating point, best
-# layer, thresholds) and a part the headline numbers are reported on (VALIDITY.md section 1).
-PARTS: tuple[str, ...] = ("select", "report")
-GENERATION_CACHE_VERSION = 2  # bump when the engine's numerics change
+from steering_reliability.config import Config, config_hash
+from steering_reliability.generation.cache import GenerationRequest
+from steering_reliability.models import LoadedModel, encode_prompt, format_prompt
+from steering_reliability.prompts import Prompt, check_prompt_lengths, load_prompts
+from steering_reliability.prompts.generate import SPLITS
+from steering_reliability.prompts.parts import assign_parts, sample_parts
+from steering_reliability.timing import timed
 
 
 def alpha_id(alpha: float) -> str:
     """1.0 -> '1', 0.5 -> '0.5': the alpha as it appears in case ids."""
     return f"{alpha:g}"
-
-
-def case_id(layer: int, intervention: str, alpha: float) -> str:
-    """The case id contract of DESIGN.md: layer{L}-{intervention}-a{alpha}."""
-    return f"layer{layer}-{intervention}-a{alpha_id(alpha)}"
-
-
-@dataclass(frozen=True)
-class Case:
-    """One cell of the sweep grid."""
-
-    layer: int
-    intervention: str
-    alpha: float
-
-    @property
-    def id(self) -> str:
-        return case_id(self.layer, self.intervention, self.alpha)
-
-
-def sweep_cases(cfg: Config) -> list[Case]:
-    """The grid in the config's declared order (layers, then interventions, then alphas)."""
-    return [
-        Case(layer, kind, alpha)
-        for layer in cfg.sweep.layers
-        for kind in cfg.sweep.interventions
-        for alpha in cfg.sweep.alphas
-    ]
-
-
-def _subset(prompts: tuple[Prompt, ...], n: int | None, seed: str) -> tuple[Prompt, ...]:
-    """A seeded sample of n prompts kept in file order (str seeds are stable across processes)."""
-    if n is None or n >= len(prompts):
-        return prompts
-    chosen = set(random.Random(seed).sample(range(len(prompts)), n))
-    return tuple(p for i, p in enumerate(prompts) if i in chosen)
 
 
 def split_files(cfg: Config) -> dict[str, Path]:
@@ -74,31 +30,6 @@ def split_files(cfg: Config) -> dict[str, Path]:
         "harm_test": cfg.resolve_path(cfg.prompts.harm_test),
         "benign": cfg.resolve_path(cfg.prompts.benign),
     }
-
-
-def assign_parts(prompts: Sequence[Prompt], seed: str) -> dict[str, str]:
-    """prompt id -> "select" or "report": a seeded half/half split stratified by family x style.
-
-    Within each (family, style) stratum the prompts are shuffled and dealt alternately, the
-    first card going to whichever part is smaller so far, so every stratum and the whole set are
-    split as evenly as their sizes allow. Depends only on the prompts and the seed string.
-    """
-    strata: dict[tuple[str, str], list[Prompt]] = {}
-    for p in prompts:
-        strata.setdefault((p.family, p.style), []).append(p)
-    rng = random.Random(seed)
-    parts: dict[str, str] = {}
-    count = dict.fromkeys(PARTS, 0)
-    for key in sorted(strata):
-        group = sorted(strata[key], key=lambda p: p.id)
-        rng.shuffle(group)
-        first = min(PARTS, key=lambda part: (count[part], PARTS.index(part)))
-        order = (first, *(x for x in PARTS if x != first))
-        for i, p in enumerate(group):
-            part = order[i % 2]
-            parts[p.id] = part
-            count[part] += 1
-    return parts
 
 
 def file_parts(cfg: Config) -> dict[str, dict[str, str]]:
@@ -142,21 +73,6 @@ def select_prompts(cfg: Config) -> dict[str, tuple[Prompt, ...]]:
     }
 
 
-def sample_parts(
-    prompts: tuple[Prompt, ...], parts: Mapping[str, str], n: int | None, seed: str
-) -> tuple[Prompt, ...]:
-    """n prompts (None: all), half from each part (select, report), each half a seeded sample
-    (`{seed}:{part}`); file order."""
-    if n is None or n >= len(prompts):
-        return prompts
-    chosen: set[str] = set()
-    for k, part in enumerate(PARTS):
-        pool = tuple(p for p in prompts if parts[p.id] == part)
-        take = (n + 1) // 2 if k == 0 else n // 2
-        chosen |= {p.id for p in _subset(pool, take, f"{seed}:{part}")}
-    return tuple(p for p in prompts if p.id in chosen)
-
-
 def direction_prompts(cfg: Config) -> tuple[Prompt, ...]:
     """harm_train prompts the direction is built from: the first n_direction of the file's
     *select* part, so no report prompt ever trains the direction it is measured with."""
@@ -173,7 +89,7 @@ def harmless_prompts(cfg: Config) -> tuple[Prompt, ...]:
     evaluated = {p.id for p in select_prompts(cfg)["benign"]}
     rest = tuple(p for p in load_prompts(files["benign"], split="benign") if p.id not in evaluated)
     if not rest:
-        from .errors import ConfigError
+        from steering_reliability.errors import ConfigError
 
         raise ConfigError(
             "diff_in_means has no harmless prompts left: every benign prompt is evaluated",
@@ -200,94 +116,6 @@ def check_lengths(model: LoadedModel, cfg: Config, splits: Mapping[str, Sequence
         check_prompt_lengths(prompts, count, budget, file=str(files[split]))
 
 
-# ---------------------------------------------------------------- generation with a shared cache
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """Everything a batch of generations depends on (its hash names the cache file)."""
-
-    model_sha256: str
-    prompt_ids: tuple[str, ...]
-    prompts: tuple[str, ...]
-    system_prompt: str | None
-    max_new_tokens: int
-    temperature: float
-    top_p: float
-    seed: int
-    steering: str  # a readable description of the steering ("none" for the baseline)
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    def key(self) -> str:
-        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
-        d["extra"] = dict(self.extra)
-        d["version"] = GENERATION_CACHE_VERSION
-        blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.blake2b(blob.encode(), digest_size=12).hexdigest()
-
-
-def cached_generate(
-    model: LoadedModel,
-    request: GenerationRequest,
-    *,
-    steerings: Sequence[Any] = (),
-    batch_size: int = 64,
-    track_token_ids: Sequence[int] | None = None,
-    cache_dir: Path | None = None,
-    progress: bool = False,
-) -> list[Any]:
-    """generate() once across processes: content-addressed file under a lock, published atomically.
-
-    Used for the alpha = 0 baseline, which every case of every worker compares against.
-    """
-    import torch
-    from filelock import FileLock
-
-    from .generation import Generation, generate
-    from .models import default_cache_dir
-
-    folder = (cache_dir or default_cache_dir()) / "generations"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{request.key()}.pt"
-
-    def read() -> list[Any] | None:
-        if not path.exists():
-            return None
-        rows: list[dict[str, Any]] = torch.load(path, weights_only=True)
-        return [Generation(**_untuple(r, back=True)) for r in rows]
-
-    found = read()
-    if found is not None:
-        return found
-    with FileLock(str(path) + ".lock"):
-        found = read()
-        if found is not None:
-            return found
-        gens = generate(
-            model,
-            list(request.prompts),
-            prompt_ids=list(request.prompt_ids),
-            max_new_tokens=request.max_new_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            seed=request.seed,
-            steerings=steerings,
-            system_prompt=request.system_prompt,
-            batch_size=batch_size,
-            track_token_ids=track_token_ids,
-            progress=progress,
-        )
-        atomic_write(path, lambda fh: torch.save([_untuple(g.__dict__) for g in gens], fh))
-        return gens
-
-
-def _untuple(d: Mapping[str, Any], *, back: bool = False) -> dict[str, Any]:
-    """Generation fields <-> plain lists (weights_only torch.load reads lists, not tuples)."""
-    if back:
-        return {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
-
-
 def request_for(
     model: LoadedModel,
     cfg: Config,
@@ -301,7 +129,7 @@ def request_for(
     extra: Mapping[str, Any] | None = None,
 ) -> GenerationRequest:
     """The request of these prompts at the config's decoding settings (or the ones given)."""
-    from .models.sites import variant_key
+    from steering_reliability.models.sites import variant_key
 
     g = cfg.generation
     return GenerationRequest(
@@ -322,7 +150,7 @@ def request_for(
 
 def steering_for(cfg: Config, kind: str, layer: int, vector: Any, alpha: float) -> Any:
     """A Steering at the config's hook point and positions (sweep and sanity cases alike)."""
-    from .interventions import Steering
+    from steering_reliability.interventions import Steering
 
     return Steering(
         kind=kind,
@@ -344,7 +172,7 @@ def generate_for(
     track_token_ids: Sequence[int] | None = None,
 ) -> list[Any]:
     """generate() with the config's decoding settings, for a list of prompts."""
-    from .generation import generate
+    from steering_reliability.generation import generate
 
     g = cfg.generation
     return generate(
@@ -396,7 +224,7 @@ def score_rows(
     the direction columns that the config's refusal direction would give (hook_point,
     position, alpha_scale, direction_method) for a behaviour with a direction of its own.
     """
-    from .metrics import degeneracy, helpfulness, refusal, token_stats
+    from steering_reliability.metrics import degeneracy, helpfulness, refusal, token_stats
 
     part_of = parts if parts is not None else file_parts(cfg).get(split, {})
     if scores is not None and len(scores) != len(gens):

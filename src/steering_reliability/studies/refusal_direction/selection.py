@@ -20,14 +20,14 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..atomic import atomic_write_bytes
-from ..errors import DirectionError
-from ..generation import next_token_logits
-from ..interventions import Steering, full_ablation, steer
-from ..metrics.divergence import kl_divergence
-from ..metrics.first_token import first_token_refusal_prob, refusal_token_ids
-from ..models import LoadedModel
-from .direction import Direction
+from steering_reliability.atomic import atomic_write_bytes
+from steering_reliability.directions.direction import Direction
+from steering_reliability.errors import DirectionError
+from steering_reliability.generation import next_token_logits
+from steering_reliability.interventions import Steering, full_ablation, steer
+from steering_reliability.metrics.divergence import mean_next_token_kl
+from steering_reliability.metrics.first_token import first_token_refusal_prob, refusal_token_ids
+from steering_reliability.models import LoadedModel
 
 TABLE_COLUMNS: tuple[str, ...] = (
     "candidate",
@@ -50,12 +50,6 @@ TABLE_COLUMNS: tuple[str, ...] = (
 )
 
 
-# Next-token logits after each formatted prompt, [n, vocab] fp32, under any active steering: the
-# generation engine's prefill (shared system-prompt prefix computed once), under the name the
-# selection code and its callers use.
-last_logits = next_token_logits
-
-
 def _label(key: Any, d: Direction) -> str:
     if isinstance(key, tuple) and len(key) == 2:
         return f"layer{key[0]}-pos{key[1]}"
@@ -64,11 +58,6 @@ def _label(key: Any, d: Direction) -> str:
         if d.position in ("prefix_mean", "first_prefix")
         else f"layer{d.layer}-pos{d.position}"
     )
-
-
-def mean_next_token_kl(base: torch.Tensor, other: torch.Tensor) -> float:
-    """Mean KL(base || other) in nats of [n, vocab] next-token logits (`last_logits`)."""
-    return float(kl_divergence(base[:, None, :], other[:, None, :]).mean())
 
 
 def score_candidates(
@@ -100,12 +89,12 @@ def score_candidates(
         )
     ids = refusal_token_ids(model.tokenizer)
     kw: dict[str, Any] = {"system_prompt": system_prompt, "batch_size": batch_size}
-    base_benign = last_logits(model, benign, **kw)  # [n_benign, vocab]
+    base_benign = next_token_logits(model, benign, **kw)  # [n_benign, vocab]
     base_prob = first_token_refusal_prob(base_benign, ids)
     refusing: list[str] = []
     base_harm_prob = torch.empty(0, dtype=torch.float64)
     if harmful:
-        p = first_token_refusal_prob(last_logits(model, harmful, **kw), ids)
+        p = first_token_refusal_prob(next_token_logits(model, harmful, **kw), ids)
         keep = p >= refusal_threshold
         refusing = [h for h, k in zip(harmful, keep.tolist(), strict=True) if k]
         base_harm_prob = p[keep]
@@ -113,12 +102,12 @@ def score_candidates(
     for key, d in items:
         s = Steering("add", d.layer, d.scaled(alpha_scale), alpha, hook_point=d.hook_point)
         with steer(model, [s]):
-            steered = last_logits(model, benign, **kw)
+            steered = next_token_logits(model, benign, **kw)
         bypass = math.nan
         with full_ablation(model, d.vector):
-            ablated_benign = last_logits(model, benign, **kw)
+            ablated_benign = next_token_logits(model, benign, **kw)
             if refusing:
-                ablated = first_token_refusal_prob(last_logits(model, refusing, **kw), ids)
+                ablated = first_token_refusal_prob(next_token_logits(model, refusing, **kw), ids)
                 bypass = float(base_harm_prob.mean() - ablated.mean())
         rows.append(
             {

@@ -20,8 +20,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from steering_reliability.analysis import markdown as md
-from steering_reliability.analysis.plots import _figure
-from steering_reliability.analysis.stats import Estimate, diff_ci, mean_ci
+from steering_reliability.analysis.plotting import figure
+from steering_reliability.analysis.section import Section
+from steering_reliability.metrics.stats import Estimate, diff_ci, mean_ci
 
 PREFIX = "behaviour:"
 MAX_COLLAPSE = 0.2  # an operating point whose control outputs collapse more often is not chosen
@@ -122,7 +123,7 @@ def _base(table: pd.DataFrame, split: str, col: str = "rate") -> float:
 
 
 def _vs_alpha(table: pd.DataFrame, splits: list[str], name: str) -> Figure:
-    fig = _figure(4.0 * len(splits), 3.4)
+    fig = figure(4.0 * len(splits), 3.4)
     axes = fig.subplots(1, len(splits), sharey=True, squeeze=False)[0]
     layers = sorted(x for x in table["layer"].unique() if x >= 0)
     for ax, split in zip(axes, splits, strict=True):
@@ -143,7 +144,7 @@ def _vs_alpha(table: pd.DataFrame, splits: list[str], name: str) -> Figure:
 
 def _tradeoff(table: pd.DataFrame, splits: list[str], name: str) -> Figure:
     learn, control = splits[0], splits[-1]
-    fig = _figure(5.0, 4.0)
+    fig = figure(5.0, 4.0)
     ax = fig.subplots()
     for layer in sorted(table["layer"].unique()):
         t = table[table["layer"] == layer]
@@ -164,7 +165,7 @@ def _tradeoff(table: pd.DataFrame, splits: list[str], name: str) -> Figure:
 
 def _heatmap(table: pd.DataFrame, splits: list[str], name: str) -> Figure:
     shown = splits[:2]
-    fig = _figure(4.6 * len(shown), 3.4)
+    fig = figure(4.6 * len(shown), 3.4)
     axes = fig.subplots(1, len(shown), squeeze=False)[0]
     steered = table[table["layer"] >= 0]
     for ax, split in zip(axes, shown, strict=True):
@@ -303,3 +304,10 @@ def _section(df: pd.DataFrame, name: str, info: Mapping[str, Any]) -> str:
         lines.append("")
     lines += [f"Figures: `{name}_vs_alpha`, `{name}_tradeoff`, `{name}_heatmap`.", ""]
     return "\n".join(lines)
+
+
+def report_section(df: pd.DataFrame, info: Mapping[str, Any], source: str) -> Section | None:
+    """The behaviours' part of the report: the findings section and its figures."""
+    if not has_rows(df):
+        return None
+    return Section(section(df, info), figures=figures(df, info))

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
 from steering_reliability.analysis import markdown as md
 from steering_reliability.analysis.data import BASELINE
-from steering_reliability.analysis.findings import measurable_halves
-from steering_reliability.analysis.stats import Estimate, diff_ci, mean_ci
+from steering_reliability.analysis.section import Section
+from steering_reliability.metrics.refusal import measurable_halves
+from steering_reliability.metrics.stats import Estimate, diff_ci, mean_ci
 
 EXPERIMENT = "refusal_direction"
 ORDER = ("baseline", "ablation", "actadd")
@@ -321,3 +323,10 @@ def scan_figure(df: pd.DataFrame) -> Any:
     fig.suptitle("refusal-direction candidates, select prompts")
     fig.tight_layout()
     return fig
+
+
+def report_section(df: pd.DataFrame, info: Mapping[str, Any], source: str) -> Section | None:
+    """This study's part of the report: the findings section and the scan figure."""
+    if not has_rows(df):
+        return None
+    return Section(section(df), figures={"refusal_direction_scan": scan_figure(df)})

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from steering_reliability.analysis.data import BASELINE, PARTS, SPLITS, SWEEP, ReportInputError
-from steering_reliability.analysis.stats import NAN, Estimate, diff_ci, mean_ci, per_prompt
+from steering_reliability.metrics.stats import NAN, Estimate, diff_ci, mean_ci, per_prompt
 
 SETTING_KEY: tuple[str, ...] = ("layer", "hook_point", "intervention", "alpha")
 # Whole-setting means over every prompt of the three splits (confounds), and benign-only ones.

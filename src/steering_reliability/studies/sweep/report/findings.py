@@ -15,7 +15,16 @@ from typing import Any
 import pandas as pd
 
 from steering_reliability.analysis import markdown as md
-from steering_reliability.analysis.aggregate import (
+from steering_reliability.analysis.data import BASELINE, SANITY_PREFIX, SPLITS, SWEEP, lookup
+from steering_reliability.metrics.refusal import measurable_halves
+from steering_reliability.metrics.stats import (
+    BOOTSTRAP_SEED,
+    N_RESAMPLES,
+    Estimate,
+    per_prompt,
+)
+from steering_reliability.records.run import session_code_versions
+from steering_reliability.studies.sweep.report.aggregate import (
     DEFAULT_RULE,
     OperatingPointRule,
     estimate,
@@ -26,16 +35,8 @@ from steering_reliability.analysis.aggregate import (
     setting_label,
     setting_rows,
 )
-from steering_reliability.analysis.data import BASELINE, SANITY_PREFIX, SPLITS, SWEEP, lookup
-from steering_reliability.analysis.sanity import sanity_table
-from steering_reliability.analysis.stats import (
-    BOOTSTRAP_SEED,
-    N_RESAMPLES,
-    Estimate,
-    per_prompt,
-)
-from steering_reliability.checks import Verdict
-from steering_reliability.records.run import session_code_versions
+from steering_reliability.studies.sweep.report.sanity import sanity_table
+from steering_reliability.verdict import Verdict
 
 
 def _config(info: Mapping[str, Any], dotted: str, fallback: str = "not recorded") -> str:
@@ -298,14 +299,6 @@ def _mechanism(op: pd.Series) -> list[str]:
                "ablation, measurable only where the model refuses to begin with).")
         )  # fmt: skip
     return lines
-
-
-def measurable_halves(harm_refusal: float) -> str:
-    """Which half of the refusal-direction question a model can show, from its unsteered refusal
-    rate on harmful prompts (the higher of harm_train and harm_test): the one rule of the report."""
-    if not harm_refusal >= 0.2:
-        return "induce only"
-    return "induce and bypass" if harm_refusal >= 0.5 else "partly both"
 
 
 def _measurable(base: pd.Series) -> tuple[str, str]:

@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
-from steering_reliability.analysis.aggregate import DEFAULT_RULE, setting_label
 from steering_reliability.analysis.data import BASELINE, SWEEP
+from steering_reliability.analysis.plotting import figure
+from steering_reliability.studies.sweep.report.aggregate import DEFAULT_RULE, setting_label
 
 _MARKERS = ("o", "s", "^", "D", "v", "P")
 _BASE_COLOR, _BASE_WIDTH = "0.45", 1.2  # the unsteered baseline's dotted line
@@ -30,13 +30,6 @@ Color = tuple[float, float, float, float]
 def _split(summary: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
     base = summary[summary["kind"] == BASELINE]
     return base.iloc[0], summary[summary["kind"] == SWEEP]
-
-
-def _figure(width: float, height: float) -> Figure:
-    """A constrained-layout figure on its own Agg canvas."""
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _baseline_line(ax: Axes, y: float) -> None:
@@ -64,14 +57,14 @@ def _alpha_ticks(ax: Axes, alphas: Sequence[float]) -> None:
         ax.set_xticks(alphas, [f"{a:g}" for a in alphas])
 
 
-def gap_figure(summary: pd.DataFrame) -> Figure:
+def gapfigure(summary: pd.DataFrame) -> Figure:
     """Generalisation gap (harm_train - harm_test refusal) vs alpha: one panel per layer,
     one row per intervention; hollow markers are collapsed settings."""
     base, sweep = _split(summary)
     interventions = sorted(set(sweep["intervention"]))
     layers = sorted(set(sweep["layer"]))
     colors = _layer_colors(layers)
-    fig = _figure(max(6.0, 2.5 * len(layers) + 0.8), 2.6 * len(interventions) + 0.9)
+    fig = figure(max(6.0, 2.5 * len(layers) + 0.8), 2.6 * len(interventions) + 0.9)
     axes = fig.subplots(len(interventions), len(layers), sharex=True, sharey=True, squeeze=False)
     for row_axes, intervention in zip(axes, interventions, strict=True):
         for ax, layer in zip(row_axes, layers, strict=True):
@@ -105,14 +98,14 @@ def gap_figure(summary: pd.DataFrame) -> Figure:
     return fig
 
 
-def tradeoff_figure(summary: pd.DataFrame) -> Figure:
+def tradeofffigure(summary: pd.DataFrame) -> Figure:
     """Benign helpfulness drop vs harm_test refusal for every setting, Pareto frontier marked."""
     base, sweep = _split(summary)
     colors = _layer_colors(sorted(set(sweep["layer"])))
     interventions = sorted(set(sweep["intervention"]))
     markers = {iv: _MARKERS[i % len(_MARKERS)] for i, iv in enumerate(interventions)}
     collapsed = sweep["collapse_rate"].fillna(0.0) > DEFAULT_RULE.max_collapse_rate
-    fig = _figure(10.0, 5.5)
+    fig = figure(10.0, 5.5)
     ax = fig.subplots()
     # Error bars on the frontier and the operating point only: on every point they hide the data.
     shown = sweep[sweep["pareto"] | sweep["operating_point"]]
@@ -181,13 +174,13 @@ def _heatmap(ax: Axes, table: pd.DataFrame, title: str, cmap: str) -> AxesImage:
     return image
 
 
-def heatmap_figure(summary: pd.DataFrame) -> Figure:
+def heatmapfigure(summary: pd.DataFrame) -> Figure:
     """Layer x alpha heatmaps of harm_test refusal and benign helpful rate, per intervention."""
     base, sweep = _split(summary)
     interventions = sorted(set(sweep["intervention"]))
     n_layers, n_alphas = sweep["layer"].nunique(), sweep["alpha"].nunique()
     size = (max(8.0, 1.1 * n_alphas * 2 + 2.5), max(3.2, 0.42 * n_layers + 1.6))
-    fig = _figure(size[0], size[1] * len(interventions))
+    fig = figure(size[0], size[1] * len(interventions))
     axes = fig.subplots(len(interventions), 2, squeeze=False)
     metrics = (("harm_test_refusal", "harm_test refusal rate", "viridis"),
                ("benign_helpful", "benign helpful rate", "cividis"))  # fmt: skip
@@ -204,7 +197,7 @@ def heatmap_figure(summary: pd.DataFrame) -> Figure:
     return fig
 
 
-def confound_figure(summary: pd.DataFrame) -> Figure:
+def confoundfigure(summary: pd.DataFrame) -> Figure:
     """Completion length, entropy and collapse rate vs alpha (all splits), one row per
     intervention: is induced 'refusal' just broken or shortened text?"""
     base, sweep = _split(summary)
@@ -213,7 +206,7 @@ def confound_figure(summary: pd.DataFrame) -> Figure:
     panels = (("mean_n_tokens", "mean length (tokens)"),
               ("mean_entropy", "mean token entropy (nats)"),
               ("collapse_rate", "collapsed completions (share)"))  # fmt: skip
-    fig = _figure(14.0, 3.3 * len(interventions) + 0.6)
+    fig = figure(14.0, 3.3 * len(interventions) + 0.6)
     axes = fig.subplots(len(interventions), len(panels), sharex=True, squeeze=False)
     for row_axes, intervention in zip(axes, interventions, strict=True):
         part = sweep[sweep["intervention"] == intervention]
@@ -239,11 +232,11 @@ def confound_figure(summary: pd.DataFrame) -> Figure:
     return fig
 
 
-def shift_figure(rates: pd.DataFrame, op_label: str) -> Figure:
+def shiftfigure(rates: pd.DataFrame, op_label: str) -> Figure:
     """harm_test refusal per family and per style: baseline vs the operating point."""
     kinds = [k for k in ("family", "style") if (rates["by"] == k).any()] or ["family"]
     widths = [max(3.0, 0.9 * rates[rates["by"] == k]["group"].nunique() + 1.5) for k in kinds]
-    fig = _figure(sum(widths) + 1.0, 4.6)
+    fig = figure(sum(widths) + 1.0, 4.6)
     axes = np.atleast_1d(fig.subplots(1, len(kinds), width_ratios=widths, sharey=True))
     styles = {"baseline": ("0.6", "baseline (unsteered)"),
               "operating point": ("tab:red", f"operating point: {op_label}")}  # fmt: skip
@@ -279,13 +272,13 @@ def strong_setting(summary: pd.DataFrame) -> pd.Series | None:
     return rows.loc[rows["harm_test_refusal"].fillna(-np.inf).astype("float64").idxmax()]
 
 
-def projection_figure(
+def projectionfigure(
     summary: pd.DataFrame, rows: pd.DataFrame, select: pd.DataFrame | None = None
 ) -> Figure:
     """resid . v_hat at the steered site before and after steering, per split, at the operating
     point and at the strongest setting: where the baseline sits along v and where steering moves it.
     """
-    from steering_reliability.analysis.aggregate import setting_key, setting_rows
+    from steering_reliability.studies.sweep.report.aggregate import setting_key, setting_rows
 
     _, sweep = _split(summary)
     op = sweep[sweep["operating_point"].astype(bool)]
@@ -300,7 +293,7 @@ def projection_figure(
     if strong is not None and not same:
         settings.append(("strongest harm_test refusal", strong))
     splits = ("harm_train", "harm_test", "benign")
-    fig = _figure(3.2 * len(splits), 2.6 * max(len(settings), 1))
+    fig = figure(3.2 * len(splits), 2.6 * max(len(settings), 1))
     axes = fig.subplots(max(len(settings), 1), len(splits), squeeze=False)
     for i, (title, row) in enumerate(settings):
         data = setting_rows(rows, row)
@@ -338,12 +331,12 @@ def build_figures(
     op = summary[summary["operating_point"]]
     op_label = setting_label(op.iloc[0]) if not op.empty else "none"
     figures = {
-        "generalisation_gap": gap_figure(summary),
-        "tradeoff": tradeoff_figure(summary),
-        "heatmaps": heatmap_figure(summary),
-        "confounds": confound_figure(summary),
-        "refusal_by_shift": shift_figure(rates, op_label),
+        "generalisation_gap": gapfigure(summary),
+        "tradeoff": tradeofffigure(summary),
+        "heatmaps": heatmapfigure(summary),
+        "confounds": confoundfigure(summary),
+        "refusal_by_shift": shiftfigure(rates, op_label),
     }
     if rows is not None:
-        figures["projections"] = projection_figure(summary, rows, select)
+        figures["projections"] = projectionfigure(summary, rows, select)
     return figures

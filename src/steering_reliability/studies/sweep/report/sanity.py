@@ -13,15 +13,15 @@ import numpy as np
 import pandas as pd
 
 from steering_reliability.analysis import markdown as md
-from steering_reliability.analysis.aggregate import (
+from steering_reliability.analysis.data import BASELINE, SANITY_PREFIX
+from steering_reliability.metrics.stats import mean_ci, per_prompt
+from steering_reliability.studies.sweep.report.aggregate import (
     DEFAULT_RULE,
     OperatingPointRule,
     operating_point_row,
     setting_label,
 )
-from steering_reliability.analysis.data import BASELINE, SANITY_PREFIX
-from steering_reliability.analysis.stats import mean_ci, per_prompt
-from steering_reliability.checks import Verdict
+from steering_reliability.verdict import Verdict
 
 MAX_EXTRA_CHARS = 80
 

@@ -10,12 +10,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..config import Config
-from ..errors import DirectionError, InputError
-from ..models import LoadedModel
-from .builders import contrastive_prefix, diff_in_means
-from .cache import check_variant, file_meta, get_or_compute_many, texts_sha256
-from .direction import Direction
+from steering_reliability.config import Config
+from steering_reliability.directions.builders import contrastive_prefix, diff_in_means
+from steering_reliability.directions.cache import (
+    check_variant,
+    file_meta,
+    get_or_compute_many,
+    texts_sha256,
+)
+from steering_reliability.directions.direction import Direction
+from steering_reliability.errors import DirectionError, InputError
+from steering_reliability.models import LoadedModel
 
 # Variants that choose the prefixes: "main" the configured ones, "alt" the alternate ones. Any
 # other safe name (cache.check_variant: "seed-half-0", "random-3") uses the main prefixes and
@@ -107,7 +112,7 @@ def source_file(
     path = Path(configured)
     if not path.is_file():
         return None
-    from ..prompts import load_prompts
+    from steering_reliability.prompts import load_prompts
 
     try:
         held = {(p.id, p.prompt) for p in load_prompts(path)}
