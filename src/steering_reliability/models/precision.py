@@ -4,7 +4,7 @@ bfloat16 matmuls run natively on CUDA GPUs that support them and on CPUs with AV
 AMX; elsewhere torch emulates them, several times slower than fp32. So `auto` can only mean
 bf16 where the hardware has it, detected at run time. Whether `auto` then *picks* bf16 is a
 research decision, not a speed one: bf16 changes outputs, and the suite uses it by default only
-if the fp32/bf16 agreement report (scripts/precision_agreement.py, README "Precision") shows the
+if the fp32/bf16 agreement report (scripts/precision_agreement.py, docs/precision.md) shows the
 conclusions do not depend on it. `AUTO_PREFERS_BF16` records that decision.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
-# Set from the measured agreement (README "Precision"): False keeps fp32 the default and bf16
+# Set from the measured agreement (docs/precision.md): False keeps fp32 the default and bf16
 # opt-in, even where the hardware has it.
 AUTO_PREFERS_BF16 = False
 
