@@ -217,3 +217,40 @@ def test_plan_resumes_only_with_the_same_code_unless_the_run_is_named(tmp_path: 
     named = plan_run(tmp_path, config=CONFIG, inputs=INPUTS, code=code_b, run_id=first.run_id)
     assert named.resumed and "continues with changed code (experiments/x.py)" in named.note
     assert RunPlan.from_wire(json.loads(json.dumps(named.to_wire()))) == named
+
+
+def test_a_verdict_deciding_edit_splits_the_run_and_a_report_edit_does_not(
+    tmp_path: Path,
+) -> None:
+    """The statistics that decide recorded sanity verdicts (metrics/stats.py: diff_ci decides
+    template_agreement) are in the fingerprint, so `--resume auto` never mixes verdicts of two
+    versions; report-only code (a study's report module, the report kit) is not."""
+    import shutil
+
+    import steering_reliability
+    from steering_reliability.records.run import changed_files, code_fingerprint, report_only
+
+    package = tmp_path / "steering_reliability"
+    shutil.copytree(Path(steering_reliability.__file__).resolve().parent, package,
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    before = code_fingerprint(tmp_path, (), package=package)
+    assert "steering_reliability/metrics/stats.py" in before["files"]
+    assert "steering_reliability/studies/checks.py" in before["files"]
+    for name in ("report.py", "analysis/markdown.py", "studies/refusal_direction/report.py",
+                 "studies/sweep/report/findings.py"):  # fmt: skip
+        assert report_only(name)
+        assert f"steering_reliability/{name}" not in before["files"]
+        (package / name).write_text((package / name).read_text() + "\n# edited\n")
+    assert code_fingerprint(tmp_path, (), package=package) == before
+    stats = package / "metrics" / "stats.py"
+    stats.write_text(stats.read_text().replace("def diff_ci(", "def diff_ci(  # edited\n", 1))
+    after = code_fingerprint(tmp_path, (), package=package)
+    assert changed_files(before, after) == ["steering_reliability/metrics/stats.py"]
+    first = plan_run(tmp_path / "runs", config=CONFIG, inputs=INPUTS, code=before)
+    manifest.start_run(first.run_dir, run_id=first.run_id, config=first.config,
+                       inputs=first.inputs, session={"id": "s1"}, cases={}, rootdir=".",
+                       code=before)  # fmt: skip
+    again = plan_run(tmp_path / "runs", config=CONFIG, inputs=INPUTS, code=before)
+    assert again.run_id == first.run_id
+    edited = plan_run(tmp_path / "runs", config=CONFIG, inputs=INPUTS, code=after)
+    assert edited.run_id != first.run_id and "metrics/stats.py" in edited.note

@@ -10,6 +10,7 @@ and hands the plan to every xdist worker as plain values, so all processes agree
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import importlib.metadata
 import json
@@ -44,8 +45,10 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # Where the experiments live, relative to the rootdir (ini option `sr_code_paths` overrides).
 DEFAULT_CODE_PATHS = ("experiments", "conftest.py")
 # Package code that only reads results.parquet: editing it changes no row (`make report`
-# re-renders), so it does not split a run.
-REPORT_ONLY = ("analysis/", "report.py")
+# re-renders), so it does not split a run. Patterns on the path inside the package: the report
+# kit, the report, and each study's report module or folder. Everything else, the statistics
+# that decide a recorded verdict included (metrics/stats.py), is in the fingerprint.
+REPORT_ONLY = ("analysis/*", "report.py", "studies/*/report.py", "studies/*/report/*")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -130,7 +133,7 @@ def _py_files(root: Path) -> list[Path]:
 
 
 def code_fingerprint(
-    rootdir: str | Path, paths: Iterable[str] = DEFAULT_CODE_PATHS
+    rootdir: str | Path, paths: Iterable[str] = DEFAULT_CODE_PATHS, package: Path | None = None
 ) -> dict[str, Any]:
     """{"digest", "files": {name: sha256[:16]}} over the package's .py files (the report's aside)
     and those of the given paths. Rows depend on code as much as on the config, and the git
@@ -139,14 +142,19 @@ def code_fingerprint(
     import steering_reliability
 
     sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()[:16]  # noqa: E731
-    package = Path(steering_reliability.__file__).resolve().parent
+    package = package or Path(steering_reliability.__file__).resolve().parent
     files = {f"{package.name}/{p.relative_to(package).as_posix()}": sha(p)
-             for p in _py_files(package) if not p.relative_to(package).as_posix().startswith(REPORT_ONLY)}  # fmt: skip
+             for p in _py_files(package) if not report_only(p.relative_to(package).as_posix())}  # fmt: skip
     root = Path(rootdir).resolve()
     for entry in paths:
         for p in _py_files(root / entry) if (root / entry).exists() else []:
             files.setdefault(p.resolve().relative_to(root).as_posix(), sha(p))
     return {"digest": digest(sorted(files.items())), "files": dict(sorted(files.items()))}
+
+
+def report_only(name: str) -> bool:
+    """Whether a package file (path inside the package) only renders reports."""
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in REPORT_ONLY)
 
 
 def changed_files(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:
