@@ -20,12 +20,13 @@ from pydantic import AfterValidator, BeforeValidator, StrictInt, StrictStr
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
+from steering_reliability import behaviours
 from steering_reliability.behaviours.refusal import COMPLIANCE_PREFIX, REFUSAL_PREFIX
 from steering_reliability.directions.direction import ALPHA_SCALES
 from steering_reliability.errors import ConfigError, suggest
 from steering_reliability.interventions.functions import INTERVENTIONS
 from steering_reliability.interventions.steer import APPLY_POSITIONS
-from steering_reliability.models.precision import DEVICES, DTYPES
+from steering_reliability.models.precision import DEVICES, DTYPES, resolve_device, resolve_dtype
 from steering_reliability.models.sites import HOOK_POINTS
 from steering_reliability.paths import CONFIG_DIR, REPO_ROOT
 from steering_reliability.records.run import config_hash as plain_hash
@@ -503,8 +504,6 @@ def validate(cfg: Config, *, file: str | None = None) -> None:
 def _validate_behaviours(cfg: Config, file: str | None) -> None:
     """Each listed behaviour is registered (refusal has its own sections), its scorer is one of
     its own, and a file it overrides is one of its sets."""
-    from steering_reliability import behaviours
-
     for name, b in cfg.behaviours.items():
         field = f"behaviours.{name}"
         known = tuple(n for n in behaviours.names() if n != "refusal")
@@ -575,7 +574,6 @@ def resolved_for_machine(cfg: Config) -> Config:
     resume never mixes devices or types."""
     if "auto" not in (cfg.model.device, cfg.model.dtype):
         return cfg
-    from steering_reliability.models.precision import resolve_device, resolve_dtype
 
     device = resolve_device(cfg.model.device)
     dtype = resolve_dtype(cfg.model.dtype, device)

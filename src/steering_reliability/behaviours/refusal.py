@@ -9,13 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from steering_reliability.behaviours.base import Behaviour, Labels, Score, register
+from steering_reliability.metrics import refusal
 from steering_reliability.paths import DATA_DIR
 
 
 def score_refusal(texts: Sequence[str], threshold: float) -> list[Score]:
     """metrics.refusal on each text: its score, flag and matched phrases."""
-    from steering_reliability.metrics import refusal
-
     out = []
     for text in texts:
         r = refusal(text, threshold=threshold)

@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from steering_reliability.prompts.generate import split_rng
+from steering_reliability.atomic import atomic_write_bytes
+from steering_reliability.prompts.generate import interleave, split_rng
 
 SEED = 0
 SIZES = {"tox_train": 96, "tox_test": 96, "tox_benign": 96, "pairs": 40}
@@ -250,8 +251,6 @@ def _reply_candidates() -> list[dict[str, str]]:
 
 
 def _balanced(items: list[dict[str, str]], n: int, rng: object) -> list[dict[str, str]]:
-    from steering_reliability.prompts.generate import interleave
-
     return interleave(items, ("family", "template"), rng)[:n]  # type: ignore[arg-type]
 
 
@@ -307,8 +306,6 @@ def build(seed: int = SEED) -> dict[str, list[dict[str, object]]]:
 
 def write(out_dir: str | Path, seed: int = SEED) -> dict[str, Path]:
     """Write every set as JSONL into out_dir (atomically); return their paths."""
-    from steering_reliability.atomic import atomic_write_bytes
-
     out = Path(out_dir)
     paths = {}
     for name, records in build(seed).items():

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import torch
 
-from steering_reliability.atomic import atomic_write, atomic_write_bytes, digest
+from steering_reliability.atomic import atomic_write, atomic_write_bytes, digest, file_sha256
 from steering_reliability.directions.direction import Direction
 from steering_reliability.errors import DirectionError
 from steering_reliability.models import default_cache_dir
@@ -180,7 +180,6 @@ def file_meta(name: str, path: str | Path | None) -> dict[str, Any]:
     """{name: portable path, name_sha256: sha256 of the bytes}, both None without a file."""
     if path is None:
         return {name: None, f"{name}_sha256": None}
-    from steering_reliability.atomic import file_sha256
 
     try:
         digest = file_sha256(path)

@@ -20,6 +20,7 @@ from steering_reliability.generation.runtime import (
     shared_prefix,
 )
 from steering_reliability.interventions.steer import Steering, forward_phase, steer
+from steering_reliability.metrics.divergence import cross_entropy, kl_divergence
 from steering_reliability.models import LoadedModel, format_prompt
 from steering_reliability.models import encode_prompt as encode
 from steering_reliability.timing import timed
@@ -102,8 +103,6 @@ def teacher_forced_scores(
     The completions are the model's own baseline completions (token ids from generate), so CE
     is the cost of the steering on text the unsteered model would have written.
     """
-    from steering_reliability.metrics.divergence import cross_entropy, kl_divergence
-
     check_generation_args(prompts, prompt_ids, 1, 0.0, 1.0, batch_size)
     if len(completions_token_ids) != len(prompts):
         raise InputError(

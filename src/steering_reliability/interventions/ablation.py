@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from steering_reliability.errors import InterventionError
 from steering_reliability.interventions.functions import HookFn, ablate, check_vector, unit
+from steering_reliability.models import boot_bridge
 from steering_reliability.models.sites import _inner, attn_and_mlp, decoder_layers, layer_lists
 
 
@@ -98,8 +99,6 @@ def _bridge_tokenizer(model: Any) -> Any:
 
 def orthogonalize_weights(model: Any, v: Tensor) -> Any:
     """A deep copy of `model` (a LoadedModel) whose weights cannot write along v̂."""
-    from steering_reliability.models import boot_bridge
-
     u = unit(check_vector(v, model.info.d_model)).double()
     hf: Any = copy.deepcopy(model.hf_model)
     for layer in decoder_layers(hf, model.info.n_layers):

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from steering_reliability.atomic import atomic_write_bytes, file_sha256, publish_dir_once
-from steering_reliability.errors import ModelLoadError
+from steering_reliability.errors import ModelLoadError, suggest
 from steering_reliability.models.formatting import prompt_format
+from steering_reliability.models.precision import resolve_device, resolve_dtype
 from steering_reliability.models.registry import DEFAULT_MODEL, EMBEDDED, ORGANISMS, EmbeddedModel
+from steering_reliability.models.sites import shadow_tree
 from steering_reliability.paths import REPO_ROOT
 from steering_reliability.timing import timed
 
@@ -134,8 +136,6 @@ def check_model_name(name: str) -> None:
     if path.is_dir():
         return
     if "/" not in name:
-        from steering_reliability.errors import suggest
-
         raise ModelLoadError(
             f"unknown model {name!r}: not an embedded model or organism, a .gguf file, a local "
             f"directory or a hub id (owner/name); {suggest(name, [*EMBEDDED, *ORGANISMS])}"
@@ -261,8 +261,6 @@ def load(
     from transformer_lens.model_bridge import TransformerBridge  # noqa: F401  (import cost kept out of load_seconds)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from steering_reliability.models.precision import resolve_device, resolve_dtype
-
     # load_seconds: resolving, reading (or first creating) the fp32 copy, tokenizer, bridge boot.
     t0 = time.perf_counter()
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -324,8 +322,6 @@ def boot_bridge(hub_id: str, model: Any, tokenizer: Any) -> Any:
     forward.
     """
     from transformer_lens.model_bridge import TransformerBridge
-
-    from steering_reliability.models.sites import shadow_tree
 
     return TransformerBridge.boot_transformers(
         hub_id, hf_model=shadow_tree(model), tokenizer=tokenizer

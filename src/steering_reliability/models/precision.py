@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from steering_reliability.errors import ConfigError
+
 # The values `model.dtype` and `model.device` accept (the config reads them from here).
 DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
@@ -72,8 +74,6 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        from steering_reliability.errors import ConfigError
-
         raise ConfigError(
             "no CUDA device: torch sees no GPU on this machine",
             field="model.device",

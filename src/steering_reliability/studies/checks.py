@@ -19,6 +19,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from steering_reliability.config import config_hash
+from steering_reliability.directions.activations import residual_spans
+from steering_reliability.interventions import steer
+from steering_reliability.metrics.stats import diff_ci
+from steering_reliability.models import encode_prompt, format_prompt
 from steering_reliability.verdict import Verdict
 
 # measure(steerings) -> a number that rises with the behaviour (a rate, a mean probability)
@@ -30,8 +35,6 @@ def _judged(name: str, ok: bool, value: float, reason: str, details: dict[str, A
 
 
 def _steer(model: Any, steerings: Sequence[Any]) -> Any:
-    from steering_reliability.interventions import steer
-
     return steer(model, steerings)
 
 
@@ -47,9 +50,6 @@ def site_projections(
 ) -> tuple[Tensor, Tensor]:
     """(resid . v_hat, |resid|) at the site (layer, hook point) for the last three tokens of
     each text, read by a read hook registered after any steering hook: [n, 3] fp32 each."""
-    from steering_reliability.directions.activations import residual_spans
-    from steering_reliability.models import encode_prompt, format_prompt
-
     tok = model.tokenizer
     ids = [encode_prompt(tok, format_prompt(tok, t, system_prompt=system_prompt)) for t in texts]
 
@@ -259,8 +259,6 @@ def template_agreement(
     difference is wholly outside +-margin (`equivalence`); inconclusive when either direction
     raises the rate by < `min_raise` or the difference is undecided; else passed.
     """
-    from steering_reliability.metrics.stats import diff_ci
-
     name = "template_robustness"
     agree = direction_agreement(name, main, alt, min_cosine=min_cosine, what=what)
     r_base, r_main, r_alt = float(base.mean()), float(f_main.mean()), float(f_alt.mean())
@@ -295,8 +293,6 @@ def verdict_row(
     the refusal direction's columns for a behaviour with a direction of its own.
     """
     import json
-
-    from steering_reliability.config import config_hash
 
     name = v.name if behaviour == "refusal" else f"{behaviour}_{v.name}"
     return {

@@ -21,6 +21,7 @@ from steering_reliability.directions.cache import (
 from steering_reliability.directions.direction import Direction
 from steering_reliability.errors import DirectionError, InputError
 from steering_reliability.models import LoadedModel
+from steering_reliability.prompts import load_prompts
 
 # Variants that choose the prefixes: "main" the configured ones, "alt" the alternate ones. Any
 # other safe name (cache.check_variant: "seed-half-0", "random-3") uses the main prefixes and
@@ -112,7 +113,6 @@ def source_file(
     path = Path(configured)
     if not path.is_file():
         return None
-    from steering_reliability.prompts import load_prompts
 
     try:
         held = {(p.id, p.prompt) for p in load_prompts(path)}

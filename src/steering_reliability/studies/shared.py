@@ -11,8 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from steering_reliability.config import Config, config_hash
+from steering_reliability.errors import ConfigError
+from steering_reliability.generation import generate
 from steering_reliability.generation.cache import GenerationRequest
+from steering_reliability.interventions import Steering
+from steering_reliability.metrics import degeneracy, helpfulness, refusal, token_stats
 from steering_reliability.models import LoadedModel, encode_prompt, format_prompt
+from steering_reliability.models.sites import variant_key
 from steering_reliability.prompts import Prompt, check_prompt_lengths, load_prompts
 from steering_reliability.prompts.generate import SPLITS
 from steering_reliability.prompts.parts import assign_parts, sample_parts
@@ -89,8 +94,6 @@ def harmless_prompts(cfg: Config) -> tuple[Prompt, ...]:
     evaluated = {p.id for p in select_prompts(cfg)["benign"]}
     rest = tuple(p for p in load_prompts(files["benign"], split="benign") if p.id not in evaluated)
     if not rest:
-        from steering_reliability.errors import ConfigError
-
         raise ConfigError(
             "diff_in_means has no harmless prompts left: every benign prompt is evaluated",
             file=cfg.source or None,
@@ -129,8 +132,6 @@ def request_for(
     extra: Mapping[str, Any] | None = None,
 ) -> GenerationRequest:
     """The request of these prompts at the config's decoding settings (or the ones given)."""
-    from steering_reliability.models.sites import variant_key
-
     g = cfg.generation
     return GenerationRequest(
         model_sha256=model.info.weights_sha256,
@@ -150,8 +151,6 @@ def request_for(
 
 def steering_for(cfg: Config, kind: str, layer: int, vector: Any, alpha: float) -> Any:
     """A Steering at the config's hook point and positions (sweep and sanity cases alike)."""
-    from steering_reliability.interventions import Steering
-
     return Steering(
         kind=kind,
         layer=layer,
@@ -172,8 +171,6 @@ def generate_for(
     track_token_ids: Sequence[int] | None = None,
 ) -> list[Any]:
     """generate() with the config's decoding settings, for a list of prompts."""
-    from steering_reliability.generation import generate
-
     g = cfg.generation
     return generate(
         model,
@@ -224,8 +221,6 @@ def score_rows(
     the direction columns that the config's refusal direction would give (hook_point,
     position, alpha_scale, direction_method) for a behaviour with a direction of its own.
     """
-    from steering_reliability.metrics import degeneracy, helpfulness, refusal, token_stats
-
     part_of = parts if parts is not None else file_parts(cfg).get(split, {})
     if scores is not None and len(scores) != len(gens):
         raise ValueError(f"{len(scores)} scores for {len(gens)} generations")

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from steering_reliability import behaviours
 from steering_reliability.analysis import markdown as md
 from steering_reliability.analysis.plotting import figure
 from steering_reliability.analysis.section import Section
@@ -57,8 +58,6 @@ def _splits(rows: pd.DataFrame, info: Mapping[str, Any], name: str) -> list[str]
     the behaviour's registered definition."""
     order = list(_record(info, name).get("sets") or [])
     if not order:
-        from steering_reliability import behaviours
-
         known = behaviours.registered().get(name)
         order = list(known.split_names) if known is not None else []
     found = list(dict.fromkeys(rows["split"]))

@@ -13,11 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from steering_reliability.atomic import file_sha256
 from steering_reliability.behaviours import Behaviour, Pair, Scorer, get, load_pairs
-from steering_reliability.config import BehaviourConfig, Config, behaviour_layers
+from steering_reliability.config import BehaviourConfig, Config, behaviour_layers, config_hash
+from steering_reliability.directions import contrastive_pairs, diff_in_means
+from steering_reliability.errors import InputError
+from steering_reliability.generation import generate
+from steering_reliability.generation.cache import cached_generate
+from steering_reliability.interventions import Steering
 from steering_reliability.prompts import Prompt, load_prompts
+from steering_reliability.prompts.leakage import normalise
 from steering_reliability.prompts.parts import assign_parts, sample_parts
-from steering_reliability.studies.shared import alpha_id, score_rows
+from steering_reliability.studies.shared import alpha_id, request_for, score_rows
 
 EXPERIMENT_PREFIX = "behaviour:"  # rows of behaviour cases: experiment "behaviour:<name>"
 
@@ -124,8 +131,6 @@ class BehaviourRun:
     ) -> dict[int, Any]:
         """The behaviour's direction at each layer: CAA over the pairs, or a difference in
         means (learn vs control prompts of the select part, last prompt token)."""
-        from steering_reliability.directions import contrastive_pairs, diff_in_means
-
         b, s = self.behaviour, self.settings
         system = self.cfg.model.system_prompt
         if b.recipe == "diff_in_means":
@@ -144,15 +149,11 @@ class BehaviourRun:
 
     def steering(self, layer: int, vector: Any, alpha: float) -> Any:
         """Activation addition of the raw direction (CAA's multiplier) at every position."""
-        from steering_reliability.interventions import Steering
-
         return Steering(kind="add", layer=layer, vector=vector, alpha=alpha,
                         hook_point="resid_pre", apply_to="all")  # fmt: skip
 
     def request(self, model: Any, prompts: Sequence[Prompt]) -> Any:
         """The unsteered generation request of these prompts (its key names the shared cache)."""
-        from steering_reliability.studies.shared import request_for
-
         s = self.settings
         return request_for(model, self.cfg, prompts, max_new_tokens=s.max_new_tokens,
                            temperature=s.temperature, top_p=s.top_p,
@@ -160,8 +161,6 @@ class BehaviourRun:
 
     def baseline(self, model: Any, split: str, prompts: Sequence[Prompt]) -> list[Any]:
         """The unsteered generations of a split, once across workers (content-addressed)."""
-        from steering_reliability.generation.cache import cached_generate
-
         return cached_generate(model, self.request(model, prompts),
                                batch_size=self.cfg.generation.batch_size)  # fmt: skip
 
@@ -175,8 +174,6 @@ class BehaviourRun:
     ) -> list[Any]:
         """Generations at the behaviour's decoding settings (per-prompt seeds: the same prompt
         draws the same random numbers under every steering)."""
-        from steering_reliability.generation import generate
-
         s = self.settings
         return generate(
             model, [p.prompt for p in prompts], prompt_ids=[p.id for p in prompts],
@@ -228,8 +225,6 @@ _MEMO: dict[tuple[str, ...], Any] = {}  # (config hash, source, behaviour, what)
 
 
 def _memo(run: BehaviourRun, *what: str) -> tuple[str, ...]:
-    from steering_reliability.config import config_hash
-
     return (config_hash(run.cfg), run.cfg.source, run.name, *what)
 
 
@@ -260,9 +255,6 @@ def check_files(cfg: Config) -> None:
     """Before work starts: read and validate every listed behaviour's prompt and pairs files,
     build its scorer (a missing package or weights is said now), and refuse pairs whose request
     is one of the behaviour's evaluated prompts (the direction would be learned on them)."""
-    from steering_reliability.errors import InputError
-    from steering_reliability.prompts.leakage import normalise
-
     for name in cfg.behaviours:
         run = BehaviourRun(cfg, name)
         evaluated = {normalise(p.prompt): (split, p.id)
@@ -283,8 +275,6 @@ def check_files(cfg: Config) -> None:
 def input_files(cfg: Config, root: Path) -> dict[str, str]:
     """{path: sha256} of every file the listed behaviours read (their sets, pairs, and a
     calibration set), so editing one is a change of the run's inputs like a prompt file's."""
-    from steering_reliability.atomic import file_sha256
-
     found: dict[str, str] = {}
     for name in cfg.behaviours:
         run = BehaviourRun(cfg, name)

@@ -27,9 +27,19 @@ from torch import Tensor
 
 from steering_reliability.config import Config
 from steering_reliability.directions import Direction, make_direction
+from steering_reliability.directions.builders import (
+    contrastive_differences,
+    diff_in_means_differences,
+)
 from steering_reliability.errors import ConfigError
+from steering_reliability.generation import next_token_logits
+from steering_reliability.interventions import steer
+from steering_reliability.metrics.divergence import mean_next_token_kl
+from steering_reliability.metrics.first_token import first_token_refusal_prob
 from steering_reliability.models import LoadedModel
 from steering_reliability.prompts import Prompt
+from steering_reliability.studies.directions import prefixes
+from steering_reliability.studies.shared import direction_prompts
 
 NONE = "none"  # the unsteered source of the transfer matrix (its baseline row)
 POOLED = "pooled"  # the direction from every family's prompts: the sweep's direction
@@ -80,12 +90,6 @@ def prompt_differences(
     refusal prefix) - resid(prompt + compliance prefix) at the configured position;
     diff_in_means: resid(prompt) - the mean of `harmless`, at the last prompt token. Their mean
     over all prompts is that method's direction."""
-    from steering_reliability.directions.builders import (
-        contrastive_differences,
-        diff_in_means_differences,
-    )
-    from steering_reliability.studies.directions import prefixes
-
     d, texts = cfg.direction, [p.prompt for p in prompts]
     if (method or d.method) == "contrastive_prefix":
         refusal, compliance = prefixes(cfg, variant)
@@ -320,10 +324,6 @@ def next_token_kl(
 ) -> float:
     """Mean KL(base || steered) of the next-token distributions after each prompt, in nats;
     `base` is the unsteered last_logits of the same prompts."""
-    from steering_reliability.generation import next_token_logits
-    from steering_reliability.interventions import steer
-    from steering_reliability.metrics.divergence import mean_next_token_kl
-
     with steer(model, list(steerings)):  # type: ignore[arg-type]
         steered = next_token_logits(
             model, prompts, system_prompt=system_prompt, batch_size=batch_size
@@ -341,10 +341,6 @@ def first_token_probs(
     batch_size: int = 16,
 ) -> np.ndarray:
     """First-token refusal probability of each prompt under `steerings`: [n]."""
-    from steering_reliability.generation import next_token_logits
-    from steering_reliability.interventions import steer
-    from steering_reliability.metrics.first_token import first_token_refusal_prob
-
     with steer(model, list(steerings)):  # type: ignore[arg-type]
         logits = next_token_logits(
             model, prompts, system_prompt=system_prompt, batch_size=batch_size
@@ -356,8 +352,6 @@ def sources(cfg: Config) -> tuple[str, ...]:
     """The rows of the transfer matrix: unsteered, the pooled direction, each family's (none
     when the direction prompts have fewer than two families of `min_family`: the family cases
     then say why, and the rest of the map runs)."""
-    from steering_reliability.studies.shared import direction_prompts
-
     try:
         groups, _ = family_groups(direction_prompts(cfg), cfg.generalisation.min_family)
     except ConfigError:

@@ -28,11 +28,25 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
-from steering_reliability.atomic import atomic_write, digest
+from steering_reliability.atomic import atomic_write, digest, publish_dir_once
 from steering_reliability.config import Config
 from steering_reliability.directions import Direction
-from steering_reliability.errors import ConfigError
-from steering_reliability.interventions import Steering, full_ablation, orthogonalize_weights
+from steering_reliability.directions.builders import diff_in_means
+from steering_reliability.errors import ConfigError, DirectionError
+from steering_reliability.generation import next_token_logits
+from steering_reliability.interventions import Steering, full_ablation, orthogonalize_weights, steer
+from steering_reliability.models import default_cache_dir, load
+from steering_reliability.models.loader import card_of
+from steering_reliability.models.registry import ORGANISMS
+from steering_reliability.models.sites import model_device, variant_key
+from steering_reliability.prompts import load_prompts
+from steering_reliability.studies.refusal_direction.selection import (
+    kl_frontier,
+    score_candidates,
+    select_direction,
+)
+from steering_reliability.studies.shared import direction_prompts, file_parts, split_files
+from steering_reliability.verdict import Verdict
 
 if TYPE_CHECKING:
     from steering_reliability.verdict import Verdict
@@ -68,9 +82,6 @@ class PipelinePrompts:
 
 def pipeline_prompts(cfg: Config) -> PipelinePrompts:
     """The prompts of the candidate and selection steps (never a report prompt)."""
-    from steering_reliability.prompts import load_prompts
-    from steering_reliability.studies.shared import direction_prompts, file_parts, split_files
-
     parts, files = file_parts(cfg), split_files(cfg)
     n = cfg.refusal_direction.n_score
 
@@ -115,8 +126,6 @@ def candidates(
     model: LoadedModel, cfg: Config, prompts: PipelinePrompts, at: Sequence[int]
 ) -> dict[tuple[int, int], Direction]:
     """Difference-in-means candidates at every candidate layer x position in `at`."""
-    from steering_reliability.directions.builders import diff_in_means
-
     return diff_in_means(
         model,
         [p.prompt for p in prompts.harmful],
@@ -139,10 +148,6 @@ def scan_layer(
     """The scan table of one layer's candidates, cached on disk by everything it depends on (so
     the per-layer cases and the selection share one computation across workers)."""
     from filelock import FileLock
-
-    from steering_reliability.models import default_cache_dir
-    from steering_reliability.models.sites import variant_key
-    from steering_reliability.studies.refusal_direction.selection import score_candidates
 
     mine = {k: d for k, d in sorted(cands.items()) if k[0] == layer}
     key = digest({
@@ -183,8 +188,6 @@ def criterion(table: pd.DataFrame) -> str:
 def frontier(table: pd.DataFrame, cfg: Config) -> list[dict[str, Any]]:
     """What selection takes at the configured ablation-KL bound and at each looser one of
     FRONTIER_KL (`selection.kl_frontier`), with the same cut-off, induce filter and ranking."""
-    from steering_reliability.studies.refusal_direction.selection import kl_frontier
-
     rd = cfg.refusal_direction
     looser = (b for b in FRONTIER_KL if b > rd.kl_max)
     return kl_frontier(table, (rd.kl_max, *looser), rd.max_layer_frac,
@@ -194,9 +197,6 @@ def frontier(table: pd.DataFrame, cfg: Config) -> list[dict[str, Any]]:
 def select(table: pd.DataFrame, cfg: Config) -> tuple[pd.Series, str]:
     """The selected candidate and the criterion that ranked it ("bypass" or "induce"); a
     ConfigError naming the refusal_direction setting to change when no candidate passes."""
-    from steering_reliability.errors import DirectionError
-    from steering_reliability.studies.refusal_direction.selection import select_direction
-
     rd = cfg.refusal_direction
     by = criterion(table)
     try:
@@ -238,8 +238,6 @@ def setting(
 
 def base_model_name(model_name: str) -> str | None:
     """The embedded model an organism was fine-tuned from; None for any other model."""
-    from steering_reliability.models.registry import ORGANISMS
-
     organism = ORGANISMS.get(model_name)
     return organism.base if organism is not None else None
 
@@ -247,8 +245,6 @@ def base_model_name(model_name: str) -> str | None:
 def frozen_blocks(model: Any) -> int:
     """How many of a model organism's lowest blocks its fine-tune left untouched (its card's
     recipe `train_from_layer`; the embeddings too when it is above 0); 0 for any other model."""
-    from steering_reliability.models.loader import card_of
-
     card = card_of(model)
     return 0 if card is None else int(card["recipe"].get("train_from_layer", 0))
 
@@ -262,8 +258,6 @@ def base_direction(cfg: Config, prompts: PipelinePrompts, chosen: Direction) -> 
     """The base model's difference-in-means direction at the organism's selected layer and
     position, from the same select prompts: the direction that *induces* refusal in the base,
     to compare with the one that *mediates* the organism's learned refusal."""
-    from steering_reliability.models import load
-
     name = base_model_name(cfg.model.name)
     if name is None:
         raise ValueError(f"{cfg.model.name} is not a model organism: it has no base model")
@@ -292,9 +286,6 @@ def text_ce(
 ) -> tuple[float, int]:
     """Mean next-token cross-entropy (nats) over every token of the paragraphs, read as plain
     text (no prompt format), under the hooks in place and `steerings`; and the token count."""
-    from steering_reliability.interventions import steer
-    from steering_reliability.models.sites import model_device
-
     tok, net = model.tokenizer, model.hf_model
     total, count = 0.0, 0
     with steer(model, list(steerings)), torch.inference_mode():
@@ -311,10 +302,6 @@ def export_orthogonalized(model: LoadedModel, direction: Direction) -> tuple[Pat
     AutoModelForCausalLM.from_pretrained), written once per (weights, vector) into the cache, and
     that checkpoint loaded back from disk as a LoadedModel."""
     from transformers import AutoModelForCausalLM
-
-    from steering_reliability.atomic import publish_dir_once
-    from steering_reliability.models import default_cache_dir
-    from steering_reliability.models.sites import variant_key
 
     root = default_cache_dir() / "orthogonalized"
     param = next(model.hf_model.parameters())
@@ -351,9 +338,6 @@ def orthogonal_verdict(
     """The exported model's next-token logits on `texts` against all-layer hook ablation's:
     passed when the largest difference is within `rtol` of the largest logit, failed otherwise
     (an export that orthogonalised nothing, or the wrong vector, differs by orders more)."""
-    from steering_reliability.generation import next_token_logits
-    from steering_reliability.verdict import Verdict
-
     with full_ablation(model, direction.vector):
         hooked = next_token_logits(model, texts, system_prompt=system_prompt)
     baked = next_token_logits(exported, texts, system_prompt=system_prompt)

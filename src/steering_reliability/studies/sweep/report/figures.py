@@ -20,7 +20,12 @@ from matplotlib.ticker import NullLocator
 
 from steering_reliability.analysis.data import BASELINE, SWEEP
 from steering_reliability.analysis.plotting import figure
-from steering_reliability.studies.sweep.report.aggregate import DEFAULT_RULE, setting_label
+from steering_reliability.studies.sweep.report.aggregate import (
+    DEFAULT_RULE,
+    setting_key,
+    setting_label,
+    setting_rows,
+)
 
 _MARKERS = ("o", "s", "^", "D", "v", "P")
 _BASE_COLOR, _BASE_WIDTH = "0.45", 1.2  # the unsteered baseline's dotted line
@@ -278,8 +283,6 @@ def projectionfigure(
     """resid . v_hat at the steered site before and after steering, per split, at the operating
     point and at the strongest setting: where the baseline sits along v and where steering moves it.
     """
-    from steering_reliability.studies.sweep.report.aggregate import setting_key, setting_rows
-
     _, sweep = _split(summary)
     op = sweep[sweep["operating_point"].astype(bool)]
     settings = [("operating point", op.iloc[0])] if not op.empty else []
