@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
+from steering_reliability.behaviours import load_pairs
 from steering_reliability.config import Config
+from steering_reliability.generation import teacher_forced_scores
 from steering_reliability.paths import REPO_ROOT
 from steering_reliability.pytest_plugin import run_config
 from steering_reliability.studies import checks
@@ -142,8 +144,6 @@ def test_behaviour_sweep(bcase: BehaviourCase, record: Any, sr_run: Any, model: 
                          behaviour_state: Any) -> None:  # fmt: skip
     """Activation addition at one layer and alpha, on every set of the behaviour; on the control
     set also the KL to the unsteered model on its own completions."""
-    from steering_reliability.generation import teacher_forced_scores
-
     st = behaviour_state(bcase.behaviour)
     run = st.run
     steering = run.steering(bcase.layer, st.directions[bcase.layer].vector, bcase.alpha)
@@ -223,7 +223,6 @@ def test_behaviour_pair_templates_agree(behaviour: str, record: Any, sr_run: Any
 
     st = behaviour_state(behaviour)
     run, layer = st.run, st.run.sanity_layer()
-    from steering_reliability.behaviours import load_pairs
 
     if run.behaviour.recipe != "contrastive_pairs":
         v = Verdict("pair_template_robustness", "inconclusive", math.nan,

@@ -32,9 +32,24 @@ import pytest
 
 from steering_reliability.config import Config, generalisation_layer
 from steering_reliability.directions import cosine
+from steering_reliability.errors import ConfigError
+from steering_reliability.generation import next_token_logits
+from steering_reliability.interventions import orthogonalize_weights
+from steering_reliability.prompts import load_prompts
 from steering_reliability.pytest_plugin import run_config
 from steering_reliability.studies.generalisation import measures as gen
-from steering_reliability.studies.shared import SPLITS, score_rows, steering_for
+from steering_reliability.studies.refusal_direction.pipeline import pipeline_prompts
+from steering_reliability.studies.shared import (
+    SPLITS,
+    direction_prompts,
+    file_parts,
+    generate_for,
+    harmless_prompts,
+    report_indices,
+    score_rows,
+    split_files,
+    steering_for,
+)
 
 pytestmark = [pytest.mark.generalisation, pytest.mark.experiment]
 
@@ -72,8 +87,6 @@ def _row(cfg: Config, model: Any, kind: str, **fields: Any) -> dict[str, Any]:
 
 def _report(cfg: Config, splits: dict[str, Any], split: str) -> list[Any]:
     """The split's evaluated prompts that are in its report part."""
-    from steering_reliability.studies.shared import report_indices
-
     return [splits[split][i] for i in report_indices(cfg, splits[split], split)]
 
 
@@ -83,9 +96,6 @@ def gen_families(
 ) -> tuple[tuple[Any, ...], dict[str, list[int]] | str]:
     """The direction prompts and their family groups (recorded in run.json), or why there are
     too few families to compare (the cases that compare families then skip, inconclusive)."""
-    from steering_reliability.errors import ConfigError
-    from steering_reliability.studies.shared import direction_prompts
-
     prompts = direction_prompts(sr_config)
     try:
         groups, note = gen.family_groups(prompts, sr_config.generalisation.min_family)
@@ -113,10 +123,6 @@ def gen_diffs(sr_config: Config, model: Any, gen_families: Any, directions: dict
     the pooled direction at the generalisation layer). Methods: None (the configured one) or
     "diff_in_means" (harmless mean: the refusal-direction pipeline's benign *select* prompts,
     or the configured harmless prompts when diff_in_means is the configured method)."""
-    from steering_reliability.interventions import orthogonalize_weights
-    from steering_reliability.studies.refusal_direction.pipeline import pipeline_prompts
-    from steering_reliability.studies.shared import harmless_prompts
-
     cfg = sr_config
     layers = sorted({*cfg.sweep.layers, generalisation_layer(cfg)})
 
@@ -150,10 +156,6 @@ def _families(cfg: Config, diffs: Any, groups: dict[str, list[int]], layer: int,
 def gen_calibration(sr_config: Config, model: Any) -> tuple[list[str], Any]:
     """Benign *select* prompts that calibrate alpha to a KL budget, with their unsteered
     next-token logits."""
-    from steering_reliability.generation import next_token_logits
-    from steering_reliability.prompts import load_prompts
-    from steering_reliability.studies.shared import file_parts, split_files
-
     cfg = sr_config
     parts = file_parts(cfg)["benign"]
     pool = [p.prompt for p in load_prompts(split_files(cfg)["benign"], split="benign")
@@ -298,8 +300,6 @@ def test_transfer(
     generated on the report prompts of every split. Source "none" is the unsteered row at the
     same length. Inconclusive (skipped, with its calibration row) when the budget is out of
     reach on the rising part of the KL curve."""
-    from steering_reliability.studies.shared import generate_for
-
     cfg, g = sr_config, sr_config.generalisation
     layer, kind, scale = generalisation_layer(cfg), g.intervention, cfg.direction.alpha_scale
     method = g.transfer_method or cfg.direction.method
@@ -403,8 +403,6 @@ def test_equal_kl(
     """One layer and intervention at equal cost: the alpha whose benign next-token KL equals
     each budget (calibration rows, with the curve evaluated), then refusal on the harmful
     report prompts at every budget reached. A budget out of reach is recorded, not run."""
-    from steering_reliability.studies.shared import generate_for
-
     cfg, g = sr_config, sr_config.generalisation
     layer_text, kind = gen_setting.split("-", 1)
     layer = int(layer_text.removeprefix("layer"))

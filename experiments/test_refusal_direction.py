@@ -16,12 +16,22 @@ from typing import Any
 
 import pytest
 
+from steering_reliability.atomic import atomic_write, atomic_write_json
 from steering_reliability.config import Config
 from steering_reliability.directions.direction import cosine
+from steering_reliability.errors import ConfigError
+from steering_reliability.generation import teacher_forced_scores
+from steering_reliability.metrics import refusal_token_ids
 from steering_reliability.models.loader import layer_count
 from steering_reliability.pytest_plugin import run_config
 from steering_reliability.studies.refusal_direction import pipeline as rd
-from steering_reliability.studies.shared import SPLITS, score_rows
+from steering_reliability.studies.shared import (
+    SPLITS,
+    file_parts,
+    generate_for,
+    report_indices,
+    score_rows,
+)
 
 pytestmark = [pytest.mark.refusal_direction, pytest.mark.experiment]
 
@@ -73,8 +83,6 @@ def rd_table(
     candidates.parquet."""
     import pandas as pd
 
-    from steering_reliability.atomic import atomic_write
-
     table = pd.concat(
         [rd.scan_layer(model, sr_config, rd_candidates, layer, rd_prompts)
          for layer in rd.candidate_layers(model.info.n_layers, sr_config.direction.hook_point)],
@@ -97,9 +105,6 @@ def rd_selection(
     direction's site and scores, or the reason none passed. Writes direction.pt and
     direction_metadata.json into the run when one was selected."""
     import torch
-
-    from steering_reliability.atomic import atomic_write, atomic_write_json
-    from steering_reliability.errors import ConfigError
 
     table, cfg = rd_table, sr_config.refusal_direction
     terms = {"criterion": rd.criterion(table),
@@ -208,8 +213,6 @@ def test_select(record: Any, sr_config: Config, model: Any, rd_selection: Any) -
 
 def _report(cfg: Config, splits: dict[str, Any], split: str) -> list[int]:
     """Indices of the split's report-part prompts this pipeline evaluates (the first n_eval)."""
-    from steering_reliability.studies.shared import report_indices
-
     return report_indices(cfg, splits[split], split)[: cfg.refusal_direction.n_eval]
 
 
@@ -229,10 +232,6 @@ def test_evaluate(
     The baseline's prompt rows are test_baseline's; its case adds the unsteered CE on the same
     completions and on the text. On a model organism, `ablation_base` ablates the base model's
     direction instead of the organism's, and records the two directions' cosine."""
-    from steering_reliability.generation import teacher_forced_scores
-    from steering_reliability.metrics import refusal_token_ids
-    from steering_reliability.studies.shared import generate_for
-
     cfg = sr_config
     chosen, meta = rd_selection
     if rd_setting != "baseline" and chosen is None:
@@ -304,8 +303,6 @@ def test_orthogonalized_weights_equal_hook_ablation(
     """The exported orthogonalised checkpoint, loaded back with from_pretrained, computes
     all-layer hook ablation: its next-token logits on report prompts of harm_test are within
     1e-4 of the largest logit of the hooks' (`refusal_direction.orthogonal_verdict`)."""
-    from steering_reliability.studies.shared import file_parts
-
     cfg, (chosen, _) = sr_config, rd_selected
     folder, exported = rd.export_orthogonalized(model, chosen)
     link = rd_folder / "orthogonalized"

@@ -13,8 +13,13 @@ from typing import Any
 import pytest
 
 from steering_reliability.config import Config, sanity_layer
+from steering_reliability.generation import next_token_logits
+from steering_reliability.interventions import steer
+from steering_reliability.metrics import first_token_refusal_prob, refusal, refusal_token_ids
+from steering_reliability.metrics.stats import diff_ci
 from steering_reliability.studies import checks
-from steering_reliability.studies.shared import steering_for
+from steering_reliability.studies.directions import directions_for_layers
+from steering_reliability.studies.shared import direction_prompts, generate_for, steering_for
 from steering_reliability.verdict import Verdict
 
 pytestmark = [pytest.mark.sweep, pytest.mark.sanity, pytest.mark.experiment]
@@ -45,8 +50,6 @@ class Sanity:
         self, prompts: Sequence[Any], steerings: Sequence[Any] = (), cfg: Config | None = None
     ) -> list[Any]:
         """The config's decoding settings (or `cfg`'s) at the sanity length."""
-        from steering_reliability.studies.shared import generate_for
-
         return generate_for(self.model, cfg or self.cfg, prompts, steerings,
                             max_new_tokens=self.cfg.sanity.max_new_tokens)  # fmt: skip
 
@@ -76,8 +79,6 @@ def _refusal_flags(cfg: Config, prompts: Sequence[Any], gens: Sequence[Any]) -> 
     """1.0 / 0.0 per prompt: whether its generation refuses (a pandas Series by prompt id)."""
     import pandas as pd
 
-    from steering_reliability.metrics import refusal
-
     t = cfg.metrics.refusal_threshold
     flags = [float(refusal(g.text, threshold=t).is_refusal) for g in gens]
     return pd.Series(flags, index=[p.id for p in prompts])
@@ -85,10 +86,6 @@ def _refusal_flags(cfg: Config, prompts: Sequence[Any], gens: Sequence[Any]) -> 
 
 def _refusal_measure(model: Any, cfg: Config, prompts: Sequence[Any]) -> Any:
     """measure(steerings) = mean first-token refusal probability over the prompts (one forward)."""
-    from steering_reliability.generation import next_token_logits
-    from steering_reliability.interventions import steer
-    from steering_reliability.metrics import first_token_refusal_prob, refusal_token_ids
-
     ids = refusal_token_ids(model.tokenizer)
     texts = [p.prompt for p in prompts]
 
@@ -162,9 +159,6 @@ def test_direction_is_stable_under_template_change(sanity: Sanity) -> None:
     otherwise (including when the main direction raises refusal by < 0.2). Prefix-mean
     directions partly encode the prefix tokens, so the cosine is well below 1.
     """
-    from steering_reliability.studies.directions import directions_for_layers
-    from steering_reliability.studies.shared import direction_prompts
-
     cfg, layer = sanity.cfg, sanity.layer
     alt = directions_for_layers(sanity.model, cfg, direction_prompts(cfg), [layer], variant="alt")[
         layer
@@ -187,9 +181,6 @@ def test_direction_is_stable_under_seed_change(
 ) -> None:
     """Directions from two seeded, disjoint halves of the direction prompts point the same way."""
     import random
-
-    from steering_reliability.studies.directions import directions_for_layers
-    from steering_reliability.studies.shared import direction_prompts
 
     cfg = sr_config
     sanity = Sanity(record, cfg, sr_run.run_id, model, {}, {})  # needs no main direction
@@ -219,8 +210,6 @@ def test_rates_are_stable_under_sampling_seed_change(sanity: Sanity) -> None:
     lies wholly outside, inconclusive otherwise (too few prompts to tell).
     """
     import dataclasses
-
-    from steering_reliability.metrics.stats import diff_ci
 
     cfg = sanity.cfg
     sampled = dataclasses.replace(

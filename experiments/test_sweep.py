@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from steering_reliability.config import Config
+from steering_reliability.generation import teacher_forced_scores
 from steering_reliability.pytest_plugin import run_config
-from steering_reliability.studies.shared import SPLITS, score_rows
+from steering_reliability.studies.shared import SPLITS, generate_for, score_rows, steering_for
 from steering_reliability.studies.sweep.cases import Case, sweep_cases
 
 pytestmark = [pytest.mark.sweep, pytest.mark.experiment]
@@ -87,9 +88,6 @@ def test_sweep(
     refusal_ids: tuple[int, ...],
 ) -> None:
     """One (layer, intervention, alpha) on harm_train, harm_test and benign."""
-    from steering_reliability.generation import teacher_forced_scores
-    from steering_reliability.studies.shared import generate_for, steering_for
-
     cfg = sr_config
     d = directions[case.layer]
     steering = steering_for(
