@@ -61,11 +61,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Any:
-    """The baseline is recorded once, by test_baseline, and every case that reads it is compared
-    with it: a selection (`-k layer12`, `-m sanity`) that keeps such a case keeps the baseline
-    cases too (its generations are cached, so this costs seconds once they exist)."""
-    placeholders = [i for i in items if _no_behaviour(i)]
-    if placeholders:  # a config without behaviours: their tests have nothing to run
+    """A baseline (a case marked `records_baseline(name)`) is recorded once, and the cases that
+    read it (marked `needs_baseline(name)`, or using the `baseline` fixture: refusal's) are
+    compared with it: a selection (`-k layer12`, `-m sanity`) that keeps such a case keeps the
+    baseline cases too (their generations are cached, so this costs seconds once they exist).
+    A test parametrized over an empty list (a config that lists no behaviour) is deselected."""
+    placeholders = [i for i in items if _empty_parameter_set(i)]
+    if placeholders:  # nothing to run: not a case, not a skip
         items[:] = [i for i in items if i not in placeholders]
         config.hook.pytest_deselected(items=placeholders)
     everything = list(items)
@@ -73,7 +75,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     wanted = {_baseline_of(i) for i in items} - {None}
     if wanted:
         kept = set(items)
-        needed = [i for i in everything if _baseline_kind(i) in wanted and i not in kept]
+        needed = [i for i in everything if _records_baseline(i) in wanted and i not in kept]
         if needed:
             items[:0] = needed
             reporter = config.pluginmanager.get_plugin("terminalreporter")
@@ -87,32 +89,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     return result
 
 
-def _no_behaviour(item: pytest.Item) -> bool:
-    """The placeholder pytest makes of a behaviour test when the config lists no behaviour
-    (an empty parameter set): it holds no behaviour name or case."""
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    name, case = params.get("behaviour", ""), params.get("bcase")
-    return not isinstance(name, str) or (case is not None and not hasattr(case, "behaviour"))
+def _empty_parameter_set(item: pytest.Item) -> bool:
+    """The placeholder pytest makes of a test parametrized over an empty list."""
+    skip = item.get_closest_marker("skip")
+    return skip is not None and str(skip.kwargs.get("reason", "")).startswith(
+        "got empty parameter set"
+    )
 
 
-def _baseline_kind(item: pytest.Item) -> str | None:
-    """Which baseline a baseline case records: refusal's, or a behaviour's (by name)."""
-    name = getattr(item, "originalname", "")
-    if name == "test_baseline":
-        return "refusal"
-    if name == "test_behaviour_baseline":
-        return str(item.callspec.params["behaviour"])  # type: ignore[attr-defined]
-    return None
+def _marked(item: pytest.Item, name: str) -> str | None:
+    mark = item.get_closest_marker(name)
+    return None if mark is None else str(mark.args[0])
+
+
+def _records_baseline(item: pytest.Item) -> str | None:
+    """Which baseline a baseline case records (refusal's, or a behaviour's name)."""
+    return _marked(item, "records_baseline")
 
 
 def _baseline_of(item: pytest.Item) -> str | None:
     """The baseline a (non-baseline) case is compared with, if any."""
-    if _baseline_kind(item) is not None:
+    if _records_baseline(item) is not None:
         return None
-    names = getattr(item, "fixturenames", ())
-    if "bcase" in names:
-        return str(item.callspec.params["bcase"].behaviour)  # type: ignore[attr-defined]
-    return "refusal" if "baseline" in names else None
+    needs = _marked(item, "needs_baseline")
+    return needs or ("refusal" if "baseline" in getattr(item, "fixturenames", ()) else None)
 
 
 def _pin_threads() -> None:

@@ -43,11 +43,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     cfg = run_config(metafunc.config)
     if "bcase" in metafunc.fixturenames:
         cases = behaviour_cases(cfg)
-        params = [pytest.param(c, id=c.id, marks=getattr(pytest.mark, c.behaviour)) for c in cases]
+        params = [pytest.param(c, id=c.id, marks=[getattr(pytest.mark, c.behaviour),
+                                                  pytest.mark.needs_baseline(c.behaviour)])
+                  for c in cases]  # fmt: skip
         metafunc.parametrize("bcase", params)
     if "behaviour" in metafunc.fixturenames:
-        names = list(cfg.behaviours)
-        params = [pytest.param(n, id=n, marks=getattr(pytest.mark, n)) for n in names]
+        records = metafunc.definition.name == "test_behaviour_baseline"
+        params = [pytest.param(n, id=n, marks=[getattr(pytest.mark, n)] + (
+                      [pytest.mark.records_baseline(n)] if records else []))
+                  for n in cfg.behaviours]  # fmt: skip
         metafunc.parametrize("behaviour", params)
 
 

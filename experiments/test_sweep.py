@@ -52,6 +52,7 @@ def assert_valid(rows: list[dict[str, Any]], n_expected: int) -> None:
         assert 0.0 <= r["refusal_score"] <= 1.0 and 0.0 <= r["helpfulness_score"] <= 1.0
 
 
+@pytest.mark.records_baseline("refusal")
 def test_baseline(
     split: str,
     record: Any,

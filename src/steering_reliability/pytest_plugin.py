@@ -46,6 +46,9 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 MARKERS = {
     "experiment": "a case of the experiments (records rows to results.parquet)",
     "sanity": "asserted sanity properties of an experiment (run these before trusting a result)",
+    "records_baseline(name)": "the case records the unsteered baseline `name` that other cases "
+    "are compared with (a selection that keeps such a case keeps this one)",
+    "needs_baseline(name)": "the case is compared with the baseline `name`",
 }
 
 

@@ -225,6 +225,7 @@ def score_rows(
     if scores is not None and len(scores) != len(gens):
         raise ValueError(f"{len(scores)} scores for {len(gens)} generations")
     rows: list[dict[str, Any]] = []
+    cfg_hash = config_hash(cfg)  # once per call, not per row (the recorder sets it again)
     for i, (p, g) in enumerate(zip(prompts, gens, strict=True)):
         r = refusal(g.text, threshold=cfg.metrics.refusal_threshold)
         b = scores[i] if scores is not None else None
@@ -235,7 +236,7 @@ def score_rows(
         rows.append(
             {
                 "run_id": run_id,
-                "config_hash": config_hash(cfg),
+                "config_hash": cfg_hash,
                 "experiment": experiment,
                 "case_id": case,
                 "model": model.info.name,
