@@ -31,10 +31,10 @@ def pytest_configure(config: pytest.Config) -> None:
     it is not in the cache)."""
     if hasattr(config, "workerinput") or config.option.help or config.option.version:
         return
-    from steering_reliability.errors import ConfigError, SteeringReliabilityError
+    from steering_reliability.errors import SteeringReliabilityError
     from steering_reliability.models.loader import check_model_name, default_cache_dir
     from steering_reliability.models.registry import EMBEDDED, ORGANISMS
-    from steering_reliability.studies.behaviours.run import check_files
+    from steering_reliability.studies import check_inputs
     from steering_reliability.studies.organism.organism import ensure
     from steering_reliability.studies.shared import select_prompts
 
@@ -42,12 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
         cfg = _config_at_collection(config)
         check_model_name(cfg.model.name)
         select_prompts(cfg)  # reads and validates every prompt file
-        check_files(cfg)  # and every listed behaviour's prompt and pairs files
-        ce_text = cfg.resolve_path(cfg.refusal_direction.ce_text)
-        if not ce_text.is_file():
-            raise ConfigError("the general text for CE is not a file", file=cfg.source or None,
-                              field="refusal_direction.ce_text", value=str(ce_text),
-                              hint="point it at a UTF-8 text file (shipped: data/text/general.txt)")  # fmt: skip
+        check_inputs(cfg)  # each study's own files (a behaviour's sets and pairs, the CE text)
         known = EMBEDDED.get(cfg.model.name)
         if known is not None and known.n_layers is not None:
             validate_for_model(cfg, model_name=known.name, n_layers=known.n_layers)

@@ -106,3 +106,20 @@ def test_a_toy_study_is_its_folder_and_one_registry_line(
     assert "## Toy study\n\nrefusal rate 0.38 over 8 rows" in findings
     markers = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--markers").stdout.str()
     assert "@pytest.mark.toy: a toy study (test_toy.py)" in markers
+
+
+def test_each_study_check_resolves_and_refuses_its_own_bad_input(tmp_path: Path) -> None:
+    """The input checks run before any model loads; the refusal-direction study's refuses a CE
+    text that is not a file, naming the field."""
+    from steering_reliability.config import load_config
+    from steering_reliability.errors import ConfigError
+    from steering_reliability.studies import check_inputs
+
+    for study in registered():
+        if study.check is not None:
+            module, _, function = study.check.partition(":")
+            assert callable(getattr(importlib.import_module(module), function)), study.name
+    check_inputs(load_config("configs/fast.yaml"))  # the shipped inputs pass
+    bad = load_config("configs/fast.yaml", {"refusal_direction.ce_text": str(tmp_path / "no.txt")})
+    with pytest.raises(ConfigError, match="refusal_direction.ce_text"):
+        check_inputs(bad)

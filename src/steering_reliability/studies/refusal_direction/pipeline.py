@@ -116,6 +116,15 @@ def positions(model: LoadedModel, cfg: Config) -> tuple[int, ...]:
     return found
 
 
+def check_inputs(cfg: Config) -> None:
+    """Before any model loads: the general text the CE is measured on is a file."""
+    ce_text = cfg.resolve_path(cfg.refusal_direction.ce_text)
+    if not ce_text.is_file():
+        raise ConfigError("the general text for CE is not a file", file=cfg.source or None,
+                          field="refusal_direction.ce_text", value=str(ce_text),
+                          hint="point it at a UTF-8 text file (shipped: data/text/general.txt)")  # fmt: skip
+
+
 def candidate_layers(n_layers: int, hook_point: str) -> range:
     """Every layer whose residual can differ between prompts at a template token: at layer 0's
     block input (resid_pre) the residual is the token's embedding, the same for every prompt."""
