@@ -162,8 +162,8 @@ def splits(sr_config: Config, sr_run: Any, model: Any) -> dict[str, tuple[Any, .
     run.json records which evaluated prompts are in the select and report parts, and which
     prompts built the direction (always select prompts of harm_train).
     """
+    from steering_reliability.prompts.parts import PARTS
     from steering_reliability.studies.shared import (
-        PARTS,
         check_lengths,
         direction_prompts,
         file_parts,
