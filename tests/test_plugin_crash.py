@@ -19,7 +19,7 @@ import pytest
 
 from steering_reliability.records.schema import ROW_SCHEMA
 from steering_reliability.records.status import run_status
-from steering_reliability.records.store import read_part
+from steering_reliability.records.store import check_part
 from test_plugin_modes import BASE_ARGS, make_project, results, row_keys, run_inner
 
 pytest_plugins = ["pytester"]
@@ -46,7 +46,7 @@ def check_parts(directory: Path) -> int:
     names = [p.name for p in directory.iterdir() if not p.name.startswith(".")]
     assert all(n.endswith(".parquet") for n in names), names
     for name in names:
-        read_part(directory / name)
+        check_part(directory / name)
     assert ds.dataset(directory, schema=ROW_SCHEMA).to_table().num_rows == len(names) * N_PROMPTS
     return len(names)
 

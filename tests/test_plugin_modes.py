@@ -336,6 +336,9 @@ def test_plugin_is_inert_without_the_record_fixture(pytester: pytest.Pytester) -
         "import sys\n"
         "def pytest_sessionfinish(session):\n"
         "    print('pyarrow imported:', 'pyarrow' in sys.modules)\n"
+        "    heavy = [m for m in ('run', 'store', 'progress', 'schema', 'status')\n"
+        "             if f'steering_reliability.records.{m}' in sys.modules]\n"
+        "    print('records modules imported:', heavy)\n"
     )
     for args in (("-n", "0"), ("-n", "2"), ("-p", "no:xdist")):
         run_inner(pytester, *args).assert_outcomes(passed=1)
@@ -362,7 +365,7 @@ def test_plugin_is_inert_without_the_record_fixture(pytester: pytest.Pytester) -
     # In a fresh interpreter the plugin loads (entry point) but imports nothing heavy.
     fresh = pytester.runpytest_subprocess(*BASE_ARGS, "-s", "-p", "no:xdist")
     fresh.assert_outcomes(passed=3)
-    fresh.stdout.fnmatch_lines(["*pyarrow imported: False*"])
+    fresh.stdout.fnmatch_lines(["*pyarrow imported: False*", "*records modules imported: []*"])
     assert not (pytester.path / "artifacts").exists()
 
 
@@ -478,11 +481,60 @@ def test_the_controller_prints_a_line_per_case_with_rates_and_an_eta(
     assert not [ln for ln in quiet.stdout.str().splitlines() if "elapsed" in ln]
 
 
-def test_the_eta_is_the_remaining_cases_at_the_throughput_so_far() -> None:
-    from steering_reliability.records.progress import case_summary, eta
+WORK_AND_HASH = """
 
-    assert eta(0, 10, 5.0) is None and eta(3, None, 5.0) is None
-    assert eta(5, 20, 100.0) == pytest.approx(300.0)
+from steering_reliability.records import run
+
+CONFIG_HASH, HASHED = run.config_hash, []
+
+
+def pytest_sr_case_work(config, item):
+    return 3 * 8  # prompts x new tokens
+
+
+def pytest_sessionstart(session):
+    def counted(cfg):
+        HASHED.append(1)
+        return CONFIG_HASH(cfg)
+
+    def refused(cfg):  # a worker takes the controller's hash
+        raise AssertionError("a worker hashed the config")
+
+    run.config_hash = refused if hasattr(session.config, "workerinput") else counted
+
+
+def pytest_sessionfinish(session):
+    run.config_hash = CONFIG_HASH
+    if not hasattr(session.config, "workerinput"):
+        print(f"config hashed {len(HASHED)} time(s)")
+"""
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_the_config_is_hashed_once_per_session_and_each_case_s_work_is_recorded(
+    pytester: pytest.Pytester, workers: str
+) -> None:
+    """The controller hashes the config once (the plan carries it to workers and rows); the
+    `pytest_sr_case_work` hook's answer reaches run.json and each part, for the ETA."""
+    from steering_reliability.records.status import run_status
+
+    n_cases = make_project(pytester, layers=(2,), alphas=(1.0,))
+    pytester.makeconftest(CONFTEST + WORK_AND_HASH)
+    for outcomes in ({"passed": n_cases + 1}, {"passed": 1, "skipped": n_cases}):  # and resumed
+        result = run_inner(pytester, "-n", workers, "-s")
+        result.assert_outcomes(**outcomes)
+        result.stdout.fnmatch_lines(["*config hashed 1 time(s)*"])
+    status = run_status(pytester.path / "artifacts" / "runs" / "latest")
+    kinds = {(c["kind"], c["work"]) for c in status.expected.values()}
+    assert kinds == {("test_fake_sweep.py::test_sweep", 24.0)}
+    assert {(f["kind"], f["work"]) for f in status.finished} == kinds
+    assert all(f["seconds"] >= 0 for f in status.finished) and status.complete
+    assert {r["config_hash"] for r in results(pytester)} == {status.config_hash}
+
+
+def test_a_case_summary_has_the_rates_of_its_prompt_rows_and_its_verdict() -> None:
+    from steering_reliability.records.progress import case_summary
+
     rows = [
         {"prompt_id": "a", "split": "harm_test", "is_refusal": True, "collapsed": False},
         {"prompt_id": "b", "split": "harm_test", "is_refusal": False, "collapsed": True},
@@ -523,7 +575,8 @@ def test_a_running_case_has_a_heartbeat_file_and_status_reads_durations(
     run_dir = pytester.path / "artifacts" / "runs" / "latest"
     assert not list(run_dir.glob("running/*.json"))  # gone once the case ended
     status = run_status(run_dir)
-    assert len(status.case_seconds) == 1 and status.case_seconds[0] >= 0
+    assert len(status.finished) == 1 and status.finished[0]["seconds"] >= 0
+    assert status.finished[0]["kind"] == "test_beat.py::test_beat"
     assert status.eta_seconds() is None  # nothing missing
 
 
@@ -537,17 +590,20 @@ def test_status_shows_running_cases_and_an_eta(tmp_path: Path) -> None:
     running = {"case_id": "layer12-add-a1", "worker": "gw0", "pid": 2**22 + 12345,
                "started": time.time() - 125, "updated": time.time() - 3,
                "generation": [40, 64]}  # fmt: skip
+    sweep, scan = "test_sweep.py::test_sweep", "test_scan.py::test_scan"
     status = RunStatus(
         run_dir=str(tmp_path), run_id="r", config_hash="c",
-        expected={"a": {"case_id": "a"}, "b": {"case_id": "b"}, "c": {"case_id": "c"}},
+        expected={"a": {"case_id": "a", "kind": sweep}, "b": {"case_id": "b", "kind": sweep},
+                  "c": {"case_id": "c", "kind": scan}},
         done=("a",), missing=("b", "c"), invalid=(), unexpected=(), stale_temps=(),
-        results_rows=None, ended=None, running=(running,), case_seconds=(60.0,),
+        results_rows=None, ended=None, running=(running,),
+        finished=({"kind": sweep, "seconds": 60.0}, {"kind": scan, "seconds": 200.0}),
     )  # fmt: skip
-    assert status.eta_seconds() == pytest.approx(120.0)
+    assert status.eta_seconds() == pytest.approx(260.0)  # each missing case at its kind's time
     text = format_status(status)
-    assert "running on gw0: layer12-add-a1 for 2m05s, generating 40/64 prompts" in text
+    assert "layer12-add-a1 still running on gw0 for 02:05, generating 40/64 prompts" in text
     assert "its process is gone" in text  # no such pid
-    assert "ETA 2m00s (2 cases left at the mean 1m00s of the 1 done, 1 worker(s))" in text
+    assert "ETA 04:20 (2 cases left" in text
     alive = dataclasses.replace(status, running=({**running, "pid": os.getpid()},))
     assert "process is gone" not in format_status(alive)
     _json.dumps(running)
@@ -566,9 +622,9 @@ def test_slow(record):
 def test_the_controller_reports_a_case_still_running(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from steering_reliability.records import progress
+    from steering_reliability.records import controller
 
-    monkeypatch.setattr(progress, "WATCH_SECONDS", 0.4)
+    monkeypatch.setattr(controller, "WATCH_SECONDS", 0.4)
     make_project(pytester, layers=(2,), alphas=(1.0,))
     pytester.makepyfile(test_slow=SLOW_CASE)
     run = run_inner(pytester, "test_slow.py", "--config", "sr.json", "-n", "1")

@@ -38,15 +38,11 @@ def assert_plain(value: Any, where: str = "wire") -> None:
 
 
 def start(plan: RunPlan, cases: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    return manifest.start_run(
-        plan.run_dir,
-        run_id=plan.run_id,
-        config=plan.config,
-        inputs=plan.inputs,
-        session={"id": "s1", "started": manifest.now_iso()},
-        cases=cases or {},
-        rootdir=".",
-    )
+    session = {"id": "s1", "started": manifest.now_iso()}
+    plan.model_copy(update={"session": session}).start(cases or {}, ".")
+    data = manifest.read_manifest(plan.run_dir)
+    assert data is not None
+    return data
 
 
 def with_model(name: str) -> dict[str, Any]:
@@ -66,10 +62,12 @@ def test_differences_name_the_keys_that_differ() -> None:
 
 def test_plan_is_plain_and_survives_the_wire(tmp_path: Path) -> None:
     plan = plan_run(tmp_path, config=CONFIG, inputs=INPUTS, session={"id": "s", "workers": 2})
-    wire = plan.to_wire()
+    wire = plan.model_dump(mode="json")
     assert_plain(wire)
-    assert RunPlan.from_wire(json.loads(json.dumps(wire))) == plan
+    assert RunPlan.model_validate(json.loads(json.dumps(wire))) == plan
     assert not (tmp_path / plan.run_id).exists()  # planning creates nothing
+    with pytest.raises(ValueError, match="config_hash"):  # checked on the way in
+        RunPlan.model_validate({**wire, "config_hash": None})
 
 
 def test_resume_auto_reuses_the_latest_run_of_the_same_config(tmp_path: Path) -> None:
@@ -124,10 +122,14 @@ def test_start_run_records_provenance_and_is_idempotent(tmp_path: Path) -> None:
     env = data["environment"]
     assert env["packages"]["pyarrow"] and env["python"] and "dirty" in env["git"]
     assert "torch_num_threads" in env and data["started"]
-    manifest.annotate(plan.run_dir, "model_weights_hash", "abc")
-    manifest.annotate(plan.run_dir, "model_weights_hash", "abc")
+    plan.annotate("model_weights_hash", "abc")
+    before = (Path(plan.run_dir) / "run.json").stat().st_mtime_ns
+    plan.annotate("model_weights_hash", "abc")  # the same fact: nothing written
+    assert (Path(plan.run_dir) / "run.json").stat().st_mtime_ns == before
     with pytest.raises(ResumeError, match="model_weights_hash: 'abc' != 'def'"):
-        manifest.annotate(plan.run_dir, "model_weights_hash", "def")
+        plan.annotate("model_weights_hash", "def")
+    with pytest.raises(ResumeError, match="the run has not started"):
+        manifest.annotate(tmp_path / "nowhere", "model_weights_hash", "abc")
     manifest.finish_run(plan.run_dir, "s1", {"parts_written": 2})
     done = manifest.read_manifest(plan.run_dir)
     assert done is not None and done["ended"] and done["sessions"][0]["parts_written"] == 2
@@ -198,16 +200,7 @@ def test_plan_resumes_only_with_the_same_code_unless_the_run_is_named(tmp_path: 
     code_b = {"digest": "b" * 16, "files": {"experiments/x.py": "2"}}
     first = plan_run(tmp_path, config=CONFIG, inputs=INPUTS, code=code_a)
     assert first.note == ""
-    manifest.start_run(
-        first.run_dir,
-        run_id=first.run_id,
-        config=first.config,
-        inputs=first.inputs,
-        session={"id": "s1"},
-        cases={},
-        rootdir=".",
-        code=code_a,
-    )
+    first.model_copy(update={"session": {"id": "s1"}}).start({}, ".")
     assert plan_run(tmp_path, config=CONFIG, inputs=INPUTS, code=code_a).run_id == first.run_id
     other = plan_run(tmp_path, config=CONFIG, inputs=INPUTS, code=code_b)
     assert other.run_id != first.run_id and not other.resumed
@@ -216,7 +209,7 @@ def test_plan_resumes_only_with_the_same_code_unless_the_run_is_named(tmp_path: 
         plan_run(tmp_path, config=CONFIG, inputs=INPUTS, code=code_b, resume="must")
     named = plan_run(tmp_path, config=CONFIG, inputs=INPUTS, code=code_b, run_id=first.run_id)
     assert named.resumed and "continues with changed code (experiments/x.py)" in named.note
-    assert RunPlan.from_wire(json.loads(json.dumps(named.to_wire()))) == named
+    assert RunPlan.model_validate(json.loads(json.dumps(named.model_dump(mode="json")))) == named
 
 
 def test_a_verdict_deciding_edit_splits_the_run_and_a_report_edit_does_not(
@@ -247,9 +240,7 @@ def test_a_verdict_deciding_edit_splits_the_run_and_a_report_edit_does_not(
     after = code_fingerprint(tmp_path, (), package=package)
     assert changed_files(before, after) == ["steering_reliability/metrics/stats.py"]
     first = plan_run(tmp_path / "runs", config=CONFIG, inputs=INPUTS, code=before)
-    manifest.start_run(first.run_dir, run_id=first.run_id, config=first.config,
-                       inputs=first.inputs, session={"id": "s1"}, cases={}, rootdir=".",
-                       code=before)  # fmt: skip
+    first.model_copy(update={"session": {"id": "s1"}}).start({}, ".")
     again = plan_run(tmp_path / "runs", config=CONFIG, inputs=INPUTS, code=before)
     assert again.run_id == first.run_id
     edited = plan_run(tmp_path / "runs", config=CONFIG, inputs=INPUTS, code=after)

@@ -19,10 +19,11 @@ from steering_reliability.records.schema import COLUMNS, ROW_SCHEMA, normalize_r
 from steering_reliability.records.store import (
     PartError,
     case_key,
+    check_part,
     clean_stale_temps,
+    done_part,
     list_parts,
-    part_exists_and_valid,
-    read_part,
+    read_parts,
     write_part,
 )
 
@@ -60,8 +61,9 @@ def test_case_key_is_canonical_and_depends_on_cell_and_config() -> None:
 def test_written_part_reads_back_with_the_explicit_schema(tmp_path: Path) -> None:
     path = write_part(tmp_path, "k1", rows("a"), {"case_id": "a"})
     assert path == tmp_path / "k1.parquet"
-    table, info = read_part(path)
-    assert table.schema.equals(ROW_SCHEMA)
+    table, sources, n_parts = read_parts(tmp_path)
+    assert table.schema.equals(ROW_SCHEMA) and sources == [str(path)] * 3 and n_parts == 1
+    info = check_part(path)
     assert info.key == "k1" and info.n_rows == 3 and info.meta["case_id"] == "a"
     assert table.column("completion").to_pylist() == ["a 0", "a 1", "a 2"]
     assert visible(tmp_path) == ["k1.parquet"] and list(tmp_path.iterdir()) == [path]
@@ -87,7 +89,7 @@ def test_failure_halfway_through_a_write_leaves_no_file(
         write_part(tmp_path, "bad", rows("bad"))
     assert visible(tmp_path) == ["good.parquet"]
     assert not list(tmp_path.glob(".*.tmp"))  # the writer removed its own temp
-    assert part_exists_and_valid(tmp_path, "bad") is None
+    assert done_part(tmp_path, "bad") is None
     # The folder still reads, by us and by a plain pyarrow dataset.
     assert [p.name for p in list_parts(tmp_path)] == ["good.parquet"]
     assert ds.dataset(tmp_path, schema=ROW_SCHEMA).to_table().num_rows == 3
@@ -118,26 +120,42 @@ def test_stale_temps_of_dead_writers_are_cleaned(tmp_path: Path) -> None:
 def test_truncated_or_foreign_visible_part_is_invalid(tmp_path: Path) -> None:
     good = write_part(tmp_path, "k1", rows("a"))
     data = good.read_bytes()
-    (tmp_path / "k2.parquet").write_bytes(data[: len(data) // 2])
-    assert part_exists_and_valid(tmp_path, "k2") is None
-    with pytest.raises(PartError, match=r"k2\.parquet: unreadable part"):
-        read_part(tmp_path / "k2.parquet")
+    for cut in (len(data) // 2, len(data) - 1, 8):  # a truncated file has no footer
+        (tmp_path / "k2.parquet").write_bytes(data[:cut])
+        assert done_part(tmp_path, "k2") is None
+        with pytest.raises(PartError, match=r"k2\.parquet: unreadable part"):
+            check_part(tmp_path / "k2.parquet")
     (tmp_path / "k3.parquet").write_bytes(data)  # k1's rows under another name
     with pytest.raises(PartError, match="not of its file name"):
-        read_part(tmp_path / "k3.parquet")
+        check_part(tmp_path / "k3.parquet")
     pq.write_table(pa.table({"alien": [1]}), tmp_path / "k4.parquet")
     with pytest.raises(PartError, match="alien"):
-        read_part(tmp_path / "k4.parquet")
-    assert part_exists_and_valid(tmp_path, "k1") == good
+        check_part(tmp_path / "k4.parquet")
+    table = pq.read_table(good)  # a column of another type than ROW_SCHEMA's
+    other = table.set_column(table.schema.get_field_index("layer"), "layer",
+                             pa.array(["2"] * 3)).replace_schema_metadata(table.schema.metadata)  # fmt: skip
+    pq.write_table(other, tmp_path / "k5.parquet")
+    with pytest.raises(PartError, match="layer"):
+        check_part(tmp_path / "k5.parquet")
+    info = done_part(tmp_path, "k1")
+    assert info is not None and info.path == str(good) and info.n_rows == 3
 
 
-def test_part_missing_a_newer_column_reads_it_as_null(tmp_path: Path) -> None:
-    path = write_part(tmp_path, "k1", rows("a"))
-    table = pq.read_table(path)
-    older = table.drop_columns(["extra_json"]).replace_schema_metadata(table.schema.metadata)
-    pq.write_table(older, path)
-    back, _ = read_part(path)
-    assert back.schema.equals(ROW_SCHEMA) and back.column("extra_json").null_count == 3
+def test_the_resume_check_reads_the_footer_alone(tmp_path: Path) -> None:
+    """A part's data pages are never read by the resume check (at every case's setup): zeroing
+    them leaves a part the check accepts, and that compaction still refuses, naming the file."""
+    many = [{**r, "prompt_id": f"p{i}", "completion": os.urandom(500).hex()} for i, r in
+            enumerate(rows("a", 1) * 400)]  # fmt: skip
+    path = write_part(tmp_path, "k1", many)
+    data = bytearray(path.read_bytes())
+    footer = int.from_bytes(data[-8:-4], "little") + 8  # the footer and its length, at the end
+    assert len(data) > 20 * footer  # the footer is a small part of the file
+    data[4 : len(data) - footer] = bytes(len(data) - footer - 4)
+    path.write_bytes(bytes(data))
+    info = done_part(tmp_path, "k1")
+    assert info is not None and info.n_rows == 400  # from the footer: the pages were not read
+    with pytest.raises(PartError, match=r"k1\.parquet: unreadable part"):
+        read_parts(tmp_path)
 
 
 def test_two_rows_with_one_key_in_a_part_are_refused(tmp_path: Path) -> None:

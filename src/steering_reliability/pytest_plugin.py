@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from steering_reliability.records.plugin import CaseRecorder, CaseRunner, Recorder, RunHandle
+    from steering_reliability.records.controller import Recorder
+    from steering_reliability.records.plugin import CaseRecorder, CaseRunner
+    from steering_reliability.records.run import RunPlan
 
 RECORDER = pytest.StashKey["Recorder"]()
 RUNNER = pytest.StashKey["CaseRunner"]()
@@ -137,54 +139,35 @@ class XdistHooks:
 
     def pytest_configure_node(self, node: Any) -> None:
         """Emitted on the controller per worker: hand it the run plan as plain values."""
-        node.workerinput[WIRE_KEY] = self.recorder.wire()
+        node.workerinput[WIRE_KEY] = self.recorder.run.to_wire()
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: Any) -> None:
         """Emitted on the controller when a worker has collected: the progress line's total."""
-        progress = self.recorder.config.pluginmanager.get_plugin("steering_reliability.progress")
-        if progress is not None:
-            progress.node_collection_finished(list(ids))
+        self.recorder.ids[:] = list(ids)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Emitted after option parsing: set up the controller's recorder or a worker's runner."""
-    from steering_reliability.records.plugin import CaseRunner, Options, Recorder, resolve_for
-    from steering_reliability.records.run import RunPlan
+    """Emitted after option parsing: set up the run's memo, the runner (every process that runs
+    tests) and, on the controller, the recorder."""
+    from steering_reliability.records.controller import Recorder
+    from steering_reliability.records.plugin import CaseRunner, RunState
 
     for name, description in {**MARKERS, **case_markers()}.items():  # on every process
         config.addinivalue_line("markers", f"{name}: {description}")
-    options = Options.from_config(
-        config, parse_override=_parse_override, fast_overrides=_fast_overrides
-    )
     workerinput = getattr(config, "workerinput", None)
+    wire = None if workerinput is None else workerinput.get(WIRE_KEY) or {"error": "no plan"}
+    run = RunState(config, wire, parse_override=_parse_override, fast_overrides=_fast_overrides)
     if workerinput is None:
         _check_usage(config)
-        recorder = Recorder(config, options)
+        recorder = Recorder(config, run)
         config.stash[RECORDER] = recorder
         config.pluginmanager.register(recorder, "steering_reliability.recorder")
-        from steering_reliability.records.progress import Progress
-
-        def run_dir() -> str | None:  # read only: the watcher thread never plans a run
-            plan = recorder.current_plan
-            return None if plan is None else plan.run_dir
-
-        config.pluginmanager.register(Progress(config, run_dir), "steering_reliability.progress")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistHooks(recorder), "steering_reliability.xdist")
-        if options.explicit:
-            recorder.plan()  # the user asked to record: refuse a bad config/resume up front
-        runner = CaseRunner(config, recorder.plan, recorder.resolved)
-    else:
-        wire: dict[str, Any] = workerinput.get(WIRE_KEY) or {"error": "no plan from controller"}
-
-        def plan() -> RunPlan:
-            if "plan" not in wire:
-                raise pytest.UsageError(str(wire.get("error")))
-            return RunPlan.from_wire(wire["plan"])
-
-        runner = CaseRunner(config, plan, lambda: resolve_for(config, options))
-    config.stash[RUNNER] = runner
-    config.pluginmanager.register(runner, "steering_reliability.runner")
+        if run.explicit:
+            recorder.plan_now()  # the user asked to record: refuse a bad config/resume up front
+    config.stash[RUNNER] = CaseRunner(config, run)
+    config.pluginmanager.register(config.stash[RUNNER], "steering_reliability.runner")
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -218,7 +201,7 @@ def run_config(config: pytest.Config) -> Any:
 
     Loaded once per process through the `pytest_sr_load_config` hook; creates nothing.
     """
-    return _runner(config).resolved().obj
+    return _runner(config).run.config_object
 
 
 @pytest.fixture
@@ -233,10 +216,10 @@ def record(request: pytest.FixtureRequest) -> Generator[CaseRecorder, None, None
 @pytest.fixture(scope="session")
 def sr_config(pytestconfig: pytest.Config) -> Any:
     """The run's loaded config (read-only), identical to the one the run was planned with."""
-    return _runner(pytestconfig).config_object()
+    return _runner(pytestconfig).run.checked_config()
 
 
 @pytest.fixture(scope="session")
-def sr_run(pytestconfig: pytest.Config) -> RunHandle:
+def sr_run(pytestconfig: pytest.Config) -> RunPlan:
     """The run: run_id, run_dir, config_hash, and `annotate(key, value)` for provenance."""
-    return _runner(pytestconfig).handle()
+    return _runner(pytestconfig).run.plan()

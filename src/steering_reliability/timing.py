@@ -2,9 +2,9 @@
 
 Each process keeps its own tally. A phase's time is exclusive: a phase that runs inside another
 (a direction build inside a case, teacher forcing inside a sweep case) is counted once, under the
-inner name. The recorder takes the tally after every case into the case's part, and the
-controller adds the parts of a session up (`records.plugin`), so a breakdown survives workers,
-kills and resumes like the results do.
+inner name. The recorder takes the tally after every case into the note its report carries, and
+the controller adds the notes of a session up (`records.controller`): a breakdown covers every
+worker.
 """
 
 from __future__ import annotations

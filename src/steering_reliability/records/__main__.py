@@ -23,12 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from steering_reliability.records.status import format_status, run_status
+    from steering_reliability.records.store import RESULTS_NAME, compact, parts_dir
 
     try:
         st = run_status(args.run_dir)
         if args.command == "compact":
-            from steering_reliability.records.store import RESULTS_NAME, compact, parts_dir
-
             res = compact(parts_dir(st.run_dir, st.config_hash), f"{st.run_dir}/{RESULTS_NAME}")
             print(f"{res.path}: {res.n_rows} rows from {res.n_parts} parts")
             return 0

@@ -1,10 +1,9 @@
-"""What the controller prints while a run goes: one line per finished case, with an ETA.
+"""What a run shows while it goes: a line per finished case, the one ETA formula (the live lines
+and `make status` share it), and the heartbeat files of running cases.
 
-The worker that ran a case attaches a few plain numbers from its rows (`case_summary`) to the
-report; the controller (this plugin, registered only there) prints
-`[ 5/28] layer12-add-a1  harm_train 0.67  harm_test 0.42  benign helpful 0.33  collapse 0.00  (41 s) | 3m12s elapsed, ETA 9m`.
-The ETA is the remaining case count at the throughput so far (done / elapsed), which already
-accounts for the number of workers. Quiet under -q.
+The controller prints, from the note the worker attached to each case's report,
+`[ 5/28] layer12-add-a1  harm_train 0.67  harm_test 0.42  benign helpful 0.33  collapse 0.00
+(00:41) | 03:12 elapsed, ETA 09:00`. Quiet under -q.
 """
 
 from __future__ import annotations
@@ -12,15 +11,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tqdm.std import tqdm
 
-SUMMARY_PROPERTY = "sr_summary"  # user_property: JSON of a case's key numbers (plain str)
+from steering_reliability.atomic import atomic_write_json
+
+RUNNING_DIR = "running"  # <run_dir>/running/<worker>.json while a case runs
+HEARTBEAT_SECONDS = 10.0
+clock = tqdm.format_interval  # 125 s -> "02:05", 7325 s -> "2:02:05"
 
 
 def _rate(rows: Sequence[Mapping[str, Any]], column: str, split: str | None = None) -> float | None:
@@ -50,142 +52,67 @@ def case_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _clock(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, s = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{s:02d}s"
-    hours, m = divmod(minutes, 60)
-    return f"{hours}h{m:02d}m"
+def eta(
+    pending: Iterable[Mapping[str, Any]], finished: Iterable[Mapping[str, Any]], workers: int
+) -> float | None:
+    """Seconds left: the expected seconds of the pending cases, summed and shared by `workers`
+    (never less than the longest of them). Cases are {"kind", "work", "seconds"} (finished).
 
-
-def eta(done: int, total: int | None, elapsed: float) -> float | None:
-    """Seconds left at the throughput so far (None until a case finished or without a total)."""
-    if not total or done <= 0 or elapsed <= 0:
+    A case's expected seconds are the mean of the finished cases of its kind (its test
+    function); for a kind none has finished yet, its expected work (e.g. prompts x new tokens,
+    where a `pytest_sr_case_work` hook says) at the seconds per unit of work measured so far;
+    else the mean of all finished cases. Counting cases alone is wrong when they differ: a run
+    whose last cases are its longest looks nearly done. None before a case finished.
+    """
+    done = [(c.get("kind"), c.get("work"), float(c["seconds"]))
+            for c in finished if isinstance(c.get("seconds"), (int, float))]  # fmt: skip
+    if not done:
         return None
-    return (total - done) * elapsed / done
+    by_kind: dict[Any, list[float]] = {}
+    for kind, _, seconds in done:
+        by_kind.setdefault(kind, []).append(seconds)
+    worked = [(float(work), seconds) for _, work, seconds in done if work]
+    per_unit = sum(s for _, s in worked) / sum(w for w, _ in worked) if worked else None
+    mean = sum(s for *_, s in done) / len(done)
+
+    def expected(case: Mapping[str, Any]) -> float:
+        same = by_kind.get(case.get("kind"))
+        if same:
+            return sum(same) / len(same)
+        return float(case["work"]) * per_unit if case.get("work") and per_unit else mean
+
+    left = [expected(c) for c in pending]
+    return max(sum(left) / max(1, workers), max(left, default=0.0))
 
 
-WATCH_SECONDS = 30.0  # how often the controller reports cases that are still running
+def case_line(nodeid: str, note: Mapping[str, Any], done: int, total: int, elapsed: float,
+              left: float | None) -> str | None:  # fmt: skip
+    """The controller's line for a finished recording case (None: nothing to say of it)."""
+    summary = note.get("summary")
+    if summary is None and not note.get("reused"):
+        return None
+    detail = "already recorded"
+    if summary is not None:
+        rates = [f"{k} {v:.2f}" for k, v in summary.items() if isinstance(v, float)]
+        detail = "  ".join(rates + ([str(summary["verdict"])] if "verdict" in summary else []))
+    of = str(total or "?")
+    return (
+        f"[{done:>{len(of)}}/{of}] {nodeid.rsplit('::', 1)[-1]}  {detail}  "
+        f"({clock(0 if note.get('reused') else note.get('seconds') or 0)}) | "
+        f"{clock(elapsed)} elapsed" + ("" if left is None else f", ETA {clock(left)}")
+    )
 
 
-class Progress:
-    """Controller plugin: a line per finished case with its rates, wall time and the run's ETA;
-    under xdist, every WATCH_SECONDS a line per case still running, from the workers' heartbeat
-    files (a long case shows its generation progress while it runs)."""
-
-    def __init__(self, config: pytest.Config, run_dir: Callable[[], str | None]) -> None:
-        self.config = config
-        self.run_dir = run_dir
-        self.total: int | None = None
-        self.done = 0
-        self.started = time.monotonic()
-        self.durations: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
-
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        """Emitted at the start: under xdist (the controller runs no test itself), watch the
-        heartbeat files in a daemon thread."""
-        workers = self.config.getoption("numprocesses", default=None)
-        if not workers or self.config.get_verbosity() < 0:
-            return
-        self._watcher = threading.Thread(target=self._watch, name="sr-progress", daemon=True)
-        self._watcher.start()
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """Emitted at the end: stop the watcher before the summary is written."""
-        self._stop.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout=5)
-
-    def _watch(self) -> None:
-        while not self._stop.wait(WATCH_SECONDS):
-            try:
-                run_dir = self.run_dir()
-                beats = running_cases(run_dir) if run_dir else []
-            except Exception:  # the watcher must never break the session
-                continue
-            now = time.time()
-            lines = []
-            for r in beats:
-                ran = now - float(r.get("started", now))
-                if ran < WATCH_SECONDS:
-                    continue
-                gen = r.get("generation")
-                doing = f", generating {gen[0]}/{gen[1]} prompts" if isinstance(gen, list) else ""
-                lines.append(f"  ... {r.get('case_id')} still running on {r.get('worker')} "
-                             f"for {_clock(ran)}{doing}")  # fmt: skip
-            if lines:
-                self._write(lines)
-
-    def _write(self, lines: Sequence[str]) -> None:
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is None:
-            return
-        with self._lock:
-            tw: Any = getattr(reporter, "_tw", None)  # the progress dots leave the line open
-            if tw is not None and int(getattr(tw, "width_of_current_line", 0) or 0):
-                reporter.write("\n")
-            for line in lines:
-                reporter.write_line(line)
-
-    def pytest_collection_finish(self, session: pytest.Session) -> None:
-        """Emitted after collection: the total, where the controller collects (no xdist)."""
-        if session.items:
-            self.total = len(session.items)
-
-    def node_collection_finished(self, ids: Sequence[str]) -> None:
-        """Under xdist: every worker collects the same ids; the total is their number."""
-        self.total = len(ids)
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Emitted per phase report (from workers too): a line when a test's teardown arrives."""
-        if report.when in ("setup", "call"):
-            self.durations[report.nodeid] = self.durations.get(report.nodeid, 0.0) + float(
-                report.duration
-            )
-            return
-        if report.when != "teardown":
-            return
-        self.done += 1
-        if self.config.get_verbosity() < 0:
-            return
-        props = dict(report.user_properties)
-        summary = props.get(SUMMARY_PROPERTY)
-        if isinstance(summary, str):
-            summary = json.loads(summary)
-        name = report.nodeid.rsplit("::", 1)[-1]
-        if isinstance(summary, dict):
-            parts = [f"{k} {v:.2f}" for k, v in summary.items() if isinstance(v, float)]
-            if "verdict" in summary:
-                parts.append(str(summary["verdict"]))
-            detail = "  ".join(parts)
-        elif "sr_part" in props:
-            detail = "already recorded"
-        else:
-            return
-        elapsed = time.monotonic() - self.started
-        left = eta(self.done, self.total, elapsed)
-        total = "?" if self.total is None else str(self.total)
-        line = (f"[{self.done:>{len(total)}}/{total}] {name}  {detail}  "
-                f"({_clock(self.durations.get(report.nodeid, 0.0))}) | {_clock(elapsed)} elapsed"
-                + ("" if left is None else f", ETA {_clock(left)}"))  # fmt: skip
-        self._write([line])
+def running_line(beat: Mapping[str, Any], now: float) -> str:
+    """`<case> still running on <worker> for <time>[, generating i/n prompts]`, from a
+    heartbeat file."""
+    gen = beat.get("generation")
+    doing = f", generating {gen[0]}/{gen[1]} prompts" if isinstance(gen, list) else ""
+    ran = clock(now - float(beat.get("started", now)))
+    return f"{beat.get('case_id')} still running on {beat.get('worker')} for {ran}{doing}"
 
 
 # ---------------------------------------------------------------- heartbeat files (workers)
-
-RUNNING_DIR = "running"  # <run_dir>/running/<worker>.json while a case runs
-HEARTBEAT_SECONDS = 10.0
-
-
-def heartbeat_path(run_dir: str | Path, worker: str) -> Path:
-    return Path(run_dir) / RUNNING_DIR / f"{worker}.json"
 
 
 class Heartbeat:
@@ -197,18 +124,16 @@ class Heartbeat:
     """
 
     def __init__(self, run_dir: str | Path, worker: str, case_id: str, nodeid: str) -> None:
-        self.path = heartbeat_path(run_dir, worker)
+        self.path = Path(run_dir) / RUNNING_DIR / f"{worker}.json"
         self.state: dict[str, Any] = {"case_id": case_id, "nodeid": nodeid, "worker": worker,
                                       "started": time.time(), "pid": os.getpid()}  # fmt: skip
         self._last = 0.0
         self.write()
 
     def write(self) -> None:
-        from steering_reliability.atomic import atomic_write_bytes
-
         self.state["updated"] = time.time()
         with contextlib.suppress(OSError):  # a heartbeat is a courtesy: never fail a case for it
-            atomic_write_bytes(self.path, json.dumps(self.state).encode("utf-8"))
+            atomic_write_json(self.path, self.state)
         self._last = time.monotonic()
 
     def generation(self, done: int, total: int) -> None:

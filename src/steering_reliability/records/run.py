@@ -10,6 +10,7 @@ and hands the plan to every xdist worker as plain values, so all processes agree
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import importlib.metadata
@@ -20,11 +21,14 @@ import re
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import pydantic
+from filelock import FileLock
 
 from steering_reliability.atomic import (
     atomic_write_bytes,
@@ -35,15 +39,13 @@ from steering_reliability.atomic import (
     replace_symlink,
 )
 from steering_reliability.errors import ConfigError, ResumeError
+from steering_reliability.records import DEFAULT_CODE_PATHS, RESUME_MODES
 
 MANIFEST_NAME = "run.json"
-RESUME_MODES = ("auto", "never", "must")
 LATEST_LINK, LATEST_FILE = "latest", "LATEST"
 PACKAGES = ("steering-reliability", "torch", "transformer-lens", "transformers", "numpy",
             "pandas", "pyarrow", "pytest", "pytest-xdist", "gguf", "safetensors")  # fmt: skip
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-# Where the experiments live, relative to the rootdir (ini option `sr_code_paths` overrides).
-DEFAULT_CODE_PATHS = ("experiments", "conftest.py")
 # Package code that only reads results.parquet: editing it changes no row (`make report`
 # re-renders), so it does not split a run. Patterns on the path inside the package: the report
 # kit, the report, and each study's report module or folder. Everything else, the statistics
@@ -139,10 +141,8 @@ def code_fingerprint(
     and those of the given paths. Rows depend on code as much as on the config, and the git
     commit cannot tell (an edit need not be committed): `--resume auto` continues a run only
     with the same code, and names the files that changed when it starts a new one."""
-    import steering_reliability
-
     sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()[:16]  # noqa: E731
-    package = package or Path(steering_reliability.__file__).resolve().parent
+    package = package or Path(__file__).resolve().parents[1]  # steering_reliability/
     files = {f"{package.name}/{p.relative_to(package).as_posix()}": sha(p)
              for p in _py_files(package) if not report_only(p.relative_to(package).as_posix())}  # fmt: skip
     root = Path(rootdir).resolve()
@@ -157,28 +157,28 @@ def report_only(name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in REPORT_ONLY)
 
 
-def changed_files(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:
-    """Files added, removed or edited between two fingerprints, sorted."""
+def changed_files(
+    old: Mapping[str, Any] | None, new: Mapping[str, Any], limit: int = 0
+) -> list[str]:
+    """Files added, removed or edited between two fingerprints, sorted (the first `limit` and
+    a count of the rest, where `limit` is given)."""
     if not old or "files" not in old:
         return ["no fingerprint recorded by the earlier run"]
     a, b = dict(old["files"]), dict(new.get("files", {}))
-    return sorted(name for name in set(a) | set(b) if a.get(name) != b.get(name))
+    found = sorted(name for name in set(a) | set(b) if a.get(name) != b.get(name))
+    if limit and len(found) > limit:
+        return [*found[:limit], f"and {len(found) - limit} more"]
+    return found
 
 
-def _changes(old: Mapping[str, Any] | None, new: Mapping[str, Any], limit: int = 6) -> str:
-    files = changed_files(old, new)
-    return ", ".join(files[:limit]) + (
-        f" and {len(files) - limit} more" if len(files) > limit else ""
-    )
+def _changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str:
+    return ", ".join(changed_files(old, new, limit=6)).replace(", and ", " and ")
 
 
 def session_code_versions(manifest: Mapping[str, Any]) -> list[str]:
     """The distinct code digests a run's sessions ran with, in order of first use."""
-    seen: list[str] = []
-    for s in manifest.get("sessions") or []:
-        if isinstance(s, Mapping) and isinstance(s.get("code"), str) and s["code"] not in seen:
-            seen.append(s["code"])
-    return seen
+    codes = [s.get("code") for s in manifest.get("sessions") or [] if isinstance(s, Mapping)]
+    return list(dict.fromkeys(c for c in codes if isinstance(c, str)))
 
 
 # ---------------------------------------------------------------- run.json
@@ -196,13 +196,13 @@ def environment(rootdir: str | Path) -> dict[str, Any]:
         return out.stdout.strip() if out.returncode == 0 else None
 
     def version(name: str) -> str | None:
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
+        return None
 
     status = git("status", "--porcelain")
     torch = sys.modules.get("torch")  # never imported just to ask
+    cuda = torch.cuda.get_device_name() if torch and torch.cuda.is_available() else None
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -211,11 +211,7 @@ def environment(rootdir: str | Path) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_num_threads": torch.get_num_threads() if torch is not None else None,
         # the GPU a run could use (model.device auto picks it); None on a machine without one
-        "cuda_device": (
-            torch.cuda.get_device_name()
-            if torch is not None and torch.cuda.is_available()
-            else None
-        ),
+        "cuda_device": cuda,
         "thread_env": {k: os.environ.get(k) for k in THREAD_ENV},
     }
 
@@ -234,11 +230,11 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
     return data
 
 
-def check_resumable(manifest: Mapping[str, Any], config: Mapping[str, Any],
+def check_resumable(manifest: Mapping[str, Any], config: Mapping[str, Any], cfg_hash: str,
                     inputs: Mapping[str, str], where: str) -> None:  # fmt: skip
     """Refuse to add to a run recorded with another configuration; name what differs."""
     lines = differences(manifest.get("config", {}), config, manifest.get("inputs", {}), inputs)
-    if manifest.get("config_hash") != config_hash(config) or lines:
+    if manifest.get("config_hash") != cfg_hash or lines:
         shown = "\n".join(f"  {line}" for line in lines) or "  (config hash differs)"
         raise ResumeError(
             f"run {manifest.get('run_id')!r} ({where}) was recorded with a different "
@@ -247,118 +243,95 @@ def check_resumable(manifest: Mapping[str, Any], config: Mapping[str, Any],
         )
 
 
-def _update(run_dir: Path, change: Any) -> dict[str, Any]:
-    """Read run.json under its lock, apply `change(data) -> data`, publish it atomically."""
-    from filelock import FileLock
-
+@contextmanager
+def _editing(run_dir: Path) -> Iterator[dict[str, Any]]:
+    """run.json under its file lock: the block edits its data ({} where there is none yet),
+    which is then published atomically if it changed."""
     run_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(run_dir / f".{MANIFEST_NAME}.lock"), timeout=120):
-        data = change(read_manifest(run_dir))
-        if data is not None:
+        data = read_manifest(run_dir) or {}
+        before = canonical_json(data)
+        yield data
+        if data and canonical_json(data) != before:
             atomic_write_json(run_dir / MANIFEST_NAME, data)
-    return data  # type: ignore[no-any-return]
-
-
-def start_run(run_dir: str | Path, *, run_id: str, config: Mapping[str, Any],
-              inputs: Mapping[str, str], session: Mapping[str, Any],
-              cases: Mapping[str, Mapping[str, Any]], rootdir: str | Path,
-              extra: Mapping[str, Any] | None = None,
-              code: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
-    """Create or extend run.json before any case runs (idempotent across xdist workers); each
-    session entry keeps the code digest it ran with, so a run continued after an edit says so."""
-    run_dir = Path(run_dir)
-
-    def change(data: dict[str, Any] | None) -> dict[str, Any]:
-        if data is None:
-            data = {"format": 1, "run_id": run_id, "config_hash": config_hash(config),
-                    "config": dict(config), "inputs": dict(inputs),
-                    "seeds": {k: v for k, v in flatten(config).items() if "seed" in k.rsplit(".", 1)[-1]},
-                    "provenance": {}, "environment": environment(rootdir),
-                    "started": session.get("started") or now_iso(), "ended": None,
-                    "sessions": [], "cases": {}, **dict(extra or {})}  # fmt: skip
-        else:
-            check_resumable(data, config, inputs, str(run_dir / MANIFEST_NAME))
-        if not any(s.get("id") == session.get("id") for s in data["sessions"]):
-            env = environment(rootdir)
-            data["sessions"].append({**dict(session), "ended": None, "git": env["git"],
-                                     "torch_num_threads": env["torch_num_threads"],
-                                     "code": (code or {}).get("digest")})  # fmt: skip
-            data["ended"] = None
-            if code:
-                data["code"] = dict(code)
-        data["cases"].update({key: dict(case) for key, case in cases.items()})
-        return data
-
-    return _update(run_dir, change)
 
 
 def annotate(run_dir: str | Path, key: str, value: Any) -> None:
     """Record one provenance fact (e.g. the model weights hash); a changed value is refused."""
-    run_dir = Path(run_dir)
+    where = Path(run_dir) / MANIFEST_NAME
     json.dumps(value, allow_nan=False)  # plain JSON values only
-
-    def change(data: dict[str, Any] | None) -> dict[str, Any] | None:
-        if data is None:
+    with _editing(Path(run_dir)) as data:
+        if not data:
             raise ResumeError(
                 f"{run_dir}: no {MANIFEST_NAME} to annotate (the run has not started)"
             )
         old = data["provenance"].get(key)
         if old is not None and old != value:
             raise ResumeError(
-                f"{run_dir / MANIFEST_NAME}: provenance.{key}: {repr(old)[:80]} != {repr(value)[:80]}; "
-                "the run was recorded with a different input; start a new run (--resume never)"
+                f"{where}: provenance.{key}: {repr(old)[:80]} != {repr(value)[:80]}; the run was "
+                "recorded with a different input; start a new run (--resume never)"
             )
-        if old == value:
-            return None
         data["provenance"][key] = value
-        return data
-
-    _update(run_dir, change)
 
 
 def finish_run(run_dir: str | Path, session_id: str, summary: Mapping[str, Any]) -> None:
     """Write the session's end time and summary (the controller calls this at session end)."""
-
-    def change(data: dict[str, Any] | None) -> dict[str, Any] | None:
-        if data is None:
-            return None
-        data["ended"] = now_iso()
-        for entry in data["sessions"]:
+    with _editing(Path(run_dir)) as data:
+        for entry in data.get("sessions", []):
             if entry.get("id") == session_id:
+                data["ended"] = now_iso()
                 entry.update(dict(summary), ended=data["ended"])
-        return data
-
-    _update(Path(run_dir), change)
 
 
 # ---------------------------------------------------------------- planning: which run
 
 
-@dataclass(frozen=True)
-class RunPlan:
-    """Everything a process needs to record into a run; plain values only (it crosses xdist)."""
+class RunPlan(pydantic.BaseModel, frozen=True):
+    """The run a session records into, decided once by the controller. Every process gets it:
+    xdist workers as `model_dump(mode="json")` (plain values, checked by pydantic on the way
+    back in, `model_validate`). Session fixtures see it as `sr_run`."""
 
     run_id: str
-    run_dir: str
-    runs_dir: str
-    config_hash: str
+    run_dir: Path
+    runs_dir: Path
+    config_hash: str  # computed once, by `plan_run`; everything else takes it from here
     config: dict[str, Any]
     inputs: dict[str, str]
     config_source: str = ""
     resumed: bool = False
-    session: dict[str, Any] = field(default_factory=dict)
-    code: dict[str, Any] = field(default_factory=dict)  # code_fingerprint
+    session: dict[str, Any] = {}
+    code: dict[str, Any] = {}  # code_fingerprint
     note: str = ""  # said to the user: why a new run, or that a run continues with other code
 
-    def to_wire(self) -> dict[str, Any]:
-        """A dict of str/int/float/bool/None/list/dict only (checked by a JSON round trip)."""
-        wire: dict[str, Any] = json.loads(canonical_json(asdict(self)))
-        return wire
+    def annotate(self, key: str, value: Any) -> None:
+        """Record a provenance fact in run.json (e.g. model_weights_hash); a change is refused."""
+        annotate(self.run_dir, key, value)
 
-    @classmethod
-    def from_wire(cls, wire: Mapping[str, Any]) -> RunPlan:
-        """The inverse of `to_wire`."""
-        return cls(**dict(wire))
+    def start(self, cases: Mapping[str, Mapping[str, Any]], rootdir: str | Path) -> None:
+        """Create or extend run.json before any case runs (idempotent across xdist workers);
+        each session entry keeps the code digest it ran with, so a run continued after an edit
+        says so."""
+        env = environment(rootdir)
+        session = {**self.session, "ended": None, "code": self.code.get("digest"),
+                   "git": env["git"], "torch_num_threads": env["torch_num_threads"]}  # fmt: skip
+        with _editing(self.run_dir) as data:
+            if not data:
+                seeds = {k: v for k, v in flatten(self.config).items()
+                         if "seed" in k.rsplit(".", 1)[-1]}  # fmt: skip
+                data.update(format=1, run_id=self.run_id, config_hash=self.config_hash,
+                            config=self.config, inputs=self.inputs, seeds=seeds, provenance={},
+                            environment=env, started=self.session.get("started") or now_iso(),
+                            ended=None, sessions=[], cases={},
+                            config_source=self.config_source)  # fmt: skip
+            else:
+                check_resumable(data, self.config, self.config_hash, self.inputs,
+                                str(self.run_dir / MANIFEST_NAME))  # fmt: skip
+            if not any(s.get("id") == session.get("id") for s in data["sessions"]):
+                data["sessions"].append(session)
+                data["ended"] = None
+                if self.code:
+                    data["code"] = self.code
+            data["cases"].update({key: dict(case) for key, case in cases.items()})
 
 
 def new_run_id(cfg_hash: str) -> str:
@@ -395,52 +368,51 @@ def plan_run(runs_dir: str | Path, *, config: Mapping[str, Any], inputs: Mapping
     if resume not in RESUME_MODES:
         raise ValueError(f"--resume {resume!r}: expected one of {', '.join(RESUME_MODES)}")
     runs_dir, cfg, code = Path(runs_dir), dict(config), dict(code or {})
-    cfg_hash = config_hash(cfg)
-    resumed, note = False, ""
+    cfg_hash = config_hash(cfg)  # the one place the recorder hashes the config
+    new_run = runs_dir / new_run_id(cfg_hash)
+    run_dir, resumed, note = new_run, False, ""
     if run_id is not None:
         if not _RUN_ID.match(run_id):
             raise ValueError(f"--run-id {run_id!r}: expected letters, digits, '.', '_' or '-' "
                              "(at most 128, not starting with '.' or '-')")  # fmt: skip
         run_dir = runs_dir / run_id
         manifest = read_manifest(run_dir)
+        if manifest is None and resume == "must":
+            raise ResumeError(
+                f"--resume must: no earlier run {run_id!r} ({run_dir / MANIFEST_NAME} not found); "
+                f"hint: runs are in {runs_dir}, or drop --resume must to start it"
+            )
+        if manifest is not None and resume == "never":
+            raise ResumeError(
+                f"run {run_id!r} already exists at {run_dir} and --resume never was given; "
+                "hint: drop --run-id for a new run id, or use --resume auto to continue it"
+            )
         if manifest is not None:
-            if resume == "never":
-                raise ResumeError(
-                    f"run {run_id!r} already exists at {run_dir} and --resume never was given; "
-                    "hint: drop --run-id for a new run id, or use --resume auto to continue it"
-                )
-            check_resumable(manifest, cfg, inputs, str(run_dir / MANIFEST_NAME))
+            check_resumable(manifest, cfg, cfg_hash, inputs, str(run_dir / MANIFEST_NAME))
             resumed = True
             if (manifest.get("code") or {}).get("digest") != code.get("digest"):
                 note = (f"run {run_dir.name} continues with changed code "
                         f"({_changes(manifest.get('code'), code)}); the cases it recorded "
                         "before keep the rows the earlier code wrote")  # fmt: skip
-        elif resume == "must":
-            raise ResumeError(
-                f"--resume must: no earlier run {run_id!r} ({run_dir / MANIFEST_NAME} not found); "
-                f"hint: runs are in {runs_dir}, or drop --resume must to start it"
-            )
-    else:
-        runs = scan_runs(runs_dir) if resume != "never" else []
+    elif resume != "never":
+        runs = scan_runs(runs_dir)
         same = [(d, m) for d, m in runs
                 if m.get("config_hash") == cfg_hash and m.get("inputs", {}) == dict(inputs)]  # fmt: skip
         matching = [d for d, m in same if (m.get("code") or {}).get("digest") == code.get("digest")]
         if matching:
             run_dir, resumed = matching[-1], True
         elif same:
-            earlier, old = same[-1]
-            changed = _changes(old.get("code"), code)
+            earlier, changed = same[-1][0].name, _changes(same[-1][1].get("code"), code)
             if resume == "must":
                 raise ResumeError(
-                    f"--resume must: run {earlier.name!r} has this configuration but was "
-                    f"recorded by other code (changed: {changed}); hint: --run-id {earlier.name} "
-                    "adds to it anyway (run.json records the code of each session), or drop "
-                    "--resume must to start a new run"
+                    f"--resume must: run {earlier!r} has this configuration but was recorded by "
+                    f"other code (changed: {changed}); hint: --run-id {earlier} adds to it "
+                    "anyway (run.json records the code of each session), or drop --resume must "
+                    "to start a new run"
                 )
-            run_dir = runs_dir / new_run_id(cfg_hash)
-            note = (f"new run {run_dir.name}: the code changed since run {earlier.name} "
-                    f"({changed}), so its rows are not mixed with the earlier ones; "
-                    f"--run-id {earlier.name} would add to that run anyway")  # fmt: skip
+            note = (f"new run {new_run.name}: the code changed since run {earlier} ({changed}), "
+                    f"so its rows are not mixed with the earlier ones; --run-id {earlier} would "
+                    "add to that run anyway")  # fmt: skip
         elif resume == "must":
             head = f"--resume must: no earlier run with this configuration in {runs_dir}"
             if not runs:
@@ -453,12 +425,9 @@ def plan_run(runs_dir: str | Path, *, config: Mapping[str, Any], inputs: Mapping
             raise ResumeError(f"{head}; the latest run {latest_dir.name!r} differs (earlier != now):"
                               f"\n{shown}\nhint: restore that configuration, or drop --resume must "
                               "to start a new run")  # fmt: skip
-        else:
-            run_dir = runs_dir / new_run_id(cfg_hash)
-    return RunPlan(run_id=run_dir.name, run_dir=str(run_dir), runs_dir=str(runs_dir),
-                   config_hash=cfg_hash, config=cfg, inputs=dict(inputs),
-                   config_source=config_source, resumed=resumed, session=dict(session or {}),
-                   code=code, note=note)  # fmt: skip
+    return RunPlan(run_id=run_dir.name, run_dir=run_dir, runs_dir=runs_dir, config_hash=cfg_hash,
+                   config=cfg, inputs=dict(inputs), config_source=config_source, resumed=resumed,
+                   session=dict(session or {}), code=code, note=note)  # fmt: skip
 
 
 def update_latest(runs_dir: str | Path, run_dir: str | Path) -> Path:

@@ -7,6 +7,7 @@ use prompt_id "" and carry their numbers in `value` / `extra_json`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -85,46 +86,31 @@ ROW_KEY: tuple[str, ...] = (
     "seed",
 )
 
-_PLAIN = (str, int, float, bool, type(None))
-
 
 def _plain(name: str, value: Any) -> Any:
-    """Coerce one value to a plain Python type (numpy/torch scalars are not allowed to travel)."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
+    """One value as a plain Python type (numpy / torch scalars too; a list as a list of str)."""
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value]
-    item = getattr(value, "item", None)  # numpy / torch scalar
-    if callable(item):
-        try:
-            out = item()
-        except ValueError:  # an array of several elements
-            out = None
-        if isinstance(out, _PLAIN) and out is not None:
-            return out
-    kind = type(value).__name__
-    raise TypeError(f"row field {name!r}: value {value!r} of type {kind} is not a plain type")
+    if callable(getattr(value, "item", None)):
+        with contextlib.suppress(ValueError):  # an array of several elements is refused below
+            value = value.item()  # a numpy / torch scalar
+    for kind in (bool, str, int, float):  # bool first: it is an int
+        if isinstance(value, kind):
+            return kind(value)
+    if value is not None:
+        kind_name = type(value).__name__
+        raise TypeError(f"row field {name!r}: value {value!r} of type {kind_name} is not plain")
+    return None
 
 
 def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a row with every schema column (missing -> None), plain Python values only.
-
-    Unknown keys are an error (a typo would otherwise silently drop a column).
-    """
+    """Return a row with every schema column (missing or NaN -> None), plain Python values
+    only. Unknown keys are an error (a typo would otherwise silently drop a column)."""
     unknown = sorted(set(row) - set(COLUMNS))
     if unknown:
         raise KeyError(f"unknown row fields {unknown}; the schema's columns are {list(COLUMNS)}")
-    out: dict[str, Any] = {}
-    for name in COLUMNS:
-        value = _plain(name, row.get(name))
-        if isinstance(value, float) and math.isnan(value):
-            value = None
-        out[name] = value
-    return out
+    out = {name: _plain(name, row.get(name)) for name in COLUMNS}
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in out.items()}
 
 
 def rows_to_table(rows: list[Mapping[str, Any]]) -> pa.Table:

@@ -1,24 +1,35 @@
 """Which cases of a run are done and which are missing, worked out from disk alone.
 
-run.json lists the expected cases (key -> node id, case id); a case is done when its part
-exists and validates. Nothing here needs pytest, the model or the controller's memory.
+run.json lists the expected cases (key -> node id, case id, kind, expected work); a case is done
+when its part exists and validates (from its footer, which also holds the seconds it took).
+Nothing here needs pytest, the model or the controller's memory.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steering_reliability.atomic import pid_alive
-from steering_reliability.records.progress import running_cases
+import pyarrow.parquet as pq
+
+from steering_reliability.atomic import pid_alive, stale_temps
+from steering_reliability.records.progress import clock, eta, running_cases, running_line
 from steering_reliability.records.run import (
     MANIFEST_NAME,
     read_manifest,
     resolve_run_dir,
     session_code_versions,
 )
-from steering_reliability.records.store import part_path, parts_dir
+from steering_reliability.records.store import (
+    RESULTS_NAME,
+    PartError,
+    check_part,
+    list_parts,
+    part_path,
+    parts_dir,
+)
 
 
 @dataclass(frozen=True)
@@ -28,7 +39,7 @@ class RunStatus:
     run_dir: str
     run_id: str
     config_hash: str
-    expected: dict[str, dict[str, Any]]  # key -> {"nodeid", "case_id"}
+    expected: dict[str, dict[str, Any]]  # key -> {"nodeid", "case_id", "kind", "work"}
     done: tuple[str, ...]
     missing: tuple[str, ...]
     invalid: tuple[tuple[str, str], ...]  # (part path, why)
@@ -39,15 +50,15 @@ class RunStatus:
     code_versions: tuple[str, ...] = ()  # code digests of the sessions, in order
     running: tuple[dict[str, Any], ...] = ()  # heartbeat files of cases running now
     not_passed: tuple[str, ...] = ()  # missing cases that ran and failed or were inconclusive
-    case_seconds: tuple[float, ...] = ()  # wall seconds of the done cases that recorded it
+    finished: tuple[dict[str, Any], ...] = ()  # {"kind", "work", "seconds"} of the done cases
 
     def eta_seconds(self) -> float | None:
-        """Seconds left if the missing cases take as long as the done ones did, run by as many
-        workers as are running now (None before any case recorded its duration)."""
-        if not self.missing or not self.case_seconds:
+        """Seconds left for the missing cases (`progress.eta`), run by as many workers as are
+        running now (None before any case recorded its duration)."""
+        if not self.missing:
             return None
-        mean = sum(self.case_seconds) / len(self.case_seconds)
-        return len(self.missing) * mean / max(1, len(self.running))
+        pending = [self.expected[k] for k in self.missing]
+        return eta(pending, self.finished, max(1, len(self.running)))
 
     @property
     def complete(self) -> bool:
@@ -57,9 +68,6 @@ class RunStatus:
 
 def run_status(run_dir: str | Path) -> RunStatus:
     """Read a run directory (or `runs/latest`) and classify its cases."""
-    from steering_reliability.atomic import stale_temps
-    from steering_reliability.records.store import PartError, list_parts, read_part
-
     run_dir = resolve_run_dir(run_dir)
     data = read_manifest(run_dir)
     if data is None:
@@ -68,44 +76,33 @@ def run_status(run_dir: str | Path) -> RunStatus:
     directory = parts_dir(run_dir, data["config_hash"])
     valid: set[str] = set()
     invalid: list[tuple[str, str]] = []
-    seconds: list[float] = []
+    finished: list[dict[str, Any]] = []
     for path in list_parts(directory):
         try:
-            _, info = read_part(path)
+            info = check_part(path)
         except PartError as exc:
             invalid.append((str(path), str(exc)))
             continue
         valid.add(info.key)
-        if isinstance(info.meta.get("seconds"), (int, float)):
-            seconds.append(float(info.meta["seconds"]))
-    results_rows = None
-    results = run_dir / "results.parquet"
-    if results.exists():
-        import pyarrow.parquet as pq
-
-        results_rows = pq.read_metadata(results).num_rows
+        finished.append({k: info.meta.get(k) for k in ("kind", "work", "seconds")})
+    results = run_dir / RESULTS_NAME
+    missing = tuple(sorted(k for k in expected if k not in valid))
     return RunStatus(
         run_dir=str(run_dir),
         run_id=str(data.get("run_id")),
         config_hash=str(data["config_hash"]),
         expected=expected,
         done=tuple(sorted(k for k in expected if k in valid)),
-        missing=tuple(sorted(k for k in expected if k not in valid)),
+        missing=missing,
         invalid=tuple(invalid),
         unexpected=tuple(sorted(valid - set(expected))),
         stale_temps=tuple(str(p) for p in stale_temps(directory)),
-        results_rows=results_rows,
+        results_rows=pq.read_metadata(results).num_rows if results.exists() else None,
         ended=data.get("ended"),
         code_versions=tuple(session_code_versions(data)),
         running=tuple(running_cases(run_dir)),
-        not_passed=tuple(
-            sorted(
-                k
-                for k in expected
-                if k not in valid and part_path(directory, k, failed=True).exists()
-            )
-        ),  # fmt: skip
-        case_seconds=tuple(seconds),
+        not_passed=tuple(k for k in missing if part_path(directory, k, failed=True).exists()),
+        finished=tuple(finished),
     )
 
 
@@ -134,28 +131,17 @@ def format_status(status: RunStatus, *, show_done: bool = False) -> str:
         )
     elif status.code_versions:
         lines.append(f"  code: {status.code_versions[0]}")
-    import time
-
-    from steering_reliability.records.progress import _clock
-
+    now = time.time()
     for r in status.running:
-        gen = r.get("generation")
-        where = f", generating {gen[0]}/{gen[1]} prompts" if isinstance(gen, list) else ""
-        age = time.time() - float(r.get("updated", r.get("started", 0.0)))
-        pid = r.get("pid")
-        gone = (
-            ""
-            if not isinstance(pid, int) or pid_alive(pid)
-            else "; its process is gone: the case reruns next time"
-        )
-        lines.append(f"  running on {r.get('worker')}: {r.get('case_id')} for "
-                     f"{_clock(time.time() - float(r.get('started', 0.0)))}{where} "
-                     f"(heartbeat {_clock(age)} ago{gone})")  # fmt: skip
+        pid, age = r.get("pid"), now - float(r.get("updated", r.get("started", 0.0)))
+        gone = isinstance(pid, int) and not pid_alive(pid)
+        gone_note = "; its process is gone: the case reruns next time" if gone else ""
+        lines.append(f"  {running_line(r, now)} (heartbeat {clock(age)} ago{gone_note})")
     left = status.eta_seconds() if status.running else None  # no ETA for a run nobody runs
     if left is not None:
-        lines.append(f"  ETA {_clock(left)} ({len(status.missing)} cases left at the mean "
-                     f"{_clock(sum(status.case_seconds) / len(status.case_seconds))} of the "
-                     f"{len(status.case_seconds)} done, {max(1, len(status.running))} worker(s))")  # fmt: skip
+        lines.append(f"  ETA {clock(left)} ({len(status.missing)} cases left, each at the mean "
+                     f"time of the done cases of its kind; {len(status.finished)} done, "
+                     f"{max(1, len(status.running))} worker(s))")  # fmt: skip
     if status.missing:
         lines.append("missing:")
         lines += [f"  {name(k)}" + ("  (ran: failed or inconclusive; reruns on resume)"

@@ -2,21 +2,24 @@
 
 A case's part is `parts/<config_hash>/<key>.parquet`, written through `atomic.atomic_write`, so a
 visible part is always complete and a killed writer leaves only a hidden temp (removed by the
-next session that starts, `clean_stale_temps`). A case that did not pass keeps its rows under
-`failed/`: only its verdict rows reach results.parquet, and the case is not done.
-`results.parquet` is always derived from the parts, so compaction is safe to repeat.
+next session that starts, `clean_stale_temps`). A part describes itself in its footer (key, row
+count, the case's time and kind), so the resume check reads the footer alone. A case that did
+not pass keeps its rows under `failed/`: only its verdict rows reach results.parquet, and the
+case is not done. `results.parquet` is always derived from the parts, so compaction is safe to
+repeat.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from steering_reliability.atomic import atomic_write, canonical_json, digest, stale_temps
@@ -27,6 +30,7 @@ PART_SUFFIX = ".parquet"
 FAILED_DIR = "failed"
 RESULTS_NAME = "results.parquet"
 META_KEY = b"steering_reliability.part"  # the part's own description, in parquet metadata
+_HINT = "hint: delete it and rerun to recompute that case"
 
 
 class PartError(SteeringReliabilityError, ValueError):
@@ -39,7 +43,7 @@ class ConflictingRowsError(SteeringReliabilityError, ValueError):
 
 @dataclass(frozen=True)
 class PartInfo:
-    """What a valid part says about itself (from its parquet metadata)."""
+    """What a valid part says about itself (from its parquet footer)."""
 
     path: str
     key: str
@@ -95,40 +99,37 @@ def write_part(
     return atomic_write(part_path(directory, key), lambda fh: _write_table(table, fh))
 
 
-def read_part(path: str | Path) -> tuple[pa.Table, PartInfo]:
-    """Read and validate one visible part; raise PartError naming the file and the fault."""
+def check_part(path: str | Path) -> PartInfo:
+    """Validate one visible part from its footer alone (schema, its metadata, the row count it
+    holds); raise PartError naming the file and the fault. A truncated file has no footer."""
     path = Path(path)
     try:
-        file_schema = pq.read_schema(path)
-        # Explicit schema: a column an older part lacks reads as null instead of vanishing.
-        table = pq.read_table(path, schema=ROW_SCHEMA)
+        footer = pq.read_metadata(path)
+        schema = footer.schema.to_arrow_schema()
     except (OSError, pa.ArrowException) as exc:
-        raise PartError(
-            f"{path}: unreadable part ({exc}); hint: delete it and rerun to recompute that case"
-        ) from exc
-    unknown = sorted(set(file_schema.names) - set(ROW_SCHEMA.names))
-    if unknown:
-        raise PartError(f"{path}: columns {unknown} are not in ROW_SCHEMA")
-    raw = file_schema.metadata or {}
+        raise PartError(f"{path}: unreadable part ({exc}); {_HINT}") from exc
+    wrong = [f.name for f in schema if ROW_SCHEMA.get_field_index(f.name) < 0
+             or f.type != ROW_SCHEMA.field(f.name).type]  # fmt: skip
+    if wrong:
+        raise PartError(f"{path}: columns {wrong} are not in ROW_SCHEMA (or of another type)")
+    raw = footer.metadata or {}
     if META_KEY not in raw:
         raise PartError(f"{path}: not a part file (no {META_KEY.decode()} metadata)")
     meta = json.loads(raw[META_KEY])
     key = str(meta.get("key"))
     if path.name != f"{key}{PART_SUFFIX}":
         raise PartError(f"{path}: holds the rows of key {key!r}, not of its file name")
-    if meta.get("n_rows") != table.num_rows:
-        raise PartError(f"{path}: {table.num_rows} rows, its metadata says {meta.get('n_rows')}")
-    return table.replace_schema_metadata(None), PartInfo(str(path), key, table.num_rows, meta)
+    if meta.get("n_rows") != footer.num_rows:
+        raise PartError(f"{path}: {footer.num_rows} rows, its metadata says {meta.get('n_rows')}")
+    return PartInfo(str(path), key, footer.num_rows, meta)
 
 
-def part_exists_and_valid(directory: str | Path, key: str) -> Path | None:
-    """The part's path when the case's part exists and validates, else None."""
-    path = part_path(directory, key)
+def done_part(directory: str | Path, key: str) -> PartInfo | None:
+    """The case's part when it exists and validates (the resume check), else None."""
     try:
-        read_part(path)
+        return check_part(part_path(directory, key))
     except PartError:
         return None
-    return path
 
 
 def list_parts(directory: str | Path) -> list[Path]:
@@ -141,14 +142,10 @@ def list_parts(directory: str | Path) -> list[Path]:
 
 def clean_stale_temps(directory: str | Path) -> list[Path]:
     """Remove the hidden temps of writers that died mid-write; return what was removed."""
-    removed = []
-    for p in stale_temps(directory):
-        try:
-            p.unlink()
-        except FileNotFoundError:  # another worker cleaned it first
-            continue
-        removed.append(p)
-    return removed
+    found = stale_temps(directory)
+    for p in found:
+        p.unlink(missing_ok=True)  # another worker may have cleaned it first
+    return found
 
 
 @dataclass(frozen=True)
@@ -161,26 +158,41 @@ class CompactResult:
     n_duplicates: int
 
 
-def read_parts(directory: str | Path) -> tuple[pa.Table, list[str]]:
-    """Every part of a directory as one ROW_SCHEMA table, plus the file of each row.
+def _scan(paths: list[Path], where: ds.Expression | None = None) -> Iterator[tuple[Any, str]]:
+    """(record batch, its file) of parts already checked, read with the explicit schema (a column
+    an older part lacks reads as null instead of vanishing). A corrupt page fails loudly."""
+    dataset = ds.dataset([str(p) for p in paths], schema=ROW_SCHEMA, format="parquet")
+    try:
+        for tagged in dataset.scanner(filter=where).scan_batches():
+            yield tagged.record_batch, tagged.fragment.path
+    except (OSError, pa.ArrowException) as exc:  # name the file: the scan error does not
+        for frag in dataset.get_fragments():
+            try:
+                frag.to_table(schema=ROW_SCHEMA)
+            except (OSError, pa.ArrowException) as bad:
+                raise PartError(f"{frag.path}: unreadable part ({bad}); {_HINT}") from exc
+        raise
+
+
+def read_parts(directory: str | Path) -> tuple[pa.Table, list[str], int]:
+    """Every part of a directory as one ROW_SCHEMA table, the file of each row, and the number
+    of parts of passed cases.
 
     A visible part that does not validate raises PartError naming it (never skipped quietly).
     Cases that did not pass contribute only their verdict rows, so a failed or inconclusive
     sanity check is reported as such while its unvalidated measurements stay out.
     """
-    tables, sources = [ROW_SCHEMA.empty_table()], []
-    done = set()
-    for failed in (False, True):
-        for path in list_parts(Path(directory) / (FAILED_DIR if failed else "")):
-            if failed and path.name in done:
-                continue
-            table, info = read_part(path)
-            if failed:
-                table = table.filter(pc.fill_null(pc.not_equal(table["verdict"], ""), False))
-            done.add(path.name)
-            tables.append(table)
-            sources += [info.path] * table.num_rows
-    return pa.concat_tables(tables), sources
+    passed = list_parts(directory)
+    names = {p.name for p in passed}
+    failed = [p for p in list_parts(Path(directory) / FAILED_DIR) if p.name not in names]
+    for path in passed + failed:
+        check_part(path)
+    batches, sources = [], []
+    for paths, where in ((passed, None), (failed, ds.field("verdict") != "")):
+        for batch, source in _scan(paths, where) if paths else ():
+            batches.append(batch)
+            sources += [source] * batch.num_rows
+    return pa.Table.from_batches(batches, schema=ROW_SCHEMA), sources, len(passed)
 
 
 def _dedupe(table: pa.Table, sources: list[str]) -> tuple[pa.Table, int]:
@@ -211,8 +223,8 @@ def _dedupe(table: pa.Table, sources: list[str]) -> tuple[pa.Table, int]:
 def compact(parts_directory: str | Path, out: str | Path) -> CompactResult:
     """Read every part of `parts_directory`, de-duplicate, write `out` atomically, in a
     canonical row order (independent of workers, part order and case order)."""
-    table, sources = read_parts(parts_directory)
+    table, sources, n_parts = read_parts(parts_directory)
     table, n_dup = _dedupe(table, sources)
-    table = table.sort_by([(name, "ascending") for name in ROW_KEY]).cast(ROW_SCHEMA)
+    table = table.sort_by([(name, "ascending") for name in ROW_KEY])
     path = atomic_write(out, lambda fh: pq.write_table(table, fh))
-    return CompactResult(str(path), table.num_rows, len(list_parts(parts_directory)), n_dup)
+    return CompactResult(str(path), table.num_rows, n_parts, n_dup)
