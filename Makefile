@@ -59,7 +59,7 @@ which-python:
 
 # A different interpreter named with PYTHON= than the one the venv was built with rebuilds it.
 ifneq ($(PYTHON),)
-ifneq ($(word 1,$(PICK)),$(word 1,$(shell cat $(STAMP) 2>/dev/null)))
+ifneq ($(word 1,$(shell sh scripts/pick_python.sh --any "" $(PYTHON) 2>/dev/null)),$(word 1,$(shell cat $(STAMP) 2>/dev/null)))
 .PHONY: $(STAMP)
 endif
 endif
@@ -111,7 +111,7 @@ lock: $(STAMP)
 # torch pin and the embedded model packages as in the lock), the test suite run there, and the
 # versions that differ from the lock listed first.
 test-latest:
-	@$(if $(PICK_ANY),echo "make: Python $(word 2,$(PICK_ANY)) for $(LATEST): $(word 1,$(PICK_ANY))",exit 1)
+	@$(if $(PICK_ANY),echo "make: Python $(word 2,$(PICK_ANY)) ($(word 1,$(PICK_ANY))) for $(LATEST) (unlocked: any version)",exit 1)
 	rm -rf $(LATEST)
 	$(word 1,$(PICK_ANY)) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install -q torch==2.13.0

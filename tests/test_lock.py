@@ -385,6 +385,11 @@ def test_the_makefile_chooses_says_which_and_refuses(tmp_path: Path) -> None:
     assert res.returncode != 0 and res.stdout == ""
     assert "requirements.lock is for CPython 3.11, 3.12, 3.13" in res.stderr
     assert "make test PYTHON=" in res.stderr
+    # test-latest's unlocked venv takes a version the lock does not cover, without complaint
+    _fake(tmp_path, "python3.14", _answer("3.14"))
+    res = _make(tmp_path, "-n", "test-latest", "PYTHON=python3.14")
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert res.stdout.startswith(f'echo "make: Python 3.14 ({tmp_path / "python3.14"}) for')
 
 
 def test_a_venv_keeps_its_python_until_python_names_another(tmp_path: Path) -> None:
