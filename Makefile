@@ -121,7 +121,10 @@ test-latest:
 	$(LATEST)/bin/python scripts/check_lock.py --report $(LOCK)
 	$(LATEST)/bin/python -m pytest tests -n 2 -p no:cacheprovider $(PYTEST_ARGS)
 
+# The import contract (.importlinter: layers point down, studies stand on shared code only)
+# runs first: an import that reaches up fails the test run in a second, before any test.
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest tests -n 2 -p no:cacheprovider $(PYTEST_ARGS)
 
 experiments: $(STAMP)
@@ -154,6 +157,7 @@ prompts: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check src tests experiments scripts
 	$(PY) -m ruff format --check src tests experiments scripts
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(PY) -m mypy
