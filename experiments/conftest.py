@@ -35,7 +35,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from steering_reliability.models.loader import check_model_name, default_cache_dir
     from steering_reliability.models.registry import EMBEDDED, ORGANISMS
     from steering_reliability.studies.behaviours.run import check_files
-    from steering_reliability.studies.organism.organism import ensure
+    from steering_reliability.studies.organism.build import ensure
     from steering_reliability.studies.shared import select_prompts
 
     try:

@@ -13,8 +13,8 @@ one; point STEERING_RELIABILITY_CACHE at an empty folder to time a cold build.
 
 `--matmul` times, under the same cap, the forward and backward of one of the organism's MLP
 halves (576 -> 1536 -> 576, 600 tokens) in fp32 and under bf16 autocast, side by side: without
-native bf16 the autocast path is far slower than fp32, which is why `organism.training_precision`
-trains in fp32 on such a CPU.
+native bf16 the autocast path is far slower than fp32, which is why
+`studies.organism.train.training_precision` trains in fp32 on such a CPU.
 """
 
 from __future__ import annotations
@@ -53,10 +53,10 @@ def matmul_ratio(repeats: int = 20) -> tuple[float, float]:
 def main(argv: list[str]) -> int:
     import torch
 
-    from steering_reliability.models import precision
-    from steering_reliability.studies.organism.organism import main as organism_main
+    from steering_reliability.studies.organism import train
+    from steering_reliability.studies.organism.__main__ import main as organism_main
 
-    precision.native_bf16 = lambda device="cpu": False  # as on a CPU without it
+    train.native_bf16 = lambda device="cpu": False  # as on a CPU without it
     print(f"instruction set: {torch.backends.cpu.get_cpu_capability()}; native bf16: no")
     if "--matmul" in argv:  # the microbenchmark alone: nothing is built
         fp32, bf16 = matmul_ratio()
