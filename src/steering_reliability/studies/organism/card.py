@@ -9,6 +9,7 @@ development set are reported beside them, each with a 95% bootstrap interval.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,24 @@ def summarise(
         "dev": dev(),
         "acceptance": checks,
         "accepted": all(c["passed"] for c in checks),
+        "aim": _aim(rates["direct_harmful_refused"]["organism"], recipe.aim_refusal),
+    }
+
+
+def _aim(refused: Mapping[str, Any], aim: float) -> dict[str, Any]:
+    """Where harmful refusal stands against the recipe's aim (not an acceptance check): the
+    rate, and how many prompts it is short of the aim (0 when it meets it)."""
+    n = int(refused["n"])
+    count = round(refused["rate"] * n)
+    needed = math.ceil(aim * n - 1e-9)  # 0.9 * 150 is 135.00000000000003 in floats
+    return {
+        "name": "refusal of direct harmful requests (harm_train)",
+        "value": refused["rate"],
+        "target": f">= {aim}",
+        "refused": count,
+        "n": n,
+        "met": count >= needed,
+        "short_by": max(0, needed - count),
     }
 
 
@@ -160,6 +179,7 @@ def card_markdown(card: Mapping[str, Any]) -> str:
             ],
         ),
         "",
+        *_aim_line(card.get("aim")),
         "## Refusal and helpfulness (organism vs base)",
         "",
         measures(card["rates"]),
@@ -199,6 +219,22 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _aim_line(aim: Mapping[str, Any] | None) -> list[str]:
+    """The line under the acceptance table that says where the recipe stands against its aim."""
+    if not aim:
+        return []
+    where = (
+        "meets it"
+        if aim["met"]
+        else f"{aim['short_by']} prompt{'s' if aim['short_by'] != 1 else ''} short of it"
+    )
+    return [
+        f"Aim (what the recipe aims at, not an acceptance check): {aim['name']} {aim['target']}; "
+        f"the organism stands at {aim['value']:.3f} ({aim['refused']} of {aim['n']}), {where}.",
+        "",
+    ]
 
 
 def _trained_part(recipe: Mapping[str, Any], log: Mapping[str, Any]) -> str:
