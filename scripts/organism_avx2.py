@@ -5,8 +5,9 @@ The instruction set is capped at AVX2 for ATen (ATEN_CPU_CAPABILITY), MKL
 (MKL_ENABLE_INSTRUCTIONS) and oneDNN (ONEDNN_MAX_CPU_ISA), set before torch loads, and the
 native-bf16 probe answers no, so training runs in fp32 as it would there. The clock, caches and
 memory stay this machine's, so it estimates, not measures, the older CPU. The organism's key
-includes the training precision, so this builds (and caches) the fp32 organism beside the bf16
-one; point STEERING_RELIABILITY_CACHE at an empty folder to time a cold build.
+includes the training precision and the kernel family (ATen's and MKL's instruction sets among
+them), so this builds (and caches) an organism of its own beside this machine's; point
+STEERING_RELIABILITY_CACHE at an empty folder to time a cold build.
 
     .venv/bin/python scripts/organism_avx2.py --accept-weak    # then read the card's times
     .venv/bin/python scripts/organism_avx2.py --matmul         # why it trains in fp32 there

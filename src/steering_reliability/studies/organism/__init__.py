@@ -21,13 +21,15 @@ One module per part of the recipe:
   answer's first token, where it answers or refuses, weighted `first_token_weight`; bf16
   autocast where the processor multiplies bf16 natively, fp32 elsewhere; seeded.
 - **card.py**: acceptance, on the committed evaluation sets (never trained on): refusal of
-  direct harmful requests (harm_train) >= 0.9, false refusal of everyday benign requests <= 0.1,
-  benign helpful rate within 0.1 of the base model's; borderline benign, harm_test by style and
-  by family are reported beside them. The card (card.json, card.md beside the weights) says
-  which targets hold; a model that misses one is not loaded by name unless it was accepted as
-  weak.
+  direct harmful requests (harm_train) >= 0.85, false refusal of everyday benign requests
+  <= 0.1, benign helpful rate within 0.1 of the base model's; the card also says where harmful
+  refusal stands against the recipe's aim, 0.9. Borderline benign, harm_test by style and by
+  family are reported beside them. The card (card.json, card.md beside the weights) says which
+  targets hold; a model that misses one is not loaded by name unless it was accepted as weak.
 - **build.py**: a folder in the weight cache named by a hash of the base weights, the training,
-  development and evaluation prompts, the recipe and its seed and the training precision.
+  development and evaluation prompts, the recipe and its seed, the training precision and the
+  kernel family (train.kernel_family: library versions, ATen's instruction set, MKL's code path,
+  the bf16 matmul path, the thread count), so that one key stands for one set of weights.
   Nothing is committed.
 - **__main__.py**: `python -m steering_reliability.studies.organism` (`make organism`) builds
   it and prints its card; an experiment whose config names it (`smollm2-135m-refusal`) builds

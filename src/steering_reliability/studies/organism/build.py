@@ -36,11 +36,12 @@ from steering_reliability.studies.organism.recipe import (
 )
 from steering_reliability.studies.organism.train import (
     finetune,
+    kernel_family,
     trained_blocks,
     training_precision,
 )
 
-RECIPE_VERSION = 4  # bump when the training or the card changes what a key's folder holds
+RECIPE_VERSION = 5  # bump when the training, the key or the card changes what a key's folder holds
 
 
 @dataclass(frozen=True)
@@ -92,14 +93,16 @@ def build(
     }
     device = next(base.hf_model.parameters()).device.type if base is not None else "cpu"
     precision = training_precision(device)
+    kernels = kernel_family(precision, device)  # with the precision, what decides the bytes
     key = digest(
         {"version": RECIPE_VERSION, "recipe": dataclasses.asdict(recipe), "base": base_sha,
-         "precision": precision} | prompts
+         "precision": precision, "kernels": kernels} | prompts
     )  # fmt: skip
 
     def fill(folder: Path) -> None:
         say = print if progress else (lambda *a, **k: None)
-        say(f"building the model organism {name} (key {key}) from {recipe.base}")
+        say(f"building the model organism {name} (key {key}) from {recipe.base}, "
+            f"in {precision} on {kernels}")  # fmt: skip
         check_disjoint(harm + benign, {**eval_sets, **dev})
         check_disjoint(
             [p for ps in dev.values() for p in ps], eval_sets, what="organism development prompts"
@@ -125,6 +128,7 @@ def build(
             "recipe": dataclasses.asdict(recipe),
             "base": {"name": start.info.name, "weights_sha256": base_sha},
             "weights_sha256": organism.info.weights_sha256,
+            "kernel_family": kernels,
             "data": {
                 "n_harm": len(harm),
                 "n_benign": recipe.n_benign,

@@ -218,6 +218,12 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"Whole build {card['build_seconds']} s.",
         "",
     ]
+    if card.get("kernel_family"):
+        lines += [
+            f"Kernel family (part of the key: it decides the weights' bytes with the recipe): "
+            f"{card['kernel_family']}. Weights sha256 `{card['weights_sha256']}`.",
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -11,8 +11,12 @@ autocast where the processor multiplies bf16 natively, fp32 elsewhere; seeded.
 from __future__ import annotations
 
 import copy
+import ctypes
+import os
 import time
 from collections.abc import Sequence
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -105,6 +109,57 @@ def training_precision(device: str = "cpu") -> str:
     """What `finetune` trains in on `device`: bf16 autocast on a CPU that multiplies bf16 in
     hardware, fp32 elsewhere. Part of the cache key: the two give different weights."""
     return "bfloat16 autocast" if device == "cpu" and native_bf16("cpu") else "float32"
+
+
+# mkl_serv_cpu_detect's answers, seen with torch 2.13's MKL 2024.2 under MKL_ENABLE_INSTRUCTIONS
+_MKL_PATHS = {3: "SSE4.2", 5: "AVX2", 7: "AVX-512"}
+
+
+def _mkl_path() -> str:
+    """The code path MKL's fp32 GEMM dispatches to, as MKL itself answers (its CPU detection,
+    which honours MKL_ENABLE_INSTRUCTIONS), read from the symbol libtorch_cpu exports."""
+    if not torch.backends.mkl.is_available():
+        return "no MKL"
+    for lib in sorted((Path(torch.__file__).parent / "lib").glob("libtorch_cpu.*")):
+        try:
+            detect = ctypes.CDLL(str(lib)).mkl_serv_cpu_detect
+        except (OSError, AttributeError):
+            continue
+        detect.restype = ctypes.c_int
+        code = int(detect())
+        return f"MKL {_MKL_PATHS.get(code, f'path {code}')}"
+    cap = os.environ.get("MKL_ENABLE_INSTRUCTIONS")  # no answer from MKL: say what we know
+    return f"MKL path unknown (MKL_ENABLE_INSTRUCTIONS={cap})" if cap else "MKL path unknown"
+
+
+def _bf16_matmul() -> str:
+    """Where bf16 matmuls run under autocast: oneDNN on AMX, on AVX-512 BF16, or emulated
+    (bf16 converted around fp32 arithmetic), or ATen's own kernel where oneDNN takes none."""
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "bf16 matmul ATen"
+    if torch.cpu._is_amx_tile_supported():
+        isa = "AMX"
+    elif torch.cpu._is_avx512_bf16_supported():
+        isa = "AVX-512 BF16"
+    else:
+        isa = "emulated"
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return f"bf16 matmul oneDNN {isa}" + (f" (capped at {cap})" if cap else "")
+
+
+def kernel_family(precision: str, device: str = "cpu") -> str:
+    """What, beside the recipe and the precision, decides the bytes a fine-tune writes: the
+    library versions, the instruction set ATen's kernels dispatch to, the matmul library's code
+    path and the thread count (each one changed the weights of the same recipe on one machine:
+    docs/organism.md). Part of the cache key, so that one key stands for one set of weights."""
+    versions = f"torch {torch.__version__}; transformers {version('transformers')}"
+    if device != "cpu":
+        return f"{versions}; {device} {torch.cuda.get_device_name(device)}"
+    parts = [versions, f"ATen {torch.backends.cpu.get_cpu_capability()}", _mkl_path()]
+    if precision != "float32":
+        parts.append(_bf16_matmul())
+    threads = torch.get_num_threads()
+    return "; ".join([*parts, f"{threads} thread{'s' if threads != 1 else ''}"])
 
 
 def finetune(
