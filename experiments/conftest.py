@@ -149,14 +149,17 @@ def model(sr_config: Config, sr_run: Any) -> Any:
     if card is not None:  # a model organism: how it was made and whether it met its targets
         keep = (
             "key",
+            "weights_sha256",
+            "kernel_family",
             "base",
             "recipe",
             "recipe_version",
             "accepted",
             "accepted_weak",
             "acceptance",
+            "aim",
         )
-        sr_run.annotate("organism", {"card": m.extra["card"], **{k: card[k] for k in keep}})
+        sr_run.annotate("organism", {"card": m.extra["card"], **{k: card.get(k) for k in keep}})
     return m
 
 

@@ -29,8 +29,8 @@ One module per part of the recipe:
 - **build.py**: a folder in the weight cache named by a hash of the base weights, the training,
   development and evaluation prompts, the recipe and its seed, the training precision and the
   kernel family (train.kernel_family: library versions, ATen's instruction set, MKL's code path,
-  the bf16 matmul path, the thread count), so that one key stands for one set of weights.
-  Nothing is committed.
+  the bf16 matmul path, the thread count), so that one key stands for one set of weights; the
+  weights' sha256 becomes an input of every run on the organism. Nothing is committed.
 - **__main__.py**: `python -m steering_reliability.studies.organism` (`make organism`) builds
   it and prints its card; an experiment whose config names it (`smollm2-135m-refusal`) builds
   it first.

@@ -20,6 +20,7 @@ from steering_reliability.errors import ModelLoadError
 from steering_reliability.models.loader import (
     default_cache_dir,
     load,
+    organism_folder,
     organism_pointer,
     weights_sha256,
 )
@@ -168,3 +169,27 @@ def ensure(name: str, cache_dir: Path) -> Path:
             f"To use it anyway: make organism ORGANISM_ARGS=--accept-weak"
         )
     return found.path
+
+
+def run_input(name: str, folder: Path) -> dict[str, str]:
+    """The organism in `folder` as one of a run's inputs: its weights' sha256, read from its
+    card (the model is not loaded), under a name that says which organism it is."""
+    card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    return {f"organism:{name}": card["weights_sha256"]}
+
+
+def run_inputs(name: str, cache_dir: Path, *, build_missing: bool = True) -> dict[str, str]:
+    """{"organism:<name>": its weights' sha256} for a run whose config names the organism.
+
+    The weights are an input of the run beside its prompt files, so a run recorded on other
+    weights is never added to: `--resume auto` starts a new run, `--run-id` is refused with the
+    difference named. `build_missing`: make sure of the organism first (`ensure`: built if
+    missing, refused if it misses its targets), as the controller does before it plans the run;
+    otherwise only locate it, {} when none is built (collect-only; xdist workers, for which the
+    controller has built it)."""
+    if build_missing:
+        return run_input(name, ensure(name, cache_dir))
+    try:
+        return run_input(name, organism_folder(name, cache_dir))
+    except ModelLoadError:
+        return {}
