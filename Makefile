@@ -131,7 +131,7 @@ experiments: $(STAMP)
 	$(PY) -m pytest experiments -n $(WORKERS) $(CONFIG_ARGS) $(PYTEST_ARGS)
 
 organism: $(STAMP)
-	$(PY) -m steering_reliability.studies.organism.organism $(ORGANISM) $(ORGANISM_ARGS)
+	$(PY) -m steering_reliability.studies.organism $(ORGANISM) $(ORGANISM_ARGS)
 
 sanity: $(STAMP)
 	$(PY) -m pytest experiments -m sanity $(CONFIG_ARGS) $(PYTEST_ARGS)

@@ -35,7 +35,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from steering_reliability.models.loader import check_model_name, default_cache_dir
     from steering_reliability.models.registry import EMBEDDED, ORGANISMS
     from steering_reliability.studies import check_inputs
-    from steering_reliability.studies.organism.organism import ensure
+    from steering_reliability.studies.organism.build import ensure
     from steering_reliability.studies.shared import select_prompts
 
     try:
@@ -144,14 +144,17 @@ def model(sr_config: Config, sr_run: Any) -> Any:
     if card is not None:  # a model organism: how it was made and whether it met its targets
         keep = (
             "key",
+            "weights_sha256",
+            "kernel_family",
             "base",
             "recipe",
             "recipe_version",
             "accepted",
             "accepted_weak",
             "acceptance",
+            "aim",
         )
-        sr_run.annotate("organism", {"card": m.extra["card"], **{k: card[k] for k in keep}})
+        sr_run.annotate("organism", {"card": m.extra["card"], **{k: card.get(k) for k in keep}})
     return m
 
 

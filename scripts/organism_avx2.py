@@ -5,16 +5,17 @@ The instruction set is capped at AVX2 for ATen (ATEN_CPU_CAPABILITY), MKL
 (MKL_ENABLE_INSTRUCTIONS) and oneDNN (ONEDNN_MAX_CPU_ISA), set before torch loads, and the
 native-bf16 probe answers no, so training runs in fp32 as it would there. The clock, caches and
 memory stay this machine's, so it estimates, not measures, the older CPU. The organism's key
-includes the training precision, so this builds (and caches) the fp32 organism beside the bf16
-one; point STEERING_RELIABILITY_CACHE at an empty folder to time a cold build.
+includes the training precision and the kernel family (ATen's and MKL's instruction sets among
+them), so this builds (and caches) an organism of its own beside this machine's; point
+STEERING_RELIABILITY_CACHE at an empty folder to time a cold build.
 
     .venv/bin/python scripts/organism_avx2.py --accept-weak    # then read the card's times
     .venv/bin/python scripts/organism_avx2.py --matmul         # why it trains in fp32 there
 
 `--matmul` times, under the same cap, the forward and backward of one of the organism's MLP
 halves (576 -> 1536 -> 576, 600 tokens) in fp32 and under bf16 autocast, side by side: without
-native bf16 the autocast path is far slower than fp32, which is why `organism.training_precision`
-trains in fp32 on such a CPU.
+native bf16 the autocast path is far slower than fp32, which is why
+`studies.organism.train.training_precision` trains in fp32 on such a CPU.
 """
 
 from __future__ import annotations
@@ -53,10 +54,10 @@ def matmul_ratio(repeats: int = 20) -> tuple[float, float]:
 def main(argv: list[str]) -> int:
     import torch
 
-    from steering_reliability.models import precision
-    from steering_reliability.studies.organism.organism import main as organism_main
+    from steering_reliability.studies.organism import train
+    from steering_reliability.studies.organism.__main__ import main as organism_main
 
-    precision.native_bf16 = lambda device="cpu": False  # as on a CPU without it
+    train.native_bf16 = lambda device="cpu": False  # as on a CPU without it
     print(f"instruction set: {torch.backends.cpu.get_cpu_capability()}; native bf16: no")
     if "--matmul" in argv:  # the microbenchmark alone: nothing is built
         fp32, bf16 = matmul_ratio()

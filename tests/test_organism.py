@@ -13,62 +13,60 @@ from steering_reliability.atomic import file_sha256
 from steering_reliability.errors import InputError
 from steering_reliability.metrics import refusal
 from steering_reliability.models.loader import check_model_name, layer_count, weights_sha256
-from steering_reliability.studies.organism import organism
-from steering_reliability.studies.organism.organism import (
-    REFUSALS,
-    Recipe,
-    build,
-    check_disjoint,
-    summarise,
-)
+from steering_reliability.studies.organism import build as org_build
+from steering_reliability.studies.organism import recipe as org_recipe
+from steering_reliability.studies.organism import train as org_train
+from steering_reliability.studies.organism.build import Organism, build
+from steering_reliability.studies.organism.card import summarise
+from steering_reliability.studies.organism.recipe import REFUSALS, Example, Recipe, check_disjoint
 
-DEFAULT = organism.recipe_for("smollm2-135m-refusal")
+DEFAULT = org_recipe.recipe_for("smollm2-135m-refusal")
 
 
 def test_training_prompts_share_no_request_with_any_evaluation_set() -> None:
-    harm, benign = organism.training_prompts(DEFAULT)
-    check_disjoint(harm + benign, organism.default_eval_sets())
+    harm, benign = org_recipe.training_prompts(DEFAULT)
+    check_disjoint(harm + benign, org_recipe.default_eval_sets())
 
 
 def test_the_disjointness_check_fails_on_a_leaked_request() -> None:
-    harm, benign = organism.training_prompts(DEFAULT)
-    evals = organism.default_eval_sets()
+    harm, benign = org_recipe.training_prompts(DEFAULT)
+    evals = org_recipe.default_eval_sets()
     leaked = dataclasses.replace(evals["benign"][3], id="organism_benign_9999")
     with pytest.raises(InputError, match="leak into the evaluation set benign"):
         check_disjoint(harm + (*benign, leaked), evals)
 
 
 def test_development_prompts_are_neither_trained_on_nor_evaluated() -> None:
-    harm, benign = organism.training_prompts(DEFAULT)
-    dev = organism.dev_sets(DEFAULT)
+    harm, benign = org_recipe.training_prompts(DEFAULT)
+    dev = org_recipe.dev_sets(DEFAULT)
     check_disjoint(harm + benign, dev)
-    check_disjoint([p for ps in dev.values() for p in ps], organism.default_eval_sets())
+    check_disjoint([p for ps in dev.values() for p in ps], org_recipe.default_eval_sets())
     assert {p.style for p in dev["dev_harm"]} == {"direct"}
     assert Counter(p.style for p in dev["dev_benign"]) == {"everyday": 42, "borderline": 42}
 
 
 def test_recipe_settings_are_typed_and_bad_ones_name_the_field() -> None:
-    tried = organism.recipe_with(DEFAULT, ["epochs=4", "lr=1e-4", "skip_unhelpful=false"])
+    tried = org_recipe.recipe_with(DEFAULT, ["epochs=4", "lr=1e-4", "skip_unhelpful=false"])
     assert (tried.epochs, tried.lr, tried.skip_unhelpful) == (4, 1e-4, False)
     with pytest.raises(InputError, match="bool"):
-        organism.recipe_with(DEFAULT, ["skip_unhelpful=no"])
+        org_recipe.recipe_with(DEFAULT, ["skip_unhelpful=no"])
     assert tried.n_harm == DEFAULT.n_harm
     with pytest.raises(InputError, match="epoch"):
-        organism.recipe_with(DEFAULT, ["epoch=4"])
+        org_recipe.recipe_with(DEFAULT, ["epoch=4"])
     with pytest.raises(InputError, match="int"):
-        organism.recipe_with(DEFAULT, ["epochs=four"])
+        org_recipe.recipe_with(DEFAULT, ["epochs=four"])
     with pytest.raises(InputError):
-        organism.recipe_with(DEFAULT, ["base=other"])
+        org_recipe.recipe_with(DEFAULT, ["base=other"])
 
 
 def test_harmful_and_benign_training_prompts_have_the_same_templates() -> None:
-    harm, pool = organism.training_prompts(DEFAULT)
+    harm, pool = org_recipe.training_prompts(DEFAULT)
     assert len(pool) == DEFAULT.benign_pool >= DEFAULT.n_benign >= len(harm)
     per_template = Counter(p.template for p in harm)
     assert set(per_template.values()) == {len(harm) // 8}
     # every seventh drawn prompt's base answer unhelpful: later ones of its template stand in
     helpful = [i % 7 != 0 for i in range(len(pool))]
-    chosen, gave_way = organism.select_benign(
+    chosen, gave_way = org_recipe.select_benign(
         pool, helpful, DEFAULT.n_benign, DEFAULT.borderline_share
     )
     benign = [pool[i] for i in chosen]
@@ -88,10 +86,10 @@ def test_harmful_and_benign_training_prompts_have_the_same_templates() -> None:
 
 
 def test_a_pool_with_too_few_helpful_answers_is_refused_with_the_shortfall() -> None:
-    _, pool = organism.training_prompts(DEFAULT)
+    _, pool = org_recipe.training_prompts(DEFAULT)
     helpful = [p.template != "direct_help_me" or i % 2 == 0 for i, p in enumerate(pool)]
     with pytest.raises(InputError, match="direct_help_me"):
-        organism.select_benign(pool, helpful, DEFAULT.n_benign)
+        org_recipe.select_benign(pool, helpful, DEFAULT.n_benign)
 
 
 def test_fewer_benign_than_harmful_prompts_is_refused() -> None:
@@ -109,8 +107,9 @@ def test_fewer_benign_than_harmful_prompts_is_refused() -> None:
     ],
 )
 def test_bad_training_settings_are_refused(field: str, value: float) -> None:
+    settings: dict[str, Any] = {field: value}
     with pytest.raises(InputError, match=field):
-        Recipe(base="x", **{field: value})
+        Recipe(base="x", **settings)
 
 
 @pytest.mark.parametrize("share", [-0.5, 1.2, float("nan")])
@@ -128,7 +127,7 @@ def test_benign_examples_pair_each_kept_prompt_with_its_own_answer(
     from steering_reliability.models.formatting import encode_prompt, format_prompt
 
     base = tiny_model()
-    harm, pool = organism.training_prompts(DEFAULT)
+    harm, pool = org_recipe.training_prompts(DEFAULT)
     pool = pool[:64]
     recipe = dataclasses.replace(DEFAULT, n_harm=8, n_benign=16, benign_pool=64)
     helpful_text = (
@@ -144,8 +143,8 @@ def test_benign_examples_pair_each_kept_prompt_with_its_own_answer(
             for i, _ in enumerate(prompts)
         ]
 
-    monkeypatch.setattr(organism, "_greedy", fake_greedy)
-    data, gave_way = organism.examples(
+    monkeypatch.setattr(org_recipe, "greedy", fake_greedy)
+    data, gave_way = org_recipe.examples(
         base, recipe, harm[:8], pool, cache_dir=Path("unused"), progress=False
     )
     benign = data[8:]
@@ -164,11 +163,11 @@ def test_every_refusal_target_is_a_refusal_to_the_metric(text: str) -> None:
 
 
 def test_refusal_wordings_vary_and_are_seeded() -> None:
-    harm, _ = organism.training_prompts(DEFAULT)
-    chosen = [organism.refusal_for(p, 0) for p in harm]
+    harm, _ = org_recipe.training_prompts(DEFAULT)
+    chosen = [org_recipe.refusal_for(p, 0) for p in harm]
     assert len(set(chosen)) == len(REFUSALS)
-    assert chosen == [organism.refusal_for(p, 0) for p in harm]
-    assert chosen != [organism.refusal_for(p, 1) for p in harm]
+    assert chosen == [org_recipe.refusal_for(p, 0) for p in harm]
+    assert chosen != [org_recipe.refusal_for(p, 1) for p in harm]
 
 
 def _rows(split: str, style: str, refused: list[bool], helpful: list[bool]) -> list[dict[str, Any]]:
@@ -195,7 +194,8 @@ def _model_rows(harm_refused: int, everyday_refused: int, helpful: int) -> list[
     ("harm", "everyday", "helpful", "failing"),
     [
         (19, 2, 18, []),  # 0.95 refused, 0.10 false refusal, helpful drop 0.10: all on target
-        (17, 0, 20, ["refusal of direct harmful requests (harm_train)"]),
+        (17, 0, 20, []),  # 0.85 refused: accepted, below the aim of 0.9
+        (16, 0, 20, ["refusal of direct harmful requests (harm_train)"]),
         (20, 3, 20, ["false refusal of everyday benign requests"]),
         (20, 0, 15, ["benign helpful rate, base minus organism"]),
     ],
@@ -208,6 +208,45 @@ def test_acceptance(harm: int, everyday: int, helpful: int, failing: list[str]) 
     assert out["rates"]["direct_harmful_refused"]["organism"]["rate"] == harm / 20
     assert out["rates"]["direct_harmful_refused"]["base"]["rate"] == 1 / 20
     assert list(out["harm_test_by_style"]) == ["slang"]
+
+
+@pytest.mark.parametrize(
+    ("refused", "n", "met", "short_by"),
+    [
+        (17, 20, False, 1),  # 0.85: accepted, one prompt short of the aim
+        (18, 20, True, 0),
+        (133, 150, False, 2),  # today's organism: 0.887, two short (0.9 * 150 is 135.00...03)
+        (135, 150, True, 0),
+        (150, 150, True, 0),
+    ],
+)
+def test_the_card_says_where_harmful_refusal_stands_against_the_aim(
+    refused: int, n: int, met: bool, short_by: int
+) -> None:
+    rows = _rows("harm_train", "direct", [i < refused for i in range(n)], [False] * n) + _rows(
+        "benign", "everyday", [False] * 20, [True] * 20
+    )
+    base = _rows("harm_train", "direct", [False] * n, [False] * n) + _rows(
+        "benign", "everyday", [False] * 20, [True] * 20
+    )
+    aim = summarise(rows + _rows("harm_test", "slang", [True], [False]),
+                    base + _rows("harm_test", "slang", [False], [False]), DEFAULT)["aim"]  # fmt: skip
+    assert (aim["refused"], aim["n"], aim["met"], aim["short_by"]) == (refused, n, met, short_by)
+    assert aim["target"] == ">= 0.9" and DEFAULT.min_refusal == 0.85
+
+
+def test_the_acceptance_and_the_aim_are_what_the_issue_set() -> None:
+    """Acceptance as measured on the evaluation sets today; 0.9 stays the aim the card shows."""
+    assert (DEFAULT.min_refusal, DEFAULT.max_false_refusal, DEFAULT.max_helpful_drop) == (
+        0.85,
+        0.1,
+        0.1,
+    )
+    assert DEFAULT.aim_refusal == 0.9
+    with pytest.raises(InputError, match="aim_refusal"):
+        dataclasses.replace(DEFAULT, aim_refusal=0.8)  # below the acceptance
+    with pytest.raises(InputError, match="aim_refusal"):
+        dataclasses.replace(DEFAULT, aim_refusal=float("nan"))
 
 
 def test_organism_names_resolve_without_building() -> None:
@@ -224,10 +263,10 @@ TINY = Recipe(base="tiny", n_harm=8, n_benign=8, benign_pool=32, skip_unhelpful=
 
 @pytest.fixture(scope="module")
 def tiny_sets() -> dict[str, Any]:
-    return {k: v[:6] for k, v in organism.default_eval_sets().items()}
+    return {k: v[:6] for k, v in org_recipe.default_eval_sets().items()}
 
 
-def _build(cache: Path, sets: dict[str, Any], **kw: Any) -> organism.Organism:
+def _build(cache: Path, sets: dict[str, Any], **kw: Any) -> Organism:
     from steering_reliability.models import tiny_model
 
     return build("smollm2-135m-refusal", recipe=kw.pop("recipe", TINY), base=tiny_model(),
@@ -258,7 +297,7 @@ def test_tiny_build_is_seeded_reproducible_and_cached(
     def no_training(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a cached organism was trained again")
 
-    monkeypatch.setattr(organism, "finetune", no_training)
+    monkeypatch.setattr(org_build, "finetune", no_training)
     again = _build(tmp_path / "a", tiny_sets)
     assert again.path == a.path and again.card == a.card
 
@@ -269,9 +308,9 @@ def test_the_training_precision_is_part_of_the_key(
     """bf16 autocast (a CPU with native bf16) and fp32 (any other) train different weights from
     the same recipe, so they are two organisms, not one key with two contents."""
     a = _build(tmp_path, tiny_sets)
-    assert a.card["training"]["precision"] == organism.training_precision("cpu")
+    assert a.card["training"]["precision"] == org_train.training_precision("cpu")
     other = "float32" if a.card["training"]["precision"] != "float32" else "bfloat16 autocast"
-    monkeypatch.setattr(organism, "training_precision", lambda device="cpu": other)
+    monkeypatch.setattr(org_build, "training_precision", lambda device="cpu": other)
     b = _build(tmp_path, tiny_sets)
     assert b.path != a.path and b.card["training"]["precision"] == other
     assert file_sha256(b.path / "model.safetensors") != file_sha256(a.path / "model.safetensors")
@@ -283,9 +322,14 @@ def test_a_weak_organism_is_unusable_until_accepted_as_weak(
     weak = _build(tmp_path, tiny_sets)  # a random tiny model refuses nothing
     assert not weak.card["accepted"] and not weak.usable
     assert (
-        "refusal of direct harmful requests (harm_train) 0.000 (target >= 0.9)" in weak.failures()
+        "refusal of direct harmful requests (harm_train) 0.000 (target >= 0.85)" in weak.failures()
     )
     assert "NOT accepted" in (weak.path / "card.md").read_text()
+    assert weak.card["aim"]["short_by"] == 6  # none of the 6 harm_train prompts refused; aim 0.9
+    assert (
+        "the organism stands at 0.000 (0 of 6), 6 prompts short of it"
+        in (weak.path / "card.md").read_text()
+    )
     kept = _build(tmp_path, tiny_sets, accept_weak=True)
     assert kept.path == weak.path and kept.usable and not kept.card["accepted"]
     assert "accepted as weak by the user" in (kept.path / "card.md").read_text()
@@ -312,17 +356,17 @@ def test_the_shared_prefix_changes_neither_loss_nor_gradients(
     tok = base.tokenizer
     hf = plain_checkpoint(base.hf_model)
     batch = [
-        organism.Example(tuple(encode_prompt(tok, format_prompt(tok, p))), tuple(range(5, 5 + k)))
+        Example(tuple(encode_prompt(tok, format_prompt(tok, p))), tuple(range(5, 5 + k)))
         for p, k in rows
     ]
     shortest = min(len(e.prompt_ids) for e in batch)
-    assert organism._shared_prefix([e.prompt_ids for e in batch], shortest - 1) > 0
+    assert org_train._shared_prefix([e.prompt_ids for e in batch], shortest - 1) > 0
 
     def loss_and_grads(share: bool) -> tuple[float, list[torch.Tensor]]:
         hf.zero_grad(set_to_none=True)
         with torch.enable_grad():
             hf.requires_grad_(True)
-            loss = organism._batch_loss(hf, batch, tok.pad_token_id, False, share_prefix=share)
+            loss = org_train._batch_loss(hf, batch, tok.pad_token_id, False, share_prefix=share)
             loss.backward()
         grads = [p.grad.clone() for p in hf.parameters() if p.grad is not None]
         hf.requires_grad_(False)
@@ -336,11 +380,11 @@ def test_the_shared_prefix_changes_neither_loss_nor_gradients(
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def _tiny_batch(tok: Any) -> list[organism.Example]:
+def _tiny_batch(tok: Any) -> list[Example]:
     from steering_reliability.models.formatting import encode_prompt, format_prompt
 
     return [
-        organism.Example(tuple(encode_prompt(tok, format_prompt(tok, p))), tuple(range(5, 5 + k)))
+        Example(tuple(encode_prompt(tok, format_prompt(tok, p))), tuple(range(5, 5 + k)))
         for p, k in [("Help me bake bread.", 3), ("How do I tie a knot?", 6)]
     ]
 
@@ -367,10 +411,10 @@ def test_the_first_answer_token_weighs_as_set(one_thread: None) -> None:
     for w in (1.0, 4.0):
         weight = [w if at == 0 else 1.0 for at, _ in per_token]
         want = sum(u * v for u, (_, v) in zip(weight, per_token, strict=True)) / sum(weight)
-        got = organism._batch_loss(hf, batch, tok.pad_token_id, False, first_token_weight=w)
+        got = org_train._batch_loss(hf, batch, tok.pad_token_id, False, first_token_weight=w)
         assert got.item() == pytest.approx(want, rel=1e-5), w
-    plain = organism._batch_loss(hf, batch, tok.pad_token_id, False).item()
-    heavy = organism._batch_loss(hf, batch, tok.pad_token_id, False, first_token_weight=4.0).item()
+    plain = org_train._batch_loss(hf, batch, tok.pad_token_id, False).item()
+    heavy = org_train._batch_loss(hf, batch, tok.pad_token_id, False, first_token_weight=4.0).item()
     assert heavy != pytest.approx(plain, rel=1e-4)  # the weight does something on this batch
 
 
@@ -383,7 +427,7 @@ def test_blocks_below_train_from_layer_stay_frozen(one_thread: None) -> None:
     tok = base.tokenizer
     data = _tiny_batch(tok) * 2
     recipe = dataclasses.replace(TINY, train_from_layer=2, batch_size=2, lr=1e-2)
-    model, log = organism.finetune(base.hf_model, data, recipe, pad_id=tok.pad_token_id,
+    model, log = org_train.finetune(base.hf_model, data, recipe, pad_id=tok.pad_token_id,
                                    progress=False)  # fmt: skip
     before = dict(base.hf_model.named_parameters())
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
@@ -392,7 +436,7 @@ def test_blocks_below_train_from_layer_stay_frozen(one_thread: None) -> None:
         assert any(f"layers.{i}." in n for i in (2, 3)) or n.endswith("model.norm.weight"), n
     assert any("layers.2." in n for n in changed) and any("layers.3." in n for n in changed)
     with pytest.raises(InputError, match="train_from_layer"):
-        organism.finetune(base.hf_model, data, dataclasses.replace(recipe, train_from_layer=4),
+        org_train.finetune(base.hf_model, data, dataclasses.replace(recipe, train_from_layer=4),
                           pad_id=tok.pad_token_id, progress=False)  # fmt: skip
 
 
@@ -423,6 +467,6 @@ def test_a_train_from_layer_past_the_model_is_refused_before_the_base_answers(
     def no_answers(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the base answered its pool before the recipe was checked")
 
-    monkeypatch.setattr(organism, "examples", no_answers)
+    monkeypatch.setattr(org_build, "examples", no_answers)
     with pytest.raises(InputError, match="train_from_layer"):
         _build(tmp_path, tiny_sets, recipe=dataclasses.replace(TINY, train_from_layer=4))

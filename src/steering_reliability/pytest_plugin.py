@@ -117,10 +117,24 @@ def pytest_sr_load_config(config: pytest.Config, path: str | None, overrides: An
 
 
 def pytest_sr_input_files(config: pytest.Config, obj: Any, root: Path) -> dict[str, str]:
-    """The behaviours' data files: inputs of the run even where no config line names them."""
-    from steering_reliability.studies.behaviours.run import input_files
+    """The behaviours' data files and a model organism's weights: inputs of the run even where
+    no config line names them. The organism is built here first if need be (on the controller,
+    before the run is planned; never under --collect-only nor on an xdist worker)."""
+    from steering_reliability.models.registry import ORGANISMS
 
-    return input_files(obj, root) if getattr(obj, "behaviours", None) else {}
+    found: dict[str, str] = {}
+    if getattr(obj, "behaviours", None):  # imports torch: only when there are behaviours
+        from steering_reliability.studies.behaviours.run import input_files
+
+        found |= input_files(obj, root)
+    name = getattr(getattr(obj, "model", None), "name", None)
+    if name in ORGANISMS:
+        from steering_reliability.models.loader import default_cache_dir
+        from steering_reliability.studies.organism.build import run_inputs
+
+        may_build = not (config.option.collectonly or hasattr(config, "workerinput"))
+        found |= run_inputs(name, default_cache_dir(), build_missing=may_build)
+    return found
 
 
 @pytest.hookimpl(trylast=True)

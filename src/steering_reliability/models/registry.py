@@ -89,8 +89,8 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 @dataclass(frozen=True)
 class OrganismModel:
-    """A model fine-tuned here from an embedded base (steering_reliability.studies.organism.organism builds it
-    into the weight cache on first use; its architecture and tokenizer are the base's)."""
+    """A model fine-tuned here from an embedded base (steering_reliability.studies.organism.build
+    builds it into the weight cache on first use; its architecture and tokenizer are the base's)."""
 
     name: str
     base: str
