@@ -12,12 +12,31 @@ from typing import Any
 
 import pytest
 
+from steering_reliability import behaviours
 from steering_reliability.config import Config, sanity_layer, validate_for_model
+from steering_reliability.errors import SteeringReliabilityError
+from steering_reliability.generation.cache import cached_generate
+from steering_reliability.metrics import refusal_token_ids
+from steering_reliability.models import load
+from steering_reliability.models.loader import card_of, check_model_name, default_cache_dir
+from steering_reliability.models.registry import EMBEDDED, ORGANISMS
+from steering_reliability.prompts.parts import PARTS
+from steering_reliability.pytest_plugin import behaviour_marker, run_config
+from steering_reliability.studies import check_inputs
+from steering_reliability.studies.directions import directions_for_layers
+from steering_reliability.studies.organism.build import ensure
+from steering_reliability.studies.shared import (
+    check_lengths,
+    direction_prompts,
+    file_parts,
+    harmless_prompts,
+    request_for,
+    select_prompts,
+    split_files,
+)
 
 
 def _config_at_collection(config: pytest.Config) -> Config:
-    from steering_reliability.pytest_plugin import run_config
-
     cfg: Config = run_config(config)
     return cfg
 
@@ -29,14 +48,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config value, an unknown model, an unreadable or invalid prompt file, layers an embedded
     model lacks, and a model organism that misses its acceptance targets (built here first if
     it is not in the cache)."""
+    for name, b in behaviours.registered().items():  # -m toxicity, on every process
+        if name != "refusal":
+            config.addinivalue_line("markers", f"{name}: {behaviour_marker(name, b.description)}")
     if hasattr(config, "workerinput") or config.option.help or config.option.version:
         return
-    from steering_reliability.errors import SteeringReliabilityError
-    from steering_reliability.models.loader import check_model_name, default_cache_dir
-    from steering_reliability.models.registry import EMBEDDED, ORGANISMS
-    from steering_reliability.studies import check_inputs
-    from steering_reliability.studies.organism.build import ensure
-    from steering_reliability.studies.shared import select_prompts
 
     try:
         cfg = _config_at_collection(config)
@@ -121,9 +137,6 @@ def _pin_threads() -> None:
 @pytest.fixture(scope="session")
 def model(sr_config: Config, sr_run: Any) -> Any:
     """The model under test (read-only; never edit its weights)."""
-    from steering_reliability.models import load
-    from steering_reliability.models.loader import card_of
-
     _pin_threads()
     m = load(sr_config.model.name, device=sr_config.model.device, dtype=sr_config.model.dtype)
     validate_for_model(sr_config, model_name=m.info.name, n_layers=m.info.n_layers)
@@ -165,14 +178,6 @@ def splits(sr_config: Config, sr_run: Any, model: Any) -> dict[str, tuple[Any, .
     run.json records which evaluated prompts are in the select and report parts, and which
     prompts built the direction (always select prompts of harm_train).
     """
-    from steering_reliability.prompts.parts import PARTS
-    from steering_reliability.studies.shared import (
-        check_lengths,
-        direction_prompts,
-        file_parts,
-        select_prompts,
-    )
-
     chosen = select_prompts(sr_config)
     check_lengths(model, sr_config, chosen)
     parts = file_parts(sr_config)
@@ -195,17 +200,12 @@ def splits(sr_config: Config, sr_run: Any, model: Any) -> dict[str, tuple[Any, .
 
 @pytest.fixture(scope="session")
 def refusal_ids(model: Any) -> tuple[int, ...]:
-    from steering_reliability.metrics import refusal_token_ids
-
     return refusal_token_ids(model.tokenizer)
 
 
 @pytest.fixture(scope="session")
 def directions(sr_config: Config, model: Any) -> dict[int, Any]:
     """The main direction at every sweep layer (and the sanity layer), one pass, cached."""
-    from steering_reliability.studies.directions import directions_for_layers
-    from steering_reliability.studies.shared import direction_prompts, harmless_prompts, split_files
-
     layers = sorted({*sr_config.sweep.layers, sanity_layer(sr_config)})
     files = split_files(sr_config)
     harmless = (
@@ -231,9 +231,6 @@ def baseline(
     Each worker starts with a different split (rotated by worker index), so on a cold cache the
     workers generate different splits in parallel instead of queueing on one lock.
     """
-    from steering_reliability.generation.cache import cached_generate
-    from steering_reliability.studies.shared import request_for
-
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     shift = int(worker[2:]) if worker[2:].isdigit() else 0
     names = list(splits)

@@ -20,9 +20,19 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+# Light imports only at module level: this plugin loads in every pytest session of the
+# environment (records' plugin halves import pyarrow, pandas and torch only when they record).
+from steering_reliability.records.controller import Recorder
+from steering_reliability.records.plugin import (
+    CaseRecorder,
+    CaseRunner,
+    Hookspecs,
+    RunState,
+    add_options,
+)
+from steering_reliability.studies import registered
+
 if TYPE_CHECKING:
-    from steering_reliability.records.controller import Recorder
-    from steering_reliability.records.plugin import CaseRecorder, CaseRunner
     from steering_reliability.records.run import RunPlan
 
 RECORDER = pytest.StashKey["Recorder"]()
@@ -32,15 +42,11 @@ WIRE_KEY = "steering_reliability"  # the plan's key in xdist's workerinput
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Emitted once at startup: register the recorder's command-line options."""
-    from steering_reliability.records.plugin import add_options
-
     add_options(parser)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     """Emitted at registration: add the `pytest_sr_*` hooks a conftest may implement."""
-    from steering_reliability.records.plugin import Hookspecs
-
     pluginmanager.add_hookspecs(Hookspecs)
 
 
@@ -93,18 +99,26 @@ def _selects_only_experiments(markexpr: str) -> bool:
     return not selects({"slow"}) and not selects(set()) and any(map(selects, marks))
 
 
-def case_markers() -> dict[str, str]:
-    """The markers of experiment cases: each study's, and each behaviour's name (`-m toxicity`)."""
-    from steering_reliability import behaviours
-    from steering_reliability.studies import registered
+def study_markers() -> dict[str, str]:
+    """The markers of the studies' cases (registered in every session; cheap)."""
+    return {s.marker: s.description for s in registered() if s.marker}
 
-    found = {s.marker: s.description for s in registered() if s.marker}
+
+def case_markers() -> dict[str, str]:
+    """The markers of experiment cases: each study's, and each behaviour's name (`-m toxicity`;
+    those are registered by experiments/conftest.py, where the behaviours are imported)."""
+    from steering_reliability import behaviours  # imports torch: only when -m is given
+
+    found = study_markers()
     for name, b in behaviours.registered().items():
         if name != "refusal":
-            found[name] = f"the {name} behaviour's cases (experiments/test_behaviours.py): " + (
-                b.description
-            )
+            found[name] = behaviour_marker(name, b.description)
     return found
+
+
+def behaviour_marker(name: str, description: str) -> str:
+    """The description of a behaviour's marker (`-m <name>` selects its cases)."""
+    return f"the {name} behaviour's cases (experiments/test_behaviours.py): {description}"
 
 
 @pytest.hookimpl(trylast=True)
@@ -163,10 +177,7 @@ class XdistHooks:
 def pytest_configure(config: pytest.Config) -> None:
     """Emitted after option parsing: set up the run's memo, the runner (every process that runs
     tests) and, on the controller, the recorder."""
-    from steering_reliability.records.controller import Recorder
-    from steering_reliability.records.plugin import CaseRunner, RunState
-
-    for name, description in {**MARKERS, **case_markers()}.items():  # on every process
+    for name, description in {**MARKERS, **study_markers()}.items():  # on every process
         config.addinivalue_line("markers", f"{name}: {description}")
     workerinput = getattr(config, "workerinput", None)
     wire = None if workerinput is None else workerinput.get(WIRE_KEY) or {"error": "no plan"}
