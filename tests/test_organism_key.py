@@ -104,3 +104,16 @@ def test_capping_the_instruction_sets_changes_the_kernel_family() -> None:
     assert "ATen AVX2" in aten and "MKL AVX-512" in aten
     assert "ATen AVX512" in mkl and "MKL AVX2" in mkl
     assert len({plain, aten, mkl}) == 3
+
+
+def test_the_probe_hashes_every_weight_byte(one_thread: None) -> None:
+    from steering_reliability.models import tiny_model
+    from steering_reliability.studies.organism.probe import state_sha256
+
+    model = tiny_model().hf_model
+    before = state_sha256(model)
+    assert before == state_sha256(model) and len(before) == 64
+    with torch.no_grad():
+        weight = model.base_model.layers[1].mlp.down_proj.weight
+        weight[0, 0] = torch.nextafter(weight[0, 0], torch.tensor(1e9))  # one ulp, one weight
+    assert state_sha256(model) != before

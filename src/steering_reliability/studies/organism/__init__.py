@@ -31,6 +31,8 @@ One module per part of the recipe:
   kernel family (train.kernel_family: library versions, ATen's instruction set, MKL's code path,
   the bf16 matmul path, the thread count), so that one key stands for one set of weights; the
   weights' sha256 becomes an input of every run on the organism. Nothing is committed.
+- **probe.py**: `python -m steering_reliability.studies.organism.probe` trains a few steps and
+  prints the kernel family beside the weights' hash: what decides the bytes, in a minute.
 - **__main__.py**: `python -m steering_reliability.studies.organism` (`make organism`) builds
   it and prints its card; an experiment whose config names it (`smollm2-135m-refusal`) builds
   it first.
