@@ -1,4 +1,4 @@
-"""Request fragments that only the refusing model organism is trained on (models/organism.py).
+"""Request fragments that only the refusing model organism is trained on (studies/organism/recipe.py).
 
 Requests only, like catalog_harm.py. The harmful fragments belong to harm_train's families and
 sub-families (the organism learns to refuse the kind of request harm_train holds) but are other

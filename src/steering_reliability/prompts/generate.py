@@ -27,7 +27,7 @@ from steering_reliability.prompts.io import write_many
 from steering_reliability.prompts.schema import Prompt
 
 SPLITS = ("harm_train", "harm_test", "benign")
-# The refusing organism's training data (models/organism.py): other requests, same templates.
+# The refusing organism's training data (studies/organism/recipe.py): other requests, same templates.
 # organism_dev_*: the development set its recipe is chosen on (neither trained on nor evaluated).
 ORGANISM_SPLITS = ("organism_harm", "organism_benign", "organism_dev_harm", "organism_dev_benign")
 DEFAULT_SIZES = {"harm_train": 150, "harm_test": 150, "benign": 200}
