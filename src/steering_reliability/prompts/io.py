@@ -10,16 +10,20 @@ from typing import BinaryIO
 
 from steering_reliability.atomic import atomic_write
 from steering_reliability.errors import PromptFileError
+from steering_reliability.prompts.benchmarks import is_benchmark, load_benchmark
 from steering_reliability.prompts.readers import Row, read_rows
 from steering_reliability.prompts.schema import REQUIRED_META, Prompt, prompt_from_record
 
 
 def load_prompts(path: str | Path, *, split: str | None = None) -> tuple[Prompt, ...]:
     """Read and validate a .jsonl / .json (list) / .csv prompt file; refuse anything malformed.
+    `benchmark:NAME` reads a public benchmark instead (prompts.benchmarks).
 
     With `split`, records whose meta.split names another split are skipped (one file may hold
     several) and every returned prompt carries meta.split = split.
     """
+    if is_benchmark(path):
+        return _split_of(list(load_benchmark(str(path))), split, name=str(path))
     name, unit, rows, header = read_rows(path)
     if header is not None:
         rows = _csv_records(rows, header, file=name)
@@ -39,6 +43,10 @@ def load_prompts(path: str | Path, *, split: str | None = None) -> tuple[Prompt,
             )
         first_line[prompt.id] = line
         prompts.append(prompt)
+    return _split_of(prompts, split, name=name)
+
+
+def _split_of(prompts: list[Prompt], split: str | None, *, name: str) -> tuple[Prompt, ...]:
     if split is not None:
         prompts = [_with_split(p, split) for p in prompts if p.meta.get("split", split) == split]
     if not prompts:
