@@ -23,12 +23,13 @@ from pydantic_core import PydanticCustomError
 from steering_reliability import behaviours
 from steering_reliability.behaviours.refusal import COMPLIANCE_PREFIX, REFUSAL_PREFIX
 from steering_reliability.directions.direction import ALPHA_SCALES
-from steering_reliability.errors import ConfigError, suggest
+from steering_reliability.errors import ConfigError, InputError, suggest
 from steering_reliability.interventions.functions import INTERVENTIONS
 from steering_reliability.interventions.steer import APPLY_POSITIONS
 from steering_reliability.models.precision import DEVICES, DTYPES, resolve_device, resolve_dtype
 from steering_reliability.models.sites import HOOK_POINTS
 from steering_reliability.paths import CONFIG_DIR, REPO_ROOT
+from steering_reliability.prompts.benchmarks import check_source, is_benchmark
 from steering_reliability.records.run import config_hash as plain_hash
 from steering_reliability.records.run import flatten
 
@@ -305,9 +306,10 @@ class Config:
         return d
 
     def resolve_path(self, path: str) -> Path:
-        """A prompt path relative to the repository root unless absolute."""
+        """A prompt path relative to the repository root unless absolute; a `benchmark:NAME`
+        source is left as it is (load_prompts reads it)."""
         p = Path(path)
-        return p if p.is_absolute() else REPO_ROOT / p
+        return p if p.is_absolute() or is_benchmark(path) else REPO_ROOT / p
 
 
 _ADAPTER = pydantic.TypeAdapter(Config)
@@ -487,6 +489,7 @@ def validate(cfg: Config, *, file: str | None = None) -> None:
     """The checks across fields. Each field's own values are checked when a Config is built, the
     layer range by `validate_for_model`."""
     _validate_behaviours(cfg, file)
+    _validate_benchmarks(cfg, file)
     d = cfg.direction  # contrastive_prefix cannot read at last_prompt; diff_in_means must
     if (d.position == "last_prompt") != (d.method == "contrastive_prefix"):
         return
@@ -499,6 +502,19 @@ def validate(cfg: Config, *, file: str | None = None) -> None:
         expected=expected,
         hint=hint,
     )
+
+
+def _validate_benchmarks(cfg: Config, file: str | None) -> None:
+    """Every `benchmark:NAME` value (wherever a prompt file may go) names a known benchmark whose
+    package is installed: refused now, before any model loads, not when its prompts are read."""
+    for field, value in flatten(cfg.to_dict()).items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and is_benchmark(item):
+                try:
+                    check_source(item)
+                except InputError as exc:
+                    raise ConfigError(exc.problem, file=file, field=field, value=item,
+                                      expected=exc.expected, hint=exc.hint) from None  # fmt: skip
 
 
 def _validate_behaviours(cfg: Config, file: str | None) -> None:

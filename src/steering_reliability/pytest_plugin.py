@@ -14,7 +14,7 @@ part only if it passes. `sr_run.annotate("model_weights_hash", h)` adds provenan
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -148,6 +148,21 @@ def pytest_sr_input_files(config: pytest.Config, obj: Any, root: Path) -> dict[s
 
         may_build = not (config.option.collectonly or hasattr(config, "workerinput"))
         found |= run_inputs(name, default_cache_dir(), build_missing=may_build)
+    found |= _benchmark_inputs(obj)
+    return found
+
+
+def _benchmark_inputs(obj: Any) -> dict[str, str]:
+    """The data files (package, version, sha256) of every `benchmark:NAME` the config names."""
+    from steering_reliability.prompts.benchmarks import input_records, is_benchmark
+    from steering_reliability.records.run import flatten
+
+    data = obj.to_dict() if hasattr(obj, "to_dict") else obj
+    found: dict[str, str] = {}
+    for value in flatten(data).values() if isinstance(data, Mapping) else ():
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(item, str) and is_benchmark(item):
+                found |= input_records(item)
     return found
 
 

@@ -30,6 +30,7 @@ from steering_reliability.directions.direction import Direction
 from steering_reliability.errors import DirectionError
 from steering_reliability.models import default_cache_dir
 from steering_reliability.paths import REPO_ROOT
+from steering_reliability.prompts.benchmarks import content_sha256, is_benchmark
 
 CODE_VERSION = 1  # bump when a builder's numerics change: every cached direction is rebuilt
 STATE_FORMAT = 1
@@ -180,6 +181,8 @@ def file_meta(name: str, path: str | Path | None) -> dict[str, Any]:
     """{name: portable path, name_sha256: sha256 of the bytes}, both None without a file."""
     if path is None:
         return {name: None, f"{name}_sha256": None}
+    if is_benchmark(path):  # benchmark:NAME: the spec, and one digest of its data files
+        return {name: str(path), f"{name}_sha256": content_sha256(path)}
 
     try:
         digest = file_sha256(path)

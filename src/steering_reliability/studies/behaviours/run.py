@@ -22,6 +22,7 @@ from steering_reliability.generation import generate
 from steering_reliability.generation.cache import cached_generate
 from steering_reliability.interventions import Steering
 from steering_reliability.prompts import Prompt, load_prompts
+from steering_reliability.prompts.benchmarks import is_benchmark
 from steering_reliability.prompts.leakage import normalise
 from steering_reliability.prompts.parts import assign_parts, sample_parts
 from steering_reliability.studies.shared import alpha_id, request_for, score_rows
@@ -289,7 +290,9 @@ def input_files(cfg: Config, root: Path) -> dict[str, str]:
 
 def portable(path: Path, root: Path) -> str:
     """A path relative to the repository root where it lies below it (run.json moves with the
-    checkout), else absolute."""
+    checkout), else absolute; a `benchmark:NAME` source as it is."""
+    if is_benchmark(path):
+        return str(path)
     try:
         return str(path.resolve().relative_to(root.resolve()))
     except ValueError:
