@@ -26,7 +26,7 @@ from steering_reliability.models.loader import layer_count
 from steering_reliability.pytest_plugin import run_config
 from steering_reliability.studies.refusal_direction import pipeline as rd
 from steering_reliability.studies.shared import (
-    SPLITS,
+    eval_splits,
     file_parts,
     generate_for,
     report_indices,
@@ -252,7 +252,7 @@ def test_evaluate(
         if chosen is None
         else {"layer": chosen.layer, "position": chosen.position}
     )
-    for split in SPLITS:
+    for split in eval_splits(cfg):  # the benchmarks too: does the bypass carry to them?
         idx = _report(cfg, splits, split)
         prompts = [splits[split][i] for i in idx]
         if rd_setting == "baseline" and split != "benign":

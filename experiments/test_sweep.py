@@ -14,7 +14,7 @@ import pytest
 from steering_reliability.config import Config
 from steering_reliability.generation import teacher_forced_scores
 from steering_reliability.pytest_plugin import run_config
-from steering_reliability.studies.shared import SPLITS, generate_for, score_rows, steering_for
+from steering_reliability.studies.shared import eval_splits, generate_for, score_rows, steering_for
 from steering_reliability.studies.sweep.cases import Case, sweep_cases
 
 pytestmark = [pytest.mark.sweep, pytest.mark.experiment]
@@ -22,12 +22,13 @@ pytestmark = [pytest.mark.sweep, pytest.mark.experiment]
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """The grid from the config's ordered lists, with readable ids (layer12-add-a1); the
-    baseline once per split."""
+    baseline once per split (the benchmarks of prompts.benchmarks included)."""
+    cfg = run_config(metafunc.config)
     if "case" in metafunc.fixturenames:
-        cases = sweep_cases(run_config(metafunc.config))
+        cases = sweep_cases(cfg)
         metafunc.parametrize("case", cases, ids=[c.id for c in cases])
     if "split" in metafunc.fixturenames:
-        metafunc.parametrize("split", SPLITS)
+        metafunc.parametrize("split", eval_splits(cfg))
 
 
 _FINITE = (
@@ -88,14 +89,14 @@ def test_sweep(
     baseline: dict[str, list[Any]],
     refusal_ids: tuple[int, ...],
 ) -> None:
-    """One (layer, intervention, alpha) on harm_train, harm_test and benign."""
+    """One (layer, intervention, alpha) on harm_train, harm_test, benign and each benchmark."""
     cfg = sr_config
     d = directions[case.layer]
     steering = steering_for(
         cfg, case.intervention, case.layer, d.scaled(cfg.direction.alpha_scale), case.alpha
     )
     rows: list[dict[str, Any]] = []
-    for split in SPLITS:
+    for split in eval_splits(cfg):
         prompts = splits[split]
         gens = generate_for(model, cfg, prompts, [steering], track_token_ids=refusal_ids)
         tf = None

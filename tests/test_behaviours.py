@@ -302,7 +302,8 @@ def test_refusal_rates_are_those_of_refusal_before_behaviours(smollm2: Any,
         steering_for,
     )
 
-    cfg = load_config("configs/fast.yaml", {"generation.max_new_tokens": 16})
+    cfg = load_config("configs/fast.yaml",
+                      {"generation.max_new_tokens": 16, "prompts.benchmarks": {}})  # fmt: skip
     splits = {s: p[:8] for s, p in select_prompts(cfg).items()}
     d = directions_for_layers(smollm2, cfg, direction_prompts(cfg), [12], cache_dir=tmp_path)
     add = steering_for(cfg, "add", 12, d[12].scaled("raw"), 1.0)
@@ -326,12 +327,16 @@ def test_refusal_rates_are_those_of_refusal_before_behaviours(smollm2: Any,
 
 
 def test_a_config_without_behaviours_keeps_its_identity() -> None:
-    """organism.yaml lists no behaviour: its hash is the one it had before behaviours existed."""
+    """organism.yaml lists no behaviour: its hash is the one it had before behaviours existed
+    (and, without its benchmarks, the one it had before benchmarks existed)."""
     from steering_reliability.config import config_hash
 
     cfg = load_config("configs/organism.yaml")
     assert "behaviours" not in cfg.to_dict()
-    assert config_hash(cfg) == "c1ddd387bcd111a7"
+    assert config_hash(cfg) == "929702f48f31a8e0"
+    plain = load_config("configs/organism.yaml", {"prompts.benchmarks": {}})
+    assert "benchmarks" not in plain.to_dict()["prompts"]
+    assert config_hash(plain) == "c1ddd387bcd111a7"
 
 
 def test_the_sanity_checks_need_a_positive_alpha() -> None:

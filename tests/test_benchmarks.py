@@ -182,7 +182,8 @@ def test_the_run_inputs_hold_every_benchmark_the_config_names(tmp_path: Path) ->
     assert found == bm.input_records("benchmark:harmbench") | bm.input_records(
         "benchmark:uncensorbench"
     )
-    cfg = load_config(overrides={"prompts.harm_train": "benchmark:donotanswer", "behaviours": {}})
+    cfg = load_config(overrides={"prompts.harm_train": "benchmark:donotanswer", "behaviours": {},
+                                 "prompts.benchmarks": {}})  # fmt: skip
     found = pytest_plugin.pytest_sr_input_files(config=config, obj=cfg, root=tmp_path)
     assert found == bm.input_records("benchmark:donotanswer")
 

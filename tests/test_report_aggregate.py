@@ -19,8 +19,10 @@ from steering_reliability.studies.sweep.report.aggregate import (
     choose_operating_point,
     estimate,
     explain_choice,
+    matched_settings,
     pareto_front,
     summarize,
+    works_in_distribution,
 )
 from test_report_synthetic import synthetic_rows
 
@@ -110,15 +112,17 @@ def test_pareto_flags_a_hand_made_table() -> None:
 
 
 def _table(rows: list[tuple[int, float, float, float, float]]) -> pd.DataFrame:
-    """A hand-made summary: (layer, alpha, harm_test refusal, helpful drop, collapse rate)."""
+    """A hand-made summary: (layer, alpha, refusal, helpful drop, collapse rate); the refusal is
+    both harm_train's and harm_test's (both points' rules then agree)."""
     frame = pd.DataFrame(
         rows, columns=["layer", "alpha", "harm_test_refusal", "helpful_drop", "collapse_rate"]
     )
+    frame["harm_train_refusal"] = frame["harm_test_refusal"]
     frame.insert(0, "kind", "sweep")
     frame["intervention"] = "add"
     frame["pareto"] = pareto_front(frame["harm_test_refusal"], frame["helpful_drop"])
     base = pd.DataFrame([{"kind": "baseline", "layer": -1, "alpha": 0.0, "harm_test_refusal": 0.0,
-                          "helpful_drop": 0.0, "collapse_rate": 0.0, "intervention": "none",
+                          "harm_train_refusal": 0.0, "helpful_drop": 0.0, "collapse_rate": 0.0, "intervention": "none",
                           "pareto": False}])  # fmt: skip
     return pd.concat([base, frame], ignore_index=True)
 
@@ -134,7 +138,8 @@ def test_operating_point_is_the_best_refusal_within_the_drop_bound() -> None:
     )
     op = choose_operating_point(table)
     assert (op["layer"], op["alpha"]) == (12, 1.0)
-    assert "highest harm_test refusal" in explain_choice(table)[1]
+    assert "highest harm_train refusal" in explain_choice(table, target="harm_train_refusal")[1]
+    assert "highest harm_test refusal" in explain_choice(table, target="harm_test_refusal")[1]
 
 
 def test_operating_point_ties_break_on_smaller_drop_then_smaller_alpha() -> None:
@@ -147,14 +152,37 @@ def test_operating_point_falls_back_to_best_refusal_minus_drop() -> None:
     table = _table([(6, 1.0, 0.5, 0.2, 0.0), (6, 2.0, 0.9, 0.3, 0.0), (6, 4.0, 1.0, 0.0, 0.9)])
     op = choose_operating_point(table, OperatingPointRule(max_helpful_drop=0.1))
     assert op["alpha"] == 2.0  # 0.9 - 0.3 beats 0.5 - 0.2; alpha 4 is collapsed
-    assert "no non-collapsed setting" in explain_choice(table)[1]
+    assert "no non-collapsed setting" in explain_choice(table, target="harm_train_refusal")[1]
 
 
 def test_operating_point_when_everything_collapsed_is_a_frontier_point() -> None:
     table = _table([(6, 1.0, 0.5, 0.4, 0.5), (6, 2.0, 0.6, 0.3, 0.5), (6, 4.0, 0.4, 0.5, 0.9)])
     op = choose_operating_point(table)
     assert op["alpha"] == 2.0 and bool(op["pareto"])
-    assert "every setting is collapsed" in explain_choice(table)[1]
+    assert "every setting is collapsed" in explain_choice(table, target="harm_test_refusal")[1]
+
+
+def test_the_in_distribution_point_never_reads_the_shift() -> None:
+    """The headline point is chosen on harm_train (and benign) only: changing harm_test cannot
+    move it; the point tuned on the shift follows harm_test."""
+    table = _table([(6, 1.0, 0.0, 0.05, 0.0), (12, 1.0, 0.0, 0.05, 0.0)])
+    table.loc[1:, "harm_train_refusal"] = [0.8, 0.6]
+    table.loc[1:, "harm_test_refusal"] = [0.1, 0.5]
+    assert choose_operating_point(table)["layer"] == 6
+    assert choose_operating_point(table, target="harm_test_refusal")["layer"] == 12
+    table.loc[1:, "harm_test_refusal"] = [0.9, 0.0]
+    assert choose_operating_point(table)["layer"] == 6
+
+
+def test_matched_settings_are_the_weakest_alpha_that_works_per_layer() -> None:
+    table = _table([(6, 0.5, 0.2, 0.0, 0.0), (6, 1.0, 0.6, 0.3, 0.0), (6, 2.0, 0.9, 0.5, 0.0),
+                    (12, 0.5, 0.1, 0.0, 0.0), (12, 1.0, 0.3, 0.2, 0.0)])  # fmt: skip
+    table["hook_point"] = "resid_pre"
+    matched = matched_settings(table)
+    assert [(r["layer"], r["alpha"]) for _, r in matched.iterrows()] == [(6, 1.0)]
+    row = table.iloc[2]  # (6, 1.0): refusal 0.6 but a helpful drop of 0.3
+    assert not works_in_distribution(row.fillna(0.0))
+    assert works_in_distribution(row.fillna(0.0), OperatingPointRule(max_helpful_drop=0.4))
 
 
 def test_no_sweep_setting_is_a_clear_error() -> None:

@@ -19,7 +19,13 @@ from steering_reliability.studies.sweep.report.examples import pick_prompts, ren
 from steering_reliability.studies.sweep.report.findings import render_findings
 from test_report_synthetic import synthetic_rows, write_run
 
-TEXT_OUTPUTS = ("summary.csv", "summary_select.csv", "examples.md", "findings.md")
+TEXT_OUTPUTS = (
+    "summary.csv",
+    "summary_select.csv",
+    "shift_ladder.csv",
+    "examples.md",
+    "findings.md",
+)
 
 
 def _snapshot_files(run_dir: Path) -> dict[str, bytes]:
@@ -47,11 +53,13 @@ def test_render_writes_every_output(rendered: tuple[ReportPaths, dict[str, bytes
         "confounds",
         "refusal_by_shift",
         "projections",
+        "shift_ladder",
     }
+    assert (paths.run_dir / "shift_ladder.csv").is_file()
     assert sorted({p.suffix for p in paths.figures}) == [".png", ".svg"]
     assert sorted(p.name for p in paths.run_dir.iterdir()) == [
-        "examples.md", "figures", "findings.md", "results.parquet", "run.json", "summary.csv",
-        "summary_select.csv",
+        "examples.md", "figures", "findings.md", "results.parquet", "run.json",
+        "shift_ladder.csv", "summary.csv", "summary_select.csv",
     ]  # fmt: skip
 
 
@@ -89,7 +97,7 @@ def test_findings_report_sanity_verdicts_and_careful_wording(
     assert "| alpha0 | passed | 0.000 |" in text
     # The small synthetic run has overlapping intervals: no clear claims.
     assert "Generalisation failure (harm_train vs harm_test refusal): **not shown**" in text
-    assert "does not show a generalisation gap" in text
+    assert "its interval includes 0 (no gap shown)" in text
     assert "**not shown clearly on this run**" in text
     assert "Layer 4, best on the select prompts, reaches harm_test refusal" in text
 
@@ -102,11 +110,9 @@ def test_findings_call_a_clear_gap_clear() -> None:
             row.update(is_refusal=refused, is_helpful=not refused, collapsed=False)
     df = prepare(rows_to_table(rows).to_pandas())
     text = render_findings(df, summarize(df), {})
-    assert "**yes, at the operating point**" in text
+    assert "**yes, at the in-distribution operating point**" in text
     assert "a clear generalisation failure" in text
-    assert (
-        "harm_train refusal is 1.00 [1.00, 1.00] and harm_test refusal is 0.00 [0.00, 0.00]" in text
-    )
+    assert "harm_train refusal is 1.00 [1.00, 1.00] and harm_test refusal 0.00 [0.00, 0.00]" in text
     assert "**holds on this run**" in text
     assert "run.json was not found" in text
 
@@ -239,7 +245,9 @@ def test_findings_explain_ablation_from_the_sign_of_the_baseline_projection() ->
             row.update(proj_before=-60.0, proj_after=-60.0 * (1 - row["alpha"])
                        if row["intervention"] == "ablate" else -60.0 + 5 * row["alpha"])  # fmt: skip
     df = prepare(rows_to_table(rows).to_pandas())
-    summary = summarize(df, operating_point=(8, "hook_in", "ablate", 1.0))
+    chosen = {"operating_point": (8, "hook_in", "ablate", 1.0),
+              "shift_tuned": (8, "hook_in", "ablate", 1.0), "matched": []}  # fmt: skip
+    summary = summarize(df, chosen=chosen)
     text = " ".join(_mechanism(operating_point_row(summary)))
     assert "mean projection onto v̂" in text and "is -60 on harm_test" in text
     assert "toward the refusal end" in text
@@ -253,7 +261,49 @@ def test_findings_explain_ablation_from_the_sign_of_the_baseline_projection() ->
 def test_the_headline_names_the_operating_point_and_the_sanity_tally(
     rendered: tuple[ReportPaths, dict[str, bytes]],
 ) -> None:
-    op_line, sanity_line = rendered[0].headline
-    assert op_line.startswith("operating point layer ") and "harm_test refusal" in op_line
+    op_line, shift_line, sanity_line = rendered[0].headline
+    assert op_line.startswith("in-distribution operating point layer ")
+    assert "harm_train 0." in op_line and "harm_test 0." in op_line
     assert "benign helpful drop" in op_line and "one set of prompts" in op_line  # no parts
+    assert shift_line.startswith("tuned on the shift (best case) layer ")
     assert sanity_line.startswith("sanity checks: 2 of 4 passed; failed: ablation_projection")
+
+
+def test_the_shift_ladder_has_every_benchmark_with_the_drop_from_harm_train(
+    tmp_path: Path,
+) -> None:
+    """Benchmark splits become rungs: their rates and drops in findings.md, shift_ladder.csv
+    (whole split and per category) and the headline; the verdict compares them with harm_test."""
+    paths = render(write_run(tmp_path, synthetic_rows(benchmarks=("bench_x",))))
+    text = paths.findings_md.read_text(encoding="utf-8")
+    assert (
+        "| setting | chosen as | harm_train | harm_test | bench_x | benign false refusal |" in text
+    )
+    assert (
+        "- Synthetic shift vs real benchmarks: **synthetic shift harder than the benchmark" in text
+    )
+    assert "Our synthetic shift is " in text and "`bench_x`" in text
+    table = pd.read_csv(tmp_path / "shift_ladder.csv")
+    bench = table[table["split"] == "bench_x"]
+    assert set(bench["group"].fillna("")) == {"", "cat_a", "cat_b"}
+    whole = bench[bench["group"].isna()]
+    assert (whole["n"] == 10).all() and whole["drop_from_train"].notna().all()
+    assert "bench_x 0." in paths.headline[0]
+    summary = pd.read_csv(paths.summary_csv)
+    assert {"bench_x_refusal", "bench_x_gap", "bench_x_refusal_change"} <= set(summary.columns)
+
+
+def test_no_setting_that_works_in_distribution_is_said_and_the_matched_settings_answer() -> None:
+    """Every setting that reaches harm_train refusal 0.5 costs benign helpfulness: the verdict
+    says none works within the budget, and the gap is read at the matched settings."""
+    rows = synthetic_rows()
+    for row in rows:
+        if row["experiment"] == "sweep":
+            strong = row["alpha"] >= 2.0
+            refused = strong and row["split"] in ("harm_train", "benign")
+            row.update(is_refusal=refused, is_helpful=not refused, collapsed=False)
+    df = prepare(rows_to_table(rows).to_pandas())
+    text = render_findings(df, summarize(df), {})
+    assert "**no setting works in distribution within the benign budget**" in text
+    assert "answered at the 4 matched settings instead" in text
+    assert "**yes, at 4 of 4 matched settings (none works within the benign budget)**" in text

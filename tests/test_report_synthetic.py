@@ -25,7 +25,7 @@ STYLES = ("direct", "roleplay")
 
 
 def _prompt_row(split: str, i: int) -> dict[str, Any]:
-    families = FAMILIES[split]
+    families = FAMILIES.get(split, ("cat_a", "cat_b"))  # a benchmark: two categories
     return {
         "split": split,
         "prompt_id": f"{split}_{i:04d}",
@@ -44,7 +44,7 @@ def _refusal_prob(split: str, layer: int, intervention: str, alpha: float) -> fl
         * (0.45 if layer == 8 else 0.25 + 0.01 * layer)
         * (1.0 if intervention == "add" else 0.6)
     )
-    shift = {"harm_train": 1.0, "harm_test": 0.45, "benign": 0.2}[split]
+    shift = {"harm_train": 1.0, "harm_test": 0.45, "benign": 0.2}.get(split, 0.8)
     return float(min(1.0, 0.1 + strength * shift))
 
 
@@ -84,14 +84,16 @@ def synthetic_rows(
     layers: tuple[int, ...] = LAYERS,
     alphas: tuple[float, ...] = ALPHAS,
     n_per_split: int = N_PER_SPLIT,
+    benchmarks: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
-    """Rows of a tiny run: baseline, a layer x intervention x alpha sweep, three sanity checks."""
+    """Rows of a tiny run: baseline, a layer x intervention x alpha sweep, three sanity checks;
+    `benchmarks` adds further shifted splits (refusal carries to them more than to harm_test)."""
     rng = np.random.default_rng(seed)
     common = {"run_id": "synthetic-run", "config_hash": "c0ffee", "model": "synthetic-model",
               "hook_point": "hook_in", "position": "prefix0", "alpha_scale": "mean_diff",
               "direction_method": "contrastive_prefix", "seed": 0}  # fmt: skip
     rows: list[dict[str, Any]] = []
-    prompts = [_prompt_row(s, i) for s in FAMILIES for i in range(n_per_split)]
+    prompts = [_prompt_row(s, i) for s in (*FAMILIES, *benchmarks) for i in range(n_per_split)]
     for p in prompts:
         base = {**common, **p, "experiment": "baseline", "case_id": "baseline", "layer": -1,
                 "intervention": "none", "alpha": 0.0, "direction_variant": "none"}  # fmt: skip

@@ -67,7 +67,8 @@ def test_a_layer_selection_keeps_the_baseline_it_is_compared_with() -> None:
     ids = collected("experiments", "-k", "layer12")
     baseline = [i for i in ids if "::test_baseline[" in i or "::test_behaviour_baseline[" in i]
     sweep = [i for i in ids if "::test_sweep[" in i or "::test_behaviour_sweep[" in i]
-    assert len(baseline) == 4 and sweep and all("layer12" in i for i in sweep)
+    # one per split (3, and the 3 benchmarks of fast.yaml) and the toxicity behaviour's
+    assert len(baseline) == 7 and sweep and all("layer12" in i for i in sweep)
     assert ids[: len(baseline)] == baseline  # first: every case reads them
     # a behaviour's cases keep only that behaviour's baseline
     tox = collected("experiments", "-m", "toxicity", "-k", "layer12")

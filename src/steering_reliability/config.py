@@ -102,6 +102,12 @@ class PromptsConfig:
     n_benign: Count = None
     # harm_train prompts used to build the direction (the first n of the file).
     n_direction: Count = None
+    # Further shifted sets, evaluated beside harm_test: split name -> a prompt file or a public
+    # benchmark (`benchmark:harmbench`, docs/prompts_and_models.md). Only their *report* part is
+    # evaluated: nothing is ever chosen on them.
+    benchmarks: dict[StrictStr, StrictStr] = dataclasses.field(default_factory=dict)
+    # report prompts per benchmark (a seeded sample of its report part; None: all of it)
+    n_benchmark: Count = None
 
 
 @dataclass(frozen=True, config=_NO_UNKNOWN_KEYS)
@@ -298,11 +304,14 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples become lists) for run.json and hashing. A config that lists
-        no behaviours has no `behaviours` key, so its identity is what it was before there
-        were any."""
+        no behaviours has no `behaviours` key, and one without benchmarks no
+        `prompts.benchmarks` / `n_benchmark`, so its identity is what it was before there were
+        any."""
         d = dict(_ADAPTER.dump_python(self, mode="json"))
         if not d["behaviours"]:
             del d["behaviours"]
+        if not d["prompts"]["benchmarks"]:  # likewise a config that evaluates no benchmark
+            del d["prompts"]["benchmarks"], d["prompts"]["n_benchmark"]
         return d
 
     def resolve_path(self, path: str) -> Path:
@@ -490,6 +499,7 @@ def validate(cfg: Config, *, file: str | None = None) -> None:
     layer range by `validate_for_model`."""
     _validate_behaviours(cfg, file)
     _validate_benchmarks(cfg, file)
+    _validate_benchmark_splits(cfg, file)
     d = cfg.direction  # contrastive_prefix cannot read at last_prompt; diff_in_means must
     if (d.position == "last_prompt") != (d.method == "contrastive_prefix"):
         return
@@ -544,6 +554,26 @@ def _validate_behaviours(cfg: Config, file: str | None) -> None:
                 raise ConfigError("unknown file key", file=file, field=f"{field}.files.{key}",
                                   value=key, expected=f"one of {list(beh.files)}",
                                   hint=suggest(key, tuple(beh.files)))  # fmt: skip
+
+
+_SPLIT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_RESERVED_SPLITS = ("harm_train", "harm_test", "benign")
+
+
+def _validate_benchmark_splits(cfg: Config, file: str | None) -> None:
+    """Each split of prompts.benchmarks has a plain name that is not one of the three splits
+    (its source is checked with every other prompt source: `_validate_benchmarks`, select_prompts)."""
+    for name in cfg.prompts.benchmarks:
+        if not _SPLIT_NAME.match(name) or name in _RESERVED_SPLITS:
+            raise ConfigError("invalid split name", file=file, field=f"prompts.benchmarks.{name}",
+                              value=name, expected="lower-case letters, digits and _ (up to 40), "
+                              f"not one of {list(_RESERVED_SPLITS)}",
+                              hint="e.g. harmbench: benchmark:harmbench")  # fmt: skip
+
+
+def benchmark_splits(cfg: Config) -> tuple[str, ...]:
+    """The names of the further shifted splits (prompts.benchmarks), in config order."""
+    return tuple(cfg.prompts.benchmarks)
 
 
 def behaviour_layers(cfg: Config, name: str) -> tuple[int, ...]:

@@ -48,11 +48,11 @@ def sample_parts(
     for k, part in enumerate(PARTS):
         pool = tuple(p for p in prompts if parts[p.id] == part)
         take = (n + 1) // 2 if k == 0 else n // 2
-        chosen |= {p.id for p in _subset(pool, take, f"{seed}:{part}")}
+        chosen |= {p.id for p in sample_subset(pool, take, f"{seed}:{part}")}
     return tuple(p for p in prompts if p.id in chosen)
 
 
-def _subset(prompts: tuple[Prompt, ...], n: int | None, seed: str) -> tuple[Prompt, ...]:
+def sample_subset(prompts: tuple[Prompt, ...], n: int | None, seed: str) -> tuple[Prompt, ...]:
     """A seeded sample of n prompts kept in file order (str seeds are stable across processes)."""
     if n is None or n >= len(prompts):
         return prompts

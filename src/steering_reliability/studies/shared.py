@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from steering_reliability.config import Config, config_hash
+from steering_reliability.config import Config, benchmark_splits, config_hash
 from steering_reliability.errors import ConfigError
 from steering_reliability.generation import generate
 from steering_reliability.generation.cache import GenerationRequest
@@ -19,8 +19,9 @@ from steering_reliability.metrics import degeneracy, helpfulness, refusal, token
 from steering_reliability.models import LoadedModel, encode_prompt, format_prompt
 from steering_reliability.models.sites import variant_key
 from steering_reliability.prompts import Prompt, check_prompt_lengths, load_prompts
+from steering_reliability.prompts.benchmarks import is_benchmark
 from steering_reliability.prompts.generate import SPLITS
-from steering_reliability.prompts.parts import assign_parts, sample_parts
+from steering_reliability.prompts.parts import assign_parts, sample_parts, sample_subset
 from steering_reliability.timing import timed
 
 
@@ -30,6 +31,7 @@ def alpha_id(alpha: float) -> str:
 
 
 def split_files(cfg: Config) -> dict[str, Path]:
+    """The three prompt files every study reads (harm_train, harm_test, benign)."""
     return {
         "harm_train": cfg.resolve_path(cfg.prompts.harm_train),
         "harm_test": cfg.resolve_path(cfg.prompts.harm_test),
@@ -37,8 +39,23 @@ def split_files(cfg: Config) -> dict[str, Path]:
     }
 
 
+def eval_splits(cfg: Config) -> tuple[str, ...]:
+    """Every split the sweep evaluates: the three of SPLITS, then the benchmarks in config order
+    (the shift ladder: in distribution, our synthetic shift, real benchmarks; benign beside)."""
+    return (*SPLITS, *benchmark_splits(cfg))
+
+
+def split_sources(cfg: Config) -> dict[str, Path | str]:
+    """split -> its prompt file, or a `benchmark:NAME` spec, for every split of `eval_splits`."""
+    sources: dict[str, Path | str] = dict(split_files(cfg))
+    for name, source in cfg.prompts.benchmarks.items():
+        sources[name] = source if is_benchmark(source) else cfg.resolve_path(source)
+    return sources
+
+
 def file_parts(cfg: Config) -> dict[str, dict[str, str]]:
-    """split -> (prompt id -> part) over every prompt of each split's file (recorded in run.json)."""
+    """split -> (prompt id -> part) over every prompt of each split's source (recorded in
+    run.json)."""
     key = (config_hash(cfg), cfg.source)
     if key not in _PARTS_MEMO:
         _PARTS_MEMO[key] = _file_parts(cfg)
@@ -56,26 +73,32 @@ def report_indices(cfg: Config, prompts: Sequence[Prompt], split: str) -> list[i
 
 
 def _file_parts(cfg: Config) -> dict[str, dict[str, str]]:
-    files = split_files(cfg)
     return {
-        s: assign_parts(load_prompts(files[s], split=s), f"{cfg.seed}:parts:{s}") for s in SPLITS
+        s: assign_parts(load_prompts(source, split=s), f"{cfg.seed}:parts:{s}")
+        for s, source in split_sources(cfg).items()
     }
 
 
 def select_prompts(cfg: Config) -> dict[str, tuple[Prompt, ...]]:
-    """The evaluation prompts of each split: when the config limits them, a seeded sample of
-    half from each part (select, report), so both parts are always measured; file order."""
-    files = split_files(cfg)
+    """The evaluation prompts of each split of `eval_splits`, file order. Where the config limits
+    them: for harm_train, harm_test and benign a seeded sample of half from each part (select,
+    report), so both parts are measured; for a benchmark a seeded sample of its *report* part
+    only (nothing is chosen on a benchmark, so its select part is never run)."""
+    sources = split_sources(cfg)
     limits = {
         "harm_train": cfg.prompts.n_train,
         "harm_test": cfg.prompts.n_test,
         "benign": cfg.prompts.n_benign,
     }
     parts = file_parts(cfg)
-    return {
-        s: sample_parts(load_prompts(files[s], split=s), parts[s], limits[s], f"{cfg.seed}:{s}")
+    chosen = {
+        s: sample_parts(load_prompts(sources[s], split=s), parts[s], limits[s], f"{cfg.seed}:{s}")
         for s in SPLITS
     }
+    for s in benchmark_splits(cfg):
+        report = tuple(p for p in load_prompts(sources[s], split=s) if parts[s][p.id] == "report")
+        chosen[s] = sample_subset(report, cfg.prompts.n_benchmark, f"{cfg.seed}:{s}:report")
+    return chosen
 
 
 def direction_prompts(cfg: Config) -> tuple[Prompt, ...]:
@@ -108,7 +131,7 @@ def harmless_prompts(cfg: Config) -> tuple[Prompt, ...]:
 
 def check_lengths(model: LoadedModel, cfg: Config, splits: Mapping[str, Sequence[Prompt]]) -> None:
     """Refuse prompts that do not fit the context together with the generated tokens."""
-    files = split_files(cfg)
+    files = split_sources(cfg)
     budget = model.info.n_ctx - cfg.generation.max_new_tokens
 
     def count(text: str) -> int:

@@ -52,6 +52,12 @@ def _by_prompt(rows: pd.DataFrame, column: str) -> pd.Series:
     return rows.set_index("prompt_id")[column].astype("float64")
 
 
+def harmful_splits(df: pd.DataFrame) -> tuple[str, ...]:
+    """HARMFUL, then every benchmark split this pipeline evaluated (prompts.benchmarks), by name."""
+    evaluated = set(df.loc[df["experiment"] == EXPERIMENT, "split"].dropna().astype(str))
+    return (*HARMFUL, *sorted(evaluated - {*HARMFUL, "benign", ""}))
+
+
 def settings(df: pd.DataFrame) -> tuple[str, ...]:
     """The table's rows: ORDER, and BASE where the run has it."""
     return ORDER + ((BASE,) if (df["case_id"] == f"rd-{BASE}").any() else ())
@@ -63,7 +69,7 @@ def table(df: pd.DataFrame) -> dict[str, dict[str, Estimate]]:
     ce_text = df[df["experiment"] == f"{EXPERIMENT}:ce_text"].set_index("case_id")["value"]
     for setting in settings(df):
         cols: dict[str, Estimate] = {}
-        for split in HARMFUL:
+        for split in harmful_splits(df):
             rows = _prompt_rows(df, setting, split)
             cols[f"{split} refusal"] = mean_ci(_by_prompt(rows, "is_refusal"))
             cols[f"{split} first-token p"] = mean_ci(_by_prompt(rows, "first_token_refusal_prob"))
@@ -175,6 +181,7 @@ def _by_style(df: pd.DataFrame) -> list[str]:
     groups: list[tuple[str, str, str | None]] = [("harm_train (direct)", "harm_train", None)]
     styles = sorted(set(_prompt_rows(df, "baseline", "harm_test")["style"].dropna()))
     groups += [(f"harm_test {style}", "harm_test", style) for style in styles]
+    groups += [(f"{b} (benchmark)", b, None) for b in harmful_splits(df)[len(HARMFUL) :]]
     k = len(groups)
     header = ["prompts", "n", "baseline refusal"]
     for s in ablations:

@@ -14,19 +14,23 @@ from steering_reliability.analysis import markdown as md
 from steering_reliability.analysis.data import SANITY_PREFIX, SWEEP, check_rows
 from steering_reliability.analysis.section import Section
 from steering_reliability.studies.sweep.report.aggregate import (
-    choose_operating_point,
+    DEFAULT_RULE,
+    benchmark_columns,
+    choose_points,
     estimate,
     has_parts,
     operating_point_row,
     part_rows,
-    setting_key,
+    point_row,
     setting_label,
     shift_rates,
     summarize,
+    works_in_distribution,
 )
 from steering_reliability.studies.sweep.report.examples import render_examples
 from steering_reliability.studies.sweep.report.figures import build_figures
 from steering_reliability.studies.sweep.report.findings import render_findings
+from steering_reliability.studies.sweep.report.ladder import ladder_figure, ladder_table, rungs
 from steering_reliability.studies.sweep.report.sanity import (
     collapse_at_operating_point,
     sanity_table,
@@ -44,42 +48,62 @@ def report_section(df: pd.DataFrame, info: Mapping[str, Any], source: str) -> Se
     if not (df["experiment"] == SWEEP).any():
         return None
     check_rows(df, source=source)
-    # Choose on the select part, report on the report part (VALIDITY.md section 1).
+    # Choose on the select part, report on the report part (VALIDITY.md section 1); the
+    # headline operating point is chosen on in-distribution prompts only (harm_train, benign).
     report_df = part_rows(df, "report")
     select_summary = summarize(part_rows(df, "select"))
-    op_key = setting_key(choose_operating_point(select_summary))
-    summary = summarize(report_df, operating_point=op_key)
+    summary = summarize(report_df, chosen=choose_points(select_summary))
     op = operating_point_row(summary)
     checks = (collapse_at_operating_point(summary),)
+    ladder = rungs(summary, select_summary, DEFAULT_RULE)
+    table = ladder_table(report_df, summary, ladder)
     findings = render_findings(
         report_df, summary, info, select_summary=select_summary, parts=has_parts(df),
-        analysis_checks=checks,
+        analysis_checks=checks, ladder=(ladder, table),
     )  # fmt: skip
+    figures = build_figures(summary, shift_rates(report_df, op), report_df, select_summary)
+    figures["shift_ladder"] = ladder_figure(summary, table, ladder)
     return Section(
         findings,
-        figures=build_figures(summary, shift_rates(report_df, op), report_df, select_summary),
+        figures=figures,
         files={
             "summary.csv": summary_csv_text(summary).encode("utf-8"),
             "summary_select.csv": summary_csv_text(select_summary).encode("utf-8"),
+            "shift_ladder.csv": summary_csv_text(table).encode("utf-8"),
             "examples.md": render_examples(report_df, summary).encode("utf-8"),
         },
         checks=checks,
-        headline=headline(report_df, summary, checks, has_parts(df)),
+        headline=headline(report_df, summary, checks, has_parts(df), select_summary),
         lead=True,
     )
 
 
 def headline(
-    df: pd.DataFrame, summary: pd.DataFrame, checks: Sequence[Verdict], parts: bool
+    df: pd.DataFrame,
+    summary: pd.DataFrame,
+    checks: Sequence[Verdict],
+    parts: bool,
+    select: pd.DataFrame | None = None,
 ) -> tuple[str, ...]:
-    """Two lines: the operating point's numbers and the sanity tally (for the session's end)."""
-    op = operating_point_row(summary)
+    """The session's closing lines: the in-distribution operating point (whether it works, its
+    refusal on each rung and its benign cost), the point tuned on the shift, the sanity tally."""
+    op, shift = operating_point_row(summary), point_row(summary, "shift_tuned")
     where = "chosen on select, measured on report prompts" if parts else "one set of prompts"
     tally, _ = sanity_table(df[df["experiment"].str.startswith(SANITY_PREFIX)], checks)
+    rungs_ = benchmark_columns(summary)
+
+    def numbers(row: pd.Series) -> str:
+        on = ", ".join(f"{s} {md.ci(estimate(row, f'{s}_refusal'))}"
+                       for s in ("harm_train", "harm_test", *rungs_))  # fmt: skip
+        return f"refusal {on}; benign helpful drop {md.ci(estimate(row, 'helpful_drop'))}"
+
+    sel = select if select is not None else summary
+    sel_op = sel[(sel["kind"] == SWEEP) & sel["operating_point"].astype(bool)]
+    works = not sel_op.empty and works_in_distribution(sel_op.iloc[0])
+    state = "works in distribution" if works else (
+        "no setting works in distribution within the benign budget")  # fmt: skip
     return (
-        f"operating point {setting_label(op)} ({where}): harm_test refusal "
-        f"{md.ci(estimate(op, 'harm_test_refusal'))} (change "
-        f"{md.ci(estimate(op, 'harm_test_refusal_change'))}), benign helpful drop "
-        f"{md.ci(estimate(op, 'helpful_drop'))}",
+        f"in-distribution operating point {setting_label(op)} ({where}; {state}): {numbers(op)}",
+        f"tuned on the shift (best case) {setting_label(shift)}: {numbers(shift)}",
         f"sanity checks: {tally.replace(chr(92), '')}",
     )

@@ -26,14 +26,24 @@ from steering_reliability.metrics.stats import (
 from steering_reliability.records.run import session_code_versions
 from steering_reliability.studies.sweep.report.aggregate import (
     DEFAULT_RULE,
+    POINTS,
     OperatingPointRule,
     estimate,
     explain_choice,
     operating_point_row,
     paired,
+    point_row,
     setting_key,
     setting_label,
     setting_rows,
+    works_in_distribution,
+)
+from steering_reliability.studies.sweep.report.ladder import (
+    Rung,
+    focus,
+    ladder_table,
+    render_ladder,
+    rungs,
 )
 from steering_reliability.studies.sweep.report.sanity import sanity_table
 from steering_reliability.verdict import Verdict
@@ -111,21 +121,44 @@ def _differs(est: Estimate) -> bool:
 def _generalisation(
     summary: pd.DataFrame, select: pd.DataFrame, op: pd.Series, rule: OperatingPointRule
 ) -> tuple[str, list[str]]:
-    train, test = estimate(op, "harm_train_refusal"), estimate(op, "harm_test_refusal")
-    gap = estimate(op, "gap")
-    clear = gap.value > 0 and _differs(gap)
-    lines = [
-        f"At the operating point harm_train refusal is {md.ci(train)} and harm_test refusal is "
-        f"{md.ci(test)}: the gap is {md.ci(gap)} (train and test are different prompts, so "
-        "each is resampled on its own and the difference taken per resample)."
-    ]
-    if clear:
-        lines.append("Its interval excludes 0: a clear generalisation failure, the direction "
-                     "induces refusal on the training distribution more than on the shifted "
-                     "one.")  # fmt: skip
-    else:
-        lines.append("Its interval includes 0: this run does not show a generalisation gap at "
-                     "the operating point.")  # fmt: skip
+    """The transfer question (harm_train vs harm_test), answered at the in-distribution
+    operating point when it works in distribution, else at the matched settings."""
+    at = focus(summary, select, rule)
+    lines: list[str] = []
+    if at and at[0].roles[0] != "in-distribution operating point":
+        lines.append(
+            f"No setting works in distribution within the benign budget (harm_train refusal >= "
+            f"{rule.min_effect:g} on the select prompts with helpful drop <= "
+            f"{rule.max_helpful_drop:g} and collapse <= {rule.max_collapse_rate:g}), so the "
+            f"in-distribution operating point does not induce refusal and the transfer question "
+            f"is answered at the {len(at)} matched settings instead: per layer and "
+            f"intervention, the weakest alpha whose harm_train refusal on the select prompts "
+            f"reaches {rule.min_effect:g}, whatever its benign cost (given beside it)."
+        )
+    elif not at:
+        lines.append(
+            f"No setting reaches harm_train refusal {rule.min_effect:g} on the select prompts: "
+            "the direction does not induce refusal in distribution at any swept setting, so "
+            "there is no effect whose transfer could be measured."
+        )
+        return "not measurable (no setting induces refusal in distribution)", lines
+    clear_at = []
+    for rung in at:
+        r = rung.row
+        train, test = estimate(r, "harm_train_refusal"), estimate(r, "harm_test_refusal")
+        gap = estimate(r, "gap")
+        clear = gap.value > 0 and _differs(gap)
+        clear_at.append(clear)
+        lines.append(
+            f"At {md.escape(setting_label(r))} ({rung.roles[0]}) harm_train refusal is "
+            f"{md.ci(train)} and harm_test refusal {md.ci(test)}: the gap is {md.ci(gap)}"
+            + (", its interval excludes 0 (a clear generalisation failure)" if clear else
+               ", its interval includes 0 (no gap shown)")
+            + f"; benign false refusal {md.ci(estimate(r, 'benign_refusal'))}, helpful drop "
+            f"{md.ci(estimate(r, 'helpful_drop'))}."
+        )  # fmt: skip
+    lines.append("Train and test are different prompts, so each is resampled on its own and "
+                 "the difference taken per resample.")  # fmt: skip
     change = estimate(op, "harm_test_refusal_change")
     if change.value > 0 and _differs(change):
         effect = "clearly raises harm_test refusal (the paired interval of the change excludes 0)"
@@ -133,8 +166,8 @@ def _generalisation(
         effect = "raises the point estimate, but the paired interval of the change includes 0"
     else:
         effect = "does not raise harm_test refusal"
-    lines.append(f"Against the unsteered model on the same prompts the operating point {effect}: "
-                 f"change {md.ci(change)}.")  # fmt: skip
+    lines.append(f"Against the unsteered model on the same prompts the in-distribution operating "
+                 f"point {effect}: change {md.ci(change)}.")  # fmt: skip
     sweep = summary[summary["kind"] == SWEEP]
     fine = sweep[sweep["collapse_rate"].fillna(0.0) <= rule.max_collapse_rate]
     sep = [r for _, r in fine.iterrows()
@@ -151,10 +184,19 @@ def _generalisation(
             r = top.iloc[0]
             lines[-1] += (f" The setting with the largest gap on the select prompts, "
                           f"{setting_label(r)}, has {md.ci(estimate(r, 'gap'))} here.")  # fmt: skip
-    if clear:
-        return "yes, at the operating point", lines
+    where = at[0].roles[0]
+    if any(clear_at):
+        if where == "in-distribution operating point":
+            return "yes, at the in-distribution operating point", lines
+        return (f"yes, at {sum(clear_at)} of {len(at)} matched settings (none works within the "
+                "benign budget)"), lines  # fmt: skip
     if sep:
-        return f"yes, away from the operating point ({len(sep)} settings), not at it", lines
+        return f"yes, away from the {where} ({len(sep)} settings), not at it", lines
+    if where != "in-distribution operating point":
+        return (
+            f"not shown at the {len(at)} matched settings (none works within the benign budget)",
+            lines,
+        )
     return "not shown", lines
 
 
@@ -334,6 +376,7 @@ def render_findings(
     select_summary: pd.DataFrame | None = None,
     parts: bool = False,
     analysis_checks: Sequence[Verdict] = (),
+    ladder: tuple[Sequence[Rung], pd.DataFrame] | None = None,
 ) -> str:
     """The whole findings.md text for one run.
 
@@ -341,8 +384,16 @@ def render_findings(
     `select_summary` (the select part's) and is flagged in `summary`.
     """
     op = operating_point_row(summary)
+    shift = point_row(summary, "shift_tuned")
     select = select_summary if select_summary is not None else summary
-    _, why = explain_choice(select, rule)
+    _, why = explain_choice(select, rule, target=POINTS["operating_point"])
+    _, shift_why = explain_choice(select, rule, target=POINTS["shift_tuned"])
+    sel_op = select[(select["kind"] == SWEEP) & select["operating_point"].astype(bool)]
+    works = not sel_op.empty and works_in_distribution(sel_op.iloc[0], rule)
+    if ladder is None:
+        steps = rungs(summary, select, rule)
+        ladder = (steps, ladder_table(df, summary, steps))
+    ladder_verdict, ladder_text = render_ladder(df, summary, select, rule, *ladder)
     base = summary[summary["kind"] == BASELINE].iloc[0]
     gen_verdict, gen = _generalisation(summary, select, op, rule)
     side_verdict, side = _side_effects(df, summary, select, op, rule)
@@ -363,7 +414,12 @@ def render_findings(
     out.append(scope)
     out.append("\n".join([
         f"- Measurable on this model: **{half}**",
+        f"- In-distribution operating point (chosen on harm_train and benign only): "
+        f"**{md.escape(setting_label(op))}**, "
+        + ("**works in distribution**" if works else
+           "**no setting works in distribution within the benign budget**"),
         f"- Generalisation failure (harm_train vs harm_test refusal): **{gen_verdict}**",
+        f"- Synthetic shift vs real benchmarks: **{ladder_verdict}**",
         f"- Side-effect trade-off on benign prompts: **{side_verdict}**",
         f"- Sanity checks: {checks}",
         "- Research acceptance (a clear generalisation failure or side-effect trade-off): "
@@ -375,17 +431,30 @@ def render_findings(
             md.table(["split", "refusal rate", "helpful rate", "prompts"], base_rows)]  # fmt: skip
     collapse = estimate(op, "collapse_rate")
     out += [
-        "## Operating point",
-        f"**{md.escape(setting_label(op))}** (case `{op['case_id']}`), chosen on the select "
-        f"prompts: {why}. On the report prompts its collapse rate "
+        "## Operating points",
+        f"**In distribution (the headline): {md.escape(setting_label(op))}** (case "
+        f"`{op['case_id']}`), chosen on the select prompts of harm_train and benign only, as a "
+        f"practitioner without shifted prompts would: {why}. "
+        + ("It works in distribution" if works else
+           f"It does not work in distribution (harm_train refusal below {rule.min_effect:g} on "
+           "the select prompts, or over the benign budget): no setting does")
+        + f". On the report prompts its collapse rate "
         f"is {md.ci(collapse)} (bound {rule.max_collapse_rate:g}); mean length "
         f"{md.ci(estimate(op, 'mean_n_tokens'), 1)} tokens vs {md.num(base['mean_n_tokens'], 1)} "
         f"unsteered; mean entropy {md.ci(estimate(op, 'mean_entropy'))} vs "
         f"{md.num(base['mean_entropy'])}."
         + (" It is collapsed: its numbers may reflect degenerate text."
            if collapse.value > rule.max_collapse_rate else ""),
+        f"**Tuned on the shift (the best case, when shifted prompts are there to tune on): "
+        f"{md.escape(setting_label(shift))}** (case `{shift['case_id']}`), chosen on harm_test's "
+        f"select prompts: {shift_why}. On the report prompts: harm_train refusal "
+        f"{md.ci(estimate(shift, 'harm_train_refusal'))}, harm_test refusal "
+        f"{md.ci(estimate(shift, 'harm_test_refusal'))}, helpful drop "
+        f"{md.ci(estimate(shift, 'helpful_drop'))}. Choosing on the shifted distribution biases "
+        "its gap toward \"it transfers\"; it is not the generalisation estimate.",
         "### Mechanism", " ".join(_mechanism(op)),
         "## 1. Generalisation", " ".join(gen),
+        "### The shift ladder", "\n\n".join(ladder_text),
         "## 2. Side effects on benign prompts", " ".join(side),
         "## 3. Sanity checks", "\n\n".join(check_lines),
         "## 4. Layer comparison", "\n\n".join(_layers(df, summary, select, rule)),
