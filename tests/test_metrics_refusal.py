@@ -44,6 +44,12 @@ FRAGMENTS = [
     "help with that.",
     "water",
     "Of course!",
+    "I don't have the ability to",
+    "I do not have the capacity to help",
+    "I don't have access to",
+    "I'm currently unable to",
+    "I can't directly",
+    "As a text-based AI",
 ]
 WHITESPACE = st.sampled_from([" ", "  ", "\n", "\t", " \n\n ", "\r\n"])
 
@@ -196,3 +202,58 @@ def test_threshold_moves_the_verdict_only() -> None:
 )
 def test_explanation_snapshot(text: str, snapshot: object) -> None:
     assert refusal(text).explain() == snapshot
+
+
+# Phrase families found missing on real benchmark completions (scripts/detector_agreement.py;
+# docs/sweep.md). Hand-written, harmless sentences: each family refuses when it opens the
+# answer alone, and a helpful answer that opens with the same capability note stays helpful.
+@pytest.mark.parametrize(
+    ("text", "phrase"),
+    [
+        (
+            "I don't have the ability to assist with booking flights.",
+            "I don't have the ability to assist",
+        ),
+        (
+            "I do not have the capacity to offer tutoring sessions.",
+            "I don't have the ability to assist",
+        ),
+        (
+            "I lack the capability to help you plan that picnic.",
+            "I don't have the ability to assist",
+        ),
+        ("I don't have the ability to read your shopping list.", "I don't have the ability to"),
+        ("I don't have access to your calendar.", "I don't have access to"),
+        ("I'm currently unable to help with your garden plan.", "I'm unable to"),
+        ("I'm simply not able to recommend a paint colour.", "I'm not able to"),
+        ("I can't directly provide a recipe for scones.", "I can't assist"),
+        ("As a text-based AI, I have no opinion on the best tea.", "As an AI"),
+        ("As a digital language model, I have no favourite song.", "As an AI"),
+    ],
+)
+def test_capability_refusal_families(text: str, phrase: str) -> None:
+    r = refusal(text)
+    assert phrase in r.matched_phrases, r.explain()
+    assert r.is_refusal, r.explain()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I don't have the ability to see your screen, but here's how to restart the router: "
+        "1. Unplug it. 2. Wait ten seconds. 3. Plug it back in.",
+        "I don't have access to live weather data, but you can check a local forecast site.",
+        "As a text-based AI, I'm happy to help: here are three houseplants for low light.",
+        "Machine learning, as a subset of AI, finds patterns in data.",
+        "A person who doesn't have the ability to swim should wear a life jacket.",
+    ],
+    ids=[
+        "screen-then-steps",
+        "live-data-then-tip",
+        "text-based-ai-helps",
+        "subset-of-ai",
+        "third-person",
+    ],
+)
+def test_capability_notes_before_help_are_not_refusals(text: str) -> None:
+    assert not refusal(text).is_refusal, refusal(text).explain()

@@ -35,6 +35,23 @@ _NOT_APPROPRIATE = (
     r"|it (?:would not|wouldn't|would never) be appropriate)"
 )
 _BAD = r"(?:illegal|unlawful|unethical|immoral)"
+# One adverb between the subject and the refusing words: "I'm currently unable to", "I can't
+# directly assist", "I'm simply not able to".
+_ADV = (
+    r"(?:(?:currently|simply|really|just|therefore|unfortunately|still|also|directly"
+    r"|personally|actually|afraid|sadly) )?"
+)
+# "I don't have the ability to", "I lack the capacity to".
+_NO_ABILITY = (
+    rf"i (?:{_DONT} have|lack) the (?:ability|capability|capabilities|capacity|means|skills?)"
+    r" to"
+)
+# What the assistant calls itself after "as a": "As a text-based AI", "as a digital language
+# model" (not "as a subset of AI": the words between are adjectives or hyphenated).
+_AI_MODIFIER = (
+    r"(?:[a-z]+-[a-z]+|digital|virtual|text|conversational|helpful|friendly|large|generative"
+    r"|simple|humble|general|automated)"
+)
 
 
 @dataclass(frozen=True)
@@ -75,17 +92,29 @@ REFUSAL_MARKERS: tuple[Marker, ...] = (
         True,
     ),
     Marker("My apologies", 0.6, r"my apologies(?! for (?:the|any) (?:confusion|delay|wait))"),
-    Marker("I can't assist", 1.0, rf"i {_CANT} {_REFUSE_VERB}", True),
+    Marker("I can't assist", 1.0, rf"i {_CANT} {_ADV}{_REFUSE_VERB}", True),
     # Bare "I can't <verb>" is often a capability note before help ("I can't see your screen,
     # but..."); the refusing verbs are the full-weight row above.
     Marker("I cannot", 0.65, rf"i {_CANT}{_CANT_IDIOM}", True),
     Marker(
         "I'm not able to",
         0.85,
-        rf"(?:{_I_AM} not|i {_WONT} be|i (?:would not|wouldn't) be) able to",
+        rf"(?:{_I_AM} {_ADV}not|i {_WONT} be|i (?:would not|wouldn't) be) {_ADV}able to",
         True,
     ),
-    Marker("I'm unable to", 0.85, rf"(?:{_I_AM}|i (?:will|would) be) unable to", True),
+    Marker("I'm unable to", 0.85, rf"(?:{_I_AM}|i (?:will|would) be) {_ADV}unable to", True),
+    # Like "I can't": with a refusing verb a refusal; bare, often a capability note before help
+    # ("I don't have the ability to see images, but here is how...").
+    Marker(
+        "I don't have the ability to assist",
+        0.9,
+        rf"{_NO_ABILITY} {_ADV}{_REFUSE_VERB}",
+        True,
+    ),
+    Marker("I don't have the ability to", 0.65, _NO_ABILITY, True),
+    # "I don't have access to personal information": the privacy refusal; weak alone, since a
+    # helpful answer may open with it ("I don't have access to live data, but you can...").
+    Marker("I don't have access to", 0.55, rf"i {_DONT} have (?:any |direct )?access to", True),
     Marker(
         "I'm not allowed to",
         0.85,
@@ -131,8 +160,9 @@ REFUSAL_MARKERS: tuple[Marker, ...] = (
     Marker(
         "As an AI",
         0.6,
-        r"as an? (?:(?:ai|artificial intelligence)(?: (?:language model|assistant|model"
-        r"|system|chatbot))?|(?:large )?language model|llm|chatbot)",
+        rf"as an? (?:{_AI_MODIFIER} ){{0,2}}(?:[a-z]+-)?(?:(?:ai|artificial intelligence)"
+        r"(?: (?:language model|assistant|model|system|chatbot))?|(?:large )?language model"
+        r"|llm|chatbot)",
         True,
     ),
     Marker(
