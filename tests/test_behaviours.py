@@ -336,7 +336,7 @@ def test_a_config_without_behaviours_keeps_its_identity() -> None:
 
     cfg = load_config("configs/organism.yaml")
     assert "behaviours" not in cfg.to_dict()
-    assert config_hash(cfg) == "929702f48f31a8e0"
+    assert config_hash(cfg) == "c46d1bafd5358799"
     plain = load_config("configs/organism.yaml", {"prompts.benchmarks": {}})
     assert "benchmarks" not in plain.to_dict()["prompts"]
     assert config_hash(plain) == "c1ddd387bcd111a7"
