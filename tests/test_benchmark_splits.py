@@ -43,9 +43,10 @@ def test_adding_a_benchmark_leaves_the_three_splits_prompts_unchanged() -> None:
 
 @pytest.mark.parametrize("name", ["harm_test", "Bench", "9lives", "has space"])
 def test_a_benchmark_split_name_must_be_plain_and_new(name: str) -> None:
-    with pytest.raises(ConfigError, match="invalid split name") as info:
+    with pytest.raises(ConfigError, match="invalid value") as info:
         load_config("configs/fast.yaml", {"prompts.benchmarks": {name: "benchmark:harmbench"}})
-    assert f"prompts.benchmarks.{name}" in str(info.value)
+    assert info.value.field == f"prompts.benchmarks.{name}" and info.value.value == name
+    assert "lower-case letters" in str(info.value)
 
 
 def test_an_unknown_benchmark_in_the_split_map_is_refused_at_load() -> None:

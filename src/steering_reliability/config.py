@@ -23,13 +23,13 @@ from pydantic_core import PydanticCustomError
 from steering_reliability import behaviours
 from steering_reliability.behaviours.refusal import COMPLIANCE_PREFIX, REFUSAL_PREFIX
 from steering_reliability.directions.direction import ALPHA_SCALES
-from steering_reliability.errors import ConfigError, InputError, suggest
+from steering_reliability.errors import ConfigError, suggest
 from steering_reliability.interventions.functions import INTERVENTIONS
 from steering_reliability.interventions.steer import APPLY_POSITIONS
 from steering_reliability.models.precision import DEVICES, DTYPES, resolve_device, resolve_dtype
 from steering_reliability.models.sites import HOOK_POINTS
 from steering_reliability.paths import CONFIG_DIR, REPO_ROOT
-from steering_reliability.prompts.benchmarks import check_source, is_benchmark
+from steering_reliability.prompts.benchmarks import check_sources, is_benchmark
 from steering_reliability.records.run import config_hash as plain_hash
 from steering_reliability.records.run import flatten
 
@@ -70,6 +70,11 @@ Count = Annotated[
 ]
 Fraction = Annotated[Number, _rule("in [0, 1]", lambda v: 0 <= v <= 1)]
 Prefix = Annotated[StrictStr, _rule("a non-empty string", lambda v: bool(v.strip()))]
+SPLIT_NAMES = ("harm_train", "harm_test", "benign")  # prompts.benchmarks adds further ones
+SplitName = Annotated[StrictStr, _rule(
+    f"lower-case letters, digits and _ (up to 40), not one of {list(SPLIT_NAMES)}",
+    lambda v: re.fullmatch(r"[a-z][a-z0-9_]{0,39}", v) is not None and v not in SPLIT_NAMES,
+    "a split name, e.g. harmbench: benchmark:harmbench")]  # fmt: skip
 Listed = BeforeValidator(lambda v: v if isinstance(v, (list, tuple)) else [v])  # 6 -> (6,)
 Section = BeforeValidator(lambda v: v or {})  # an empty or null section: its defaults
 _NO_UNKNOWN_KEYS = pydantic.ConfigDict(extra="forbid")
@@ -105,7 +110,7 @@ class PromptsConfig:
     # Further shifted sets, evaluated beside harm_test: split name -> a prompt file or a public
     # benchmark (`benchmark:harmbench`, docs/prompts_and_models.md). Only their *report* part is
     # evaluated: nothing is ever chosen on them.
-    benchmarks: dict[StrictStr, StrictStr] = dataclasses.field(default_factory=dict)
+    benchmarks: dict[SplitName, StrictStr] = dataclasses.field(default_factory=dict)
     # report prompts per benchmark (a seeded sample of its report part; None: all of it)
     n_benchmark: Count = None
 
@@ -361,7 +366,8 @@ def _config_error(
     the hint, to come from the override, not the file."""
     rank = {key: 0 for key in _UNKNOWN_KEY} | {"config_value": 2}
     err = min(exc.errors(), key=lambda e: rank.get(e["type"], 1))
-    kind, loc, value, ctx = err["type"], err["loc"], err["input"], err.get("ctx", {})
+    kind, value, ctx = err["type"], err["input"], err.get("ctx", {})
+    loc = tuple(p for p in err["loc"] if p != "[key]")  # a mapping's key: name the key itself
     problem, expected, hint = _TYPE_ERRORS.get(kind, (err["msg"], None, None))
     if kind in _UNKNOWN_KEY:
         section = getattr(Config(), str(loc[0])) if len(loc) > 1 else Config
@@ -498,8 +504,7 @@ def validate(cfg: Config, *, file: str | None = None) -> None:
     """The checks across fields. Each field's own values are checked when a Config is built, the
     layer range by `validate_for_model`."""
     _validate_behaviours(cfg, file)
-    _validate_benchmarks(cfg, file)
-    _validate_benchmark_splits(cfg, file)
+    check_sources(flatten(cfg.to_dict()), file=file)  # every benchmark:NAME, wherever it is
     d = cfg.direction  # contrastive_prefix cannot read at last_prompt; diff_in_means must
     if (d.position == "last_prompt") != (d.method == "contrastive_prefix"):
         return
@@ -512,19 +517,6 @@ def validate(cfg: Config, *, file: str | None = None) -> None:
         expected=expected,
         hint=hint,
     )
-
-
-def _validate_benchmarks(cfg: Config, file: str | None) -> None:
-    """Every `benchmark:NAME` value (wherever a prompt file may go) names a known benchmark whose
-    package is installed: refused now, before any model loads, not when its prompts are read."""
-    for field, value in flatten(cfg.to_dict()).items():
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, str) and is_benchmark(item):
-                try:
-                    check_source(item)
-                except InputError as exc:
-                    raise ConfigError(exc.problem, file=file, field=field, value=item,
-                                      expected=exc.expected, hint=exc.hint) from None  # fmt: skip
 
 
 def _validate_behaviours(cfg: Config, file: str | None) -> None:
@@ -554,26 +546,6 @@ def _validate_behaviours(cfg: Config, file: str | None) -> None:
                 raise ConfigError("unknown file key", file=file, field=f"{field}.files.{key}",
                                   value=key, expected=f"one of {list(beh.files)}",
                                   hint=suggest(key, tuple(beh.files)))  # fmt: skip
-
-
-_SPLIT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-_RESERVED_SPLITS = ("harm_train", "harm_test", "benign")
-
-
-def _validate_benchmark_splits(cfg: Config, file: str | None) -> None:
-    """Each split of prompts.benchmarks has a plain name that is not one of the three splits
-    (its source is checked with every other prompt source: `_validate_benchmarks`, select_prompts)."""
-    for name in cfg.prompts.benchmarks:
-        if not _SPLIT_NAME.match(name) or name in _RESERVED_SPLITS:
-            raise ConfigError("invalid split name", file=file, field=f"prompts.benchmarks.{name}",
-                              value=name, expected="lower-case letters, digits and _ (up to 40), "
-                              f"not one of {list(_RESERVED_SPLITS)}",
-                              hint="e.g. harmbench: benchmark:harmbench")  # fmt: skip
-
-
-def benchmark_splits(cfg: Config) -> tuple[str, ...]:
-    """The names of the further shifted splits (prompts.benchmarks), in config order."""
-    return tuple(cfg.prompts.benchmarks)
 
 
 def behaviour_layers(cfg: Config, name: str) -> tuple[int, ...]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from steering_reliability.atomic import canonical_json, file_sha256
-from steering_reliability.errors import PromptFileError, suggest
+from steering_reliability.errors import ConfigError, InputError, PromptFileError, suggest
 from steering_reliability.prompts.leakage import LeakagePair, leakage_report
 from steering_reliability.prompts.readers import read_rows
 from steering_reliability.prompts.schema import Prompt, prompt_from_record
@@ -243,6 +243,19 @@ def check_source(spec: str) -> None:
     installed, data file missing) with the PromptFileError that says so; cheap: the files are
     found, not parsed (loading them validates every record)."""
     locate(spec)
+
+
+def check_sources(values: Mapping[str, object], *, file: str | None = None) -> None:
+    """Every `benchmark:NAME` among `values` (field -> value or list of values, e.g. a flattened
+    config) passes `check_source`; the first that does not is a ConfigError naming its field."""
+    for field, value in values.items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and is_benchmark(item):
+                try:
+                    check_source(item)
+                except InputError as exc:
+                    raise ConfigError(exc.problem, file=file, field=field, value=item,
+                                      expected=exc.expected, hint=exc.hint) from None  # fmt: skip
 
 
 def load_benchmark(name: str) -> tuple[Prompt, ...]:

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from steering_reliability.config import Config, benchmark_splits, config_hash
+from steering_reliability.config import Config, config_hash
 from steering_reliability.errors import ConfigError
 from steering_reliability.generation import generate
 from steering_reliability.generation.cache import GenerationRequest
@@ -42,7 +42,7 @@ def split_files(cfg: Config) -> dict[str, Path]:
 def eval_splits(cfg: Config) -> tuple[str, ...]:
     """Every split the sweep evaluates: the three of SPLITS, then the benchmarks in config order
     (the shift ladder: in distribution, our synthetic shift, real benchmarks; benign beside)."""
-    return (*SPLITS, *benchmark_splits(cfg))
+    return (*SPLITS, *cfg.prompts.benchmarks)
 
 
 def split_sources(cfg: Config) -> dict[str, Path | str]:
@@ -95,7 +95,7 @@ def select_prompts(cfg: Config) -> dict[str, tuple[Prompt, ...]]:
         s: sample_parts(load_prompts(sources[s], split=s), parts[s], limits[s], f"{cfg.seed}:{s}")
         for s in SPLITS
     }
-    for s in benchmark_splits(cfg):
+    for s in cfg.prompts.benchmarks:
         report = tuple(p for p in load_prompts(sources[s], split=s) if parts[s][p.id] == "report")
         chosen[s] = sample_subset(report, cfg.prompts.n_benchmark, f"{cfg.seed}:{s}:report")
     return chosen
