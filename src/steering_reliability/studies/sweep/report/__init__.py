@@ -22,10 +22,10 @@ from steering_reliability.studies.sweep.report.aggregate import (
     operating_point_row,
     part_rows,
     point_row,
+    point_works,
     setting_label,
     shift_rates,
     summarize,
-    works_in_distribution,
 )
 from steering_reliability.studies.sweep.report.examples import render_examples
 from steering_reliability.studies.sweep.report.figures import build_figures
@@ -97,9 +97,7 @@ def headline(
                        for s in ("harm_train", "harm_test", *rungs_))  # fmt: skip
         return f"refusal {on}; benign helpful drop {md.ci(estimate(row, 'helpful_drop'))}"
 
-    sel = select if select is not None else summary
-    sel_op = sel[(sel["kind"] == SWEEP) & sel["operating_point"].astype(bool)]
-    works = not sel_op.empty and works_in_distribution(sel_op.iloc[0])
+    works = point_works(select if select is not None else summary)
     state = "works in distribution" if works else (
         "no setting works in distribution within the benign budget")  # fmt: skip
     return (

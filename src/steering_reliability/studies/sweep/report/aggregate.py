@@ -250,6 +250,11 @@ def works_in_distribution(row: pd.Series, rule: OperatingPointRule = DEFAULT_RUL
             and collapse <= rule.max_collapse_rate)  # fmt: skip
 
 
+def point_works(select: pd.DataFrame, rule: OperatingPointRule = DEFAULT_RULE) -> bool:
+    """Whether the in-distribution operating point of a select-part summary works there."""
+    return works_in_distribution(point_row(select, "operating_point"), rule)
+
+
 def matched_settings(
     summary: pd.DataFrame, rule: OperatingPointRule = DEFAULT_RULE
 ) -> pd.DataFrame:

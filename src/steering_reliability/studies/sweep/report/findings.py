@@ -33,10 +33,10 @@ from steering_reliability.studies.sweep.report.aggregate import (
     operating_point_row,
     paired,
     point_row,
+    point_works,
     setting_key,
     setting_label,
     setting_rows,
-    works_in_distribution,
 )
 from steering_reliability.studies.sweep.report.ladder import (
     Rung,
@@ -123,9 +123,10 @@ def _generalisation(
 ) -> tuple[str, list[str]]:
     """The transfer question (harm_train vs harm_test), answered at the in-distribution
     operating point when it works in distribution, else at the matched settings."""
-    at = focus(summary, select, rule)
+    works, at = point_works(select, rule), focus(summary, select, rule)
+    where = "in-distribution operating point" if works else "matched settings"
     lines: list[str] = []
-    if at and at[0].roles[0] != "in-distribution operating point":
+    if at and not works:
         lines.append(
             f"No setting works in distribution within the benign budget (harm_train refusal >= "
             f"{rule.min_effect:g} on the select prompts with helpful drop <= "
@@ -184,15 +185,14 @@ def _generalisation(
             r = top.iloc[0]
             lines[-1] += (f" The setting with the largest gap on the select prompts, "
                           f"{setting_label(r)}, has {md.ci(estimate(r, 'gap'))} here.")  # fmt: skip
-    where = at[0].roles[0]
     if any(clear_at):
-        if where == "in-distribution operating point":
+        if works:
             return "yes, at the in-distribution operating point", lines
         return (f"yes, at {sum(clear_at)} of {len(at)} matched settings (none works within the "
                 "benign budget)"), lines  # fmt: skip
     if sep:
         return f"yes, away from the {where} ({len(sep)} settings), not at it", lines
-    if where != "in-distribution operating point":
+    if not works:
         return (
             f"not shown at the {len(at)} matched settings (none works within the benign budget)",
             lines,
@@ -388,8 +388,7 @@ def render_findings(
     select = select_summary if select_summary is not None else summary
     _, why = explain_choice(select, rule, target=POINTS["operating_point"])
     _, shift_why = explain_choice(select, rule, target=POINTS["shift_tuned"])
-    sel_op = select[(select["kind"] == SWEEP) & select["operating_point"].astype(bool)]
-    works = not sel_op.empty and works_in_distribution(sel_op.iloc[0], rule)
+    works = point_works(select, rule)
     if ladder is None:
         steps = rungs(summary, select, rule)
         ladder = (steps, ladder_table(df, summary, steps))

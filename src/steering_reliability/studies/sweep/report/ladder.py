@@ -26,10 +26,11 @@ from steering_reliability.studies.sweep.report.aggregate import (
     OperatingPointRule,
     benchmark_columns,
     estimate,
+    point_row,
+    point_works,
     setting_key,
     setting_label,
     setting_rows,
-    works_in_distribution,
 )
 
 
@@ -78,17 +79,15 @@ def rungs(summary: pd.DataFrame, select: pd.DataFrame, rule: OperatingPointRule)
 def focus(summary: pd.DataFrame, select: pd.DataFrame, rule: OperatingPointRule) -> list[Rung]:
     """The settings the transfer question is answered at: the in-distribution operating point
     when it works in distribution (on the select prompts), else the matched settings."""
-    op = summary[summary["operating_point"].astype(bool)].iloc[0]
-    sel = {setting_key(r): r for _, r in select.iterrows() if r["kind"] == SWEEP}
-    if works_in_distribution(sel[setting_key(op)], rule):
-        return [Rung(op, ("in-distribution operating point",))]
+    if point_works(select, rule):
+        return [Rung(point_row(summary, "operating_point"), ("in-distribution operating point",))]
     return [Rung(r, ("matched in distribution",))
             for _, r in summary[summary["matched"].astype(bool)].iterrows()]  # fmt: skip
 
 
-def _series(df: pd.DataFrame, row: pd.Series, split: str, by: str | None = None,
+def _series(rows: pd.DataFrame, split: str, by: str | None = None,
             group: str | None = None) -> pd.Series:  # fmt: skip
-    rows = setting_rows(df, row)
+    """Per-prompt refusal of one setting's rows (`setting_rows`) on a split, or a group of it."""
     rows = rows[rows["split"] == split]
     if by is not None:
         rows = rows[rows[by].astype(str) == group]
@@ -102,16 +101,16 @@ def ladder_table(df: pd.DataFrame, summary: pd.DataFrame, ladder: Sequence[Rung]
     false-refusal rate and helpful-rate drop."""
     records = []
     for rung in ladder:
-        train = _series(df, rung.row, "harm_train")
+        rows = setting_rows(df, rung.row)
+        train = _series(rows, "harm_train")
         for split in ladder_splits(summary):
             by = "style" if split == "harm_test" else "family"
             groups = [("", None)]
             if split != "harm_train":
-                rows = setting_rows(df, rung.row)
                 names = sorted(set(rows.loc[rows["split"] == split, by].astype(str)))
                 groups += [(g, by) for g in names if len(names) > 1]
             for group, col in groups:
-                values = _series(df, rung.row, split, col, group or None)
+                values = _series(rows, split, col, group or None)
                 est = mean_ci(values)
                 diff = (diff_ci(train, values, paired=False) if split != "harm_train"
                         else Estimate(np.nan, np.nan, np.nan, 0))  # fmt: skip
@@ -186,10 +185,11 @@ def render_ladder(
             "drop_from_train", "drop_from_train_lo", "drop_from_train_hi")),
             int(cells.loc[s, "n"]))) for s in splits[1:]]  # fmt: skip
         line = f"At {md.escape(rung.label)} ({rung.roles[0]}): " + "; ".join(parts) + "."
-        test = _series(df, rung.row, "harm_test")
+        rows = setting_rows(df, rung.row)
+        test = _series(rows, "harm_test")
         compare = []
         for b in benches:
-            d = diff_ci(_series(df, rung.row, b), test, paired=False)
+            d = diff_ci(_series(rows, b), test, paired=False)
             word = ("harder than" if d.excludes(0.0) and d.value > 0 else
                     "easier than" if d.excludes(0.0) else "not separated from")  # fmt: skip
             compare.append(f"{word} `{b}` (refusal {b} minus harm_test {md.ci(d)})")
