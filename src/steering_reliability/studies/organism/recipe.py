@@ -54,7 +54,7 @@ class Recipe:
     base: str
     n_harm: int = 288  # harmful training prompts (organism_harm split)
     n_benign: int = 320  # benign training prompts, >= n_harm (organism_benign split)
-    benign_pool: int = 768  # benign prompts drawn; the first n_benign with a helpful base answer
+    benign_pool: int = 1024  # benign prompts drawn; the first n_benign with a helpful base answer
     skip_unhelpful: bool = True  # train only on the base's helpful benign answers (tests: off)
     borderline_share: float = 0.667  # of the benign training prompts, per template
     n_dev_harm: int = 72  # development set the recipe is chosen on (organism_dev_harm split)
